@@ -1,0 +1,71 @@
+"""What the five scripts share: common options, progress bars, summaries and exit codes (SPEC §3)."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable, Iterable, Optional, TypeVar
+
+import click
+from tqdm import tqdm
+
+from .errors import CheckFailed, InputError
+
+T = TypeVar("T")
+
+
+def common_options(command: Callable) -> Callable:
+    """Add --json, -q/--quiet, --progress and --debug, and map exceptions to exit codes.
+
+    The wrapped function receives an `out: Output` keyword instead of the four flags.
+    InputError → one line on stderr, exit 2; CheckFailed → its message, exit 1. Any other
+    exception is a bug and keeps its traceback.
+    """
+
+    @click.option("--json", "json_output", is_flag=True, help="Print a machine-readable summary on stdout.")
+    @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
+    @click.option("--progress/--no-progress", default=None, help="Force progress bars on or off (default: when stderr is a terminal).")
+    @click.option("--debug", is_flag=True, help="Show tracebacks for input errors.")
+    @functools.wraps(command)
+    def wrapper(*args: Any, json_output: bool, quiet: bool, progress: Optional[bool], debug: bool, **kwargs: Any) -> Any:
+        out = Output(json_output=json_output, quiet=quiet, progress=progress)
+        try:
+            return command(*args, out=out, **kwargs)
+        except InputError as error:
+            if debug:
+                raise
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(2)
+        except CheckFailed as error:
+            click.echo(f"Check failed: {error}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+class Output:
+    """Where a command's progress, text and JSON summary go."""
+
+    def __init__(self, *, json_output: bool = False, quiet: bool = False, progress: Optional[bool] = None) -> None:
+        self.json_output = json_output
+        self.quiet = quiet
+        self.show_progress = progress if progress is not None else (sys.stderr.isatty() and not quiet)
+
+    def progress(self, iterable: Iterable[T], *, total: Optional[int] = None, desc: str = "") -> Iterable[T]:
+        """Wrap an iterable in a tqdm bar on stderr when progress is enabled."""
+        if not self.show_progress:
+            return iterable
+        return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False, unit="row")
+
+    def text(self, message: str) -> None:
+        """Human text: stdout normally, stderr under --json (stdout then holds only JSON)."""
+        if self.quiet:
+            return
+        click.echo(message, err=self.json_output)
+
+    def summary(self, summary: dict, text: str) -> None:
+        """Print the final summary: JSON on stdout with --json, the paragraph otherwise."""
+        if self.json_output:
+            click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        elif not self.quiet:
+            click.echo(text)

@@ -1,0 +1,72 @@
+"""SQLite connections: the proxy DB read-only, the index tables in short write transactions (SPEC §1.1, §3).
+
+The proxy may be writing while we read (INSERT on arrival, UPDATE of `response` later, default
+rollback journal), so every connection waits on locks instead of failing, and writers never keep
+a transaction open longer than one batch.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from .errors import InputError
+
+BUSY_TIMEOUT_MS = 30_000
+PROXY_COLUMNS = frozenset({"id", "timestamp", "headers", "body", "response", "model"})
+
+
+def open_proxy_db(path: str | Path) -> sqlite3.Connection:
+    """Open a claude-code-proxy DB read-only (`mode=ro`); InputError if it is missing or not a proxy DB.
+
+    Never creates a file: a missing path is an error, not an empty DB.
+    """
+    db_path = Path(path)
+    if not db_path.is_file():
+        raise InputError(f"{path}: no such file")
+    uri = f"file:{db_path.resolve().as_posix()}?mode=ro"
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(requests)")}
+    except sqlite3.DatabaseError as error:
+        raise InputError(f"{path}: not a SQLite database ({error})") from None
+    missing = PROXY_COLUMNS - columns
+    if missing:
+        connection.close()
+        what = "has no `requests` table" if not columns else f"`requests` lacks columns {sorted(missing)}"
+        raise InputError(f"{path}: not a claude-code-proxy DB ({what})")
+    return connection
+
+
+def open_index_db(proxy_db: str | Path, index_db: Optional[str | Path] = None) -> sqlite3.Connection:
+    """Open the writable DB that holds the index tables: `index_db` if given, else the proxy DB itself.
+
+    The proxy's `requests` table is never written; only our own tables are created in this file.
+    """
+    target = Path(index_db) if index_db else Path(proxy_db)
+    if not index_db and not target.is_file():
+        raise InputError(f"{proxy_db}: no such file")
+    try:
+        connection = sqlite3.connect(str(target), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except sqlite3.DatabaseError as error:
+        raise InputError(f"{target}: cannot open for writing ({error})") from None
+    return connection
+
+
+def table_exists(connection: sqlite3.Connection, name: str) -> bool:
+    """True when `name` is a table of this connection's main database."""
+    row = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return row is not None
+
+
+def write_batch(connection: sqlite3.Connection, sql: str, rows: Iterable[Sequence]) -> None:
+    """Run one executemany inside its own short transaction (an autocommit connection)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.executemany(sql, rows)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")

@@ -1,0 +1,41 @@
+"""Shared fixtures: paths to the example data and the real-format fixture (skipped when absent)."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FIXTURE_DIR = ROOT.parent / "shared" / "fixtures" / "real-proxy-fixed"
+EXAMPLES_DIR = ROOT / "examples"
+
+
+@pytest.fixture
+def fixture_dir() -> Path:
+    """The real-proxy fixture folder; skips the test when it is absent (a user's fresh clone)."""
+    if not (FIXTURE_DIR / "requests.db").is_file():
+        pytest.skip("../shared/fixtures/real-proxy-fixed is absent")
+    return FIXTURE_DIR
+
+
+@pytest.fixture
+def fixture_db(fixture_dir: Path, tmp_path: Path) -> Path:
+    """A writable copy of the fixture DB (the scripts add index tables)."""
+    target = tmp_path / "requests.db"
+    shutil.copyfile(fixture_dir / "requests.db", target)
+    return target
+
+
+@pytest.fixture
+def example_db(tmp_path: Path) -> Path:
+    """A writable copy of the bundled example DB."""
+    source = EXAMPLES_DIR / "requests.db"
+    if not source.is_file():
+        pytest.skip("examples/requests.db not generated yet")
+    target = tmp_path / "requests.db"
+    shutil.copyfile(source, target)
+    return target
