@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Link Claude Code JSONL logs to the proxy's requests: the conversation index (SPEC §3 item 2).
+
+\b
+Example (the seed walkthrough):
+    python3 build_conversation_index.py examples/requests.db --projects-path examples/jsonl/
+
+Writes the tables `conversation_index` (one row per assistant turn, with its request id),
+`subagent_links` (Agent/Task tool calls with spawn and completion times) and `jsonl_files`
+into the DB (or --index-db). Builds the message index first when it is missing. Re-runs only
+re-read conversations whose files changed (size or mtime); --rebuild re-reads everything.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from lib.cli import Output, common_options
+
+
+@click.command(help=__doc__)
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--projects-path", type=click.Path(), default=None,
+              help="JSONL directory (searched recursively) or one session file. Default: ~/.claude/projects "
+                   "($CLAUDE_CONFIG_DIR/projects).")
+@click.option("--index-db", type=click.Path(dir_okay=False), default=None,
+              help="Keep the index tables in this SQLite file and leave DB untouched.")
+@click.option("--rebuild", is_flag=True, help="Forget earlier runs and re-read every JSONL file.")
+@common_options
+def main(db: str, projects_path: Optional[str], index_db: Optional[str], rebuild: bool, out: Output) -> None:
+    """Build or update the conversation index."""
+    from lib.conversation_index import update_conversation_index
+    from lib.db import open_index_db, open_proxy_db
+
+    proxy = open_proxy_db(db)
+    index = open_index_db(db, index_db)
+    try:
+        summary = update_conversation_index(proxy, index, projects_path, rebuild=rebuild,
+                                            progress=out.progress, say=out.text)
+    finally:
+        index.close()
+        proxy.close()
+    out.summary(summary.as_dict(), summary.describe())
+
+
+if __name__ == "__main__":
+    main()
