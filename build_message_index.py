@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Map every `msg_…` id in a claude-code-proxy DB to its request, with per-request facts (SPEC §3.1).
+
+\b
+Example (the seed walkthrough's first step):
+    python3 build_message_index.py examples/requests.db
+\b
+Also:
+    python3 build_message_index.py requests.db --index-db index.sqlite   # leave requests.db untouched
+    python3 build_message_index.py requests.db --rebuild --json-out message_id_index.json
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from lib.cli import Output, common_options
+from lib.db import open_index_db, open_proxy_db
+from lib.errors import InputError
+
+
+@click.command(help=__doc__)
+@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--index-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Store the index tables in this SQLite file instead of DB (DB stays byte-identical).")
+@click.option("--rebuild", is_flag=True, help="Discard the existing index and parse every row again.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write {message_id: request_id} to this JSON file (atomically).")
+@common_options
+def main(db: Path, index_db: Optional[Path], rebuild: bool, json_out: Optional[Path], out: Output) -> None:
+    """Build or update the message index of DB."""
+    from lib.message_index import update_message_index, write_message_id_json
+
+    proxy = open_proxy_db(db)
+    if index_db is not None and index_db.resolve() == db.resolve():
+        raise InputError(f"{index_db}: --index-db must be a different file from the proxy DB")
+    index = open_index_db(db, index_db)
+    try:
+        summary = update_message_index(proxy, index, rebuild=rebuild, progress=out.progress)
+        if json_out is not None:
+            count = write_message_id_json(index, json_out)
+            out.text(f"Wrote {count} message ids to {json_out}.")
+    finally:
+        index.close()
+        proxy.close()
+    out.summary(summary.as_dict(), summary.describe())
+
+
+if __name__ == "__main__":
+    main()
