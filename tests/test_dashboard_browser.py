@@ -1,0 +1,99 @@
+"""Real-browser check of the dashboard: headless Debian chromium draws every chart, offline, without errors."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from lib.dashboard import render_index, render_report
+from lib.report_model import IndexEntry, ReportModel
+from chromium_cdp import CHROMIUM, ChromiumPage
+from report_samples import build_sample_report
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
+CHARTS_READY = "document.body.getAttribute('data-charts-ready') === '1'"
+CHART_STATES = "Array.from(document.querySelectorAll('[data-chart]'), e => [e.dataset.chart, e.dataset.rendered || ''])"
+EXPECTED_CHARTS = 12
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromiumPage]:
+    """One headless chromium for the module, with a fresh empty profile."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    page = ChromiumPage(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def sample() -> ReportModel:
+    """The ~90-request, 4-sub-agent sample report."""
+    return build_sample_report()
+
+
+def _open(browser: ChromiumPage, path: Path, *, width: int, height: int, is_mobile: bool = False) -> None:
+    """Load `path` with a clean event log and wait until the page script has drawn every chart."""
+    browser.events.clear()
+    browser.open(path.as_uri(), width=width, height=height, is_mobile=is_mobile)
+    browser.wait_for(CHARTS_READY)
+
+
+def test_every_chart_draws_offline_without_console_errors(browser: ChromiumPage, sample: ReportModel,
+                                                          tmp_path: Path) -> None:
+    report = tmp_path / "combined.html"
+    render_report(sample, report)
+    _open(browser, report, width=1280, height=900)
+    states = browser.evaluate(CHART_STATES)
+    assert len(states) == EXPECTED_CHARTS
+    assert [name for name, state in states if state != "1"] == []
+    assert browser.errors() == []
+    assert browser.requested_urls() == [report.as_uri()]
+    browser.screenshot(ARTIFACTS / "dashboard.png")
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACTS / "dashboard.png", DOCS_SCREENSHOT)
+
+
+def test_hovering_a_bar_shows_request_index_tokens_and_hit_rate(browser: ChromiumPage, sample: ReportModel,
+                                                               tmp_path: Path) -> None:
+    report = tmp_path / "hover.html"
+    render_report(sample, report)
+    _open(browser, report, width=1280, height=900)
+    box = browser.evaluate(
+        "(() => { const c = document.querySelector('[data-chart=requests] canvas'); c.scrollIntoView();"
+        " const r = c.getBoundingClientRect(); return {x: r.left + r.width * 0.6, y: r.top + r.height * 0.5}; })()")
+    browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": box["x"], "y": box["y"]}, page=True)
+    tooltip = browser.evaluate(
+        "(() => { const t = Chart.getChart(document.querySelector('[data-chart=requests] canvas')).tooltip;"
+        " return {title: t.title, body: t.body.map(b => b.lines.join(' ')), footer: t.footer}; })()")
+    assert tooltip["title"][0].startswith("Request #")
+    assert any(line.startswith("API cache read: ") for line in tooltip["body"])
+    assert any(line.startswith("Hit rate: API ") for line in tooltip["footer"])
+    assert any(line.startswith("Prompt: ") and "tokens" in line for line in tooltip["footer"])
+    assert browser.errors() == []
+
+
+def test_batch_report_uses_the_shared_library_and_fits_a_phone(browser: ChromiumPage, sample: ReportModel,
+                                                               tmp_path: Path) -> None:
+    report = tmp_path / "conv1.html"
+    render_report(sample, report, shared_assets_dir=tmp_path / "assets")
+    index = render_index([IndexEntry.from_report(sample, report.name)], tmp_path)
+    _open(browser, report, width=390, height=844, is_mobile=True)
+    states = browser.evaluate(CHART_STATES)
+    assert [name for name, state in states if state != "1"] == []
+    assert browser.evaluate("document.documentElement.scrollWidth") <= 390
+    assert browser.errors() == []
+    assert (tmp_path / "assets" / "chart.umd.min.js").as_uri() in browser.requested_urls()
+    browser.screenshot(ARTIFACTS / "dashboard-narrow.png")
+    browser.events.clear()
+    browser.open(index.as_uri(), width=1280, height=900)
+    assert browser.evaluate("document.querySelectorAll('tbody tr a').length") == 1
+    assert browser.errors() == []
