@@ -10,6 +10,7 @@ import click
 from tqdm import tqdm
 
 from .errors import CheckFailed, InputError
+from .timestamps import parse_timestamp
 
 T = TypeVar("T")
 
@@ -69,3 +70,17 @@ class Output:
             click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
         elif not self.quiet:
             click.echo(text)
+
+
+class TimestampType(click.ParamType):
+    """An ISO 8601 / RFC 3339 time on the command line; naive values are taken as UTC."""
+
+    name = "timestamp"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        if not isinstance(value, str):
+            return value
+        parsed = parse_timestamp(value)
+        if parsed is None:
+            self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2026-03-25T15:43:05-04:00)", param, ctx)
+        return parsed

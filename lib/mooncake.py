@@ -1,119 +1,94 @@
 """Mooncake JSONL export (SPEC §5.2): flat rows for Mooncake, SGLang bench_serving, Dynamo, AIPerf.
 
-Ids follow the ceil convention: `len(hash_ids) == ceil(input_length / block)`, the partial tail
-block getting its own id. Because 64-token keys are chained, every k-th one identifies its whole
-prefix, so re-bucketing to a k-times larger block is exact; the tail is identified by the key of
-the whole prompt (the last full key chained with the leftover tokens).
+Ids follow the ceil convention, `len(hash_ids) == ceil(input_length / block)`, through
+`hashing.ceil_keys`, and come from one allocator for the whole file, so two conversations share
+an id only when they share that whole prefix. Keys become ids as requests are added (conversation
+by conversation); rows are kept as compact tuples and sorted by time only when written.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Hashable, Iterable, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+import orjson
+
+from .hashing import IdAllocator, RequestHashes, ceil_keys
 
 
-@dataclass(frozen=True)
-class MooncakeRequest:
-    """One request as the Mooncake export needs it: absolute start, sizes and chained keys."""
-
+@dataclass
+class _Row:
     session: str
     start_s: float
-    end_s: Optional[float]
+    delay_from_s: Optional[float]
     input_length: int
     output_length: int
-    block_keys: Sequence[Hashable]
-    tail_key: Optional[Hashable]
+    hash_ids: list[int]
+    delta_length: int
+    delta_ids: list[int]
 
 
-class GlobalIds:
-    """Dense ids over the whole file, so different conversations never share an id by accident."""
+@dataclass
+class MooncakeCollector:
+    """Collects requests of many (sub)conversations and writes flat or session-flavoured rows."""
 
-    def __init__(self) -> None:
-        self._ids: dict[Hashable, int] = {}
+    base_block_size: int
+    block_size: int
+    ids: IdAllocator = field(default_factory=IdAllocator)
+    _rows: list[_Row] = field(default_factory=list)
+    _last: dict[str, _Row] = field(default_factory=dict)
 
-    def id_of(self, key: Hashable) -> int:
-        found = self._ids.get(key)
-        if found is None:
-            found = self._ids[key] = len(self._ids) + 1
-        return found
+    def __post_init__(self) -> None:
+        if self.block_size % self.base_block_size:
+            raise ValueError(f"Mooncake block size {self.block_size} is not a multiple of {self.base_block_size}")
+        self.ratio = self.block_size // self.base_block_size
+
+    def add(self, *, session: str, start_s: float, previous_end_s: Optional[float], hashes: RequestHashes,
+            output_length: int) -> None:
+        """Add one request of `session` (requests of a session must come in time order)."""
+        hash_ids = self.ids.ids(ceil_keys(hashes, self.ratio))
+        previous = self._last.get(session)
+        delta_length, delta_ids = hashes.token_count, hash_ids
+        if previous is not None:
+            shared = _shared_prefix(previous.hash_ids, hash_ids)
+            # A delta only when the context was extended; a rewritten context is sent whole.
+            if shared == len(previous.hash_ids):
+                delta_length = max(0, hashes.token_count - previous.input_length)
+                delta_ids = hash_ids[shared:]
+        row = _Row(session, start_s, previous_end_s if previous is not None else None, hashes.token_count,
+                   output_length, hash_ids, delta_length, delta_ids)
+        self._rows.append(row)
+        self._last[session] = row
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def flat_lines(self) -> Iterator[bytes]:
+        """One JSON line per request in time order; `timestamp` is ms since the first request."""
+        rows = sorted(self._rows, key=lambda row: row.start_s)
+        origin = rows[0].start_s if rows else 0.0
+        for row in rows:
+            yield orjson.dumps({
+                "timestamp": _ms(row.start_s - origin),
+                "input_length": row.input_length,
+                "output_length": row.output_length,
+                "hash_ids": row.hash_ids,
+            }) + b"\n"
+
+    def session_lines(self) -> Iterator[bytes]:
+        """AIPerf's session flavour: per-turn deltas, `timestamp` on the first turn, `delay` after."""
+        origin = min((row.start_s for row in self._rows), default=0.0)
+        for row in self._rows:
+            entry: dict[str, Any] = {"session_id": row.session}
+            if row.delay_from_s is None:
+                entry["timestamp"] = _ms(row.start_s - origin)
+            else:
+                entry["delay"] = max(0, _ms(row.start_s - row.delay_from_s))
+            entry.update(input_length=row.delta_length, output_length=row.output_length, hash_ids=row.delta_ids)
+            yield orjson.dumps(entry) + b"\n"
 
 
-def ceil_keys(request: MooncakeRequest, *, ratio: int, block_size: int) -> list[Hashable]:
-    """Keys of the ceil(input_length / block_size) blocks of a request, partial tail included.
-
-    `ratio` base keys make one block. The tail block is named by `tail_key` (the whole prompt's
-    identity) when the prompt ends inside a base block, else by the last base key.
-    """
-    keys = list(request.block_keys[ratio - 1 :: ratio])
-    wanted = math.ceil(request.input_length / block_size)
-    if len(keys) < wanted:
-        tail = request.tail_key if request.tail_key is not None else (request.block_keys[-1] if request.block_keys else None)
-        if tail is not None:
-            keys.append(tail)
-    return keys[:wanted]
-
-
-class MooncakeExport:
-    """Builds Mooncake rows (flat) and AIPerf session rows from requests of many conversations."""
-
-    def __init__(self, *, base_block_size: int, block_size: int) -> None:
-        if block_size % base_block_size:
-            raise ValueError(f"--mooncake-block-size {block_size} is not a multiple of --block-size {base_block_size}")
-        self.ratio = block_size // base_block_size
-        self.block_size = block_size
-        self.ids = GlobalIds()
-
-    def _keys(self, request: MooncakeRequest) -> list[int]:
-        return [self.ids.id_of(key) for key in ceil_keys(request, ratio=self.ratio, block_size=self.block_size)]
-
-    def flat_rows(self, requests: Iterable[MooncakeRequest]) -> list[dict[str, Any]]:
-        """One row per request sorted by start time; `timestamp` is ms since the first request."""
-        ordered = sorted(requests, key=lambda r: (r.start_s, r.session))
-        if not ordered:
-            return []
-        origin = ordered[0].start_s
-        rows = []
-        for request in ordered:
-            rows.append({
-                "timestamp": int(round((request.start_s - origin) * 1000)),
-                "input_length": request.input_length,
-                "output_length": request.output_length,
-                "hash_ids": self._keys(request),
-            })
-        return rows
-
-    def session_rows(self, requests: Iterable[MooncakeRequest]) -> list[dict[str, Any]]:
-        """AIPerf's session flavour: per-turn deltas, `timestamp` on a session's first turn, `delay` after."""
-        by_session: dict[str, list[MooncakeRequest]] = {}
-        for request in requests:
-            by_session.setdefault(request.session, []).append(request)
-        if not by_session:
-            return []
-        origin = min(r.start_s for rs in by_session.values() for r in rs)
-        rows = []
-        for session in sorted(by_session, key=lambda s: (min(r.start_s for r in by_session[s]), s)):
-            previous_ids: list[int] = []
-            previous: Optional[MooncakeRequest] = None
-            for request in sorted(by_session[session], key=lambda r: r.start_s):
-                ids = self._keys(request)
-                row: dict[str, Any] = {"session_id": session}
-                if previous is None:
-                    row["timestamp"] = int(round((request.start_s - origin) * 1000))
-                else:
-                    since = previous.end_s if previous.end_s is not None else previous.start_s
-                    row["delay"] = max(0, int(round((request.start_s - since) * 1000)))
-                shared = _shared_prefix(previous_ids, ids)
-                # A full (not delta) prompt when the context was rewritten instead of extended.
-                if previous is not None and shared == len(previous_ids):
-                    row["input_length"] = max(0, request.input_length - previous.input_length)
-                    row["hash_ids"] = ids[shared:]
-                else:
-                    row["input_length"] = request.input_length
-                    row["hash_ids"] = ids
-                row["output_length"] = request.output_length
-                rows.append(row)
-                previous_ids, previous = ids, request
-        return rows
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
 
 
 def _shared_prefix(first: Sequence[int], second: Sequence[int]) -> int:

@@ -144,10 +144,13 @@ def _problem(file: str, message: str) -> SchemaProblem:
 
 
 def check_mooncake_rows(rows: Iterable[tuple[int, Any]], file: str, *, block_size: int) -> list[SchemaProblem]:
-    """Schema problems of Mooncake rows (flat or session flavour) given as (line number, parsed row)."""
+    """Schema problems of Mooncake rows (flat or session flavour) given as (line number, parsed row or None when the line is broken)."""
     problems = []
     for line_number, row in rows:
         where = f"line {line_number}"
+        if row is None:
+            problems.append(SchemaProblem(file, where, "not valid JSON"))
+            continue
         if not isinstance(row, dict):
             problems.append(SchemaProblem(file, where, "not a JSON object"))
             continue

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import math
 
-from lib.mooncake import MooncakeExport, MooncakeRequest, ceil_keys
+import orjson
+
+from lib.hashing import RequestHashes
+from lib.mooncake import MooncakeCollector
 from lib.trace_format import RequestFacts, SubagentFacts, native_trace
 from lib.trace_schema import check_mooncake_rows, check_native_trace
 
@@ -71,13 +74,13 @@ def test_schema_check_reports_file_index_and_rule():
 
 
 def test_mooncake_ceil_and_rebucket_and_global_ids():
-    # base block 4, mooncake block 8 (ratio 2); 19 tokens -> 4 base keys + tail; ceil(19/8) = 3 ids.
-    first = MooncakeRequest(session="a", start_s=1.0, end_s=2.0, input_length=19, output_length=3,
-                            block_keys=["k1", "k2", "k3", "k4"], tail_key="t19")
-    assert ceil_keys(first, ratio=2, block_size=8) == ["k2", "k4", "t19"]
-    second = MooncakeRequest(session="b", start_s=1.5, end_s=2.5, input_length=16, output_length=1,
-                             block_keys=["k1", "k2", "x3", "x4"], tail_key=None)
-    rows = MooncakeExport(base_block_size=4, block_size=8).flat_rows([second, first])
+    # base block 4, Mooncake block 8 (ratio 2): 19 tokens -> 4 base keys + tail; ceil(19/8) = 3 ids.
+    first = RequestHashes(19, [b"k1", b"k2", b"k3", b"k4"], b"t19")
+    second = RequestHashes(16, [b"k1", b"k2", b"x3", b"x4"], None)
+    collector = MooncakeCollector(base_block_size=4, block_size=8)
+    collector.add(session="a", start_s=1.0, previous_end_s=None, hashes=first, output_length=3)
+    collector.add(session="b", start_s=1.5, previous_end_s=None, hashes=second, output_length=1)
+    rows = [orjson.loads(line) for line in collector.flat_lines()]
     assert rows == [
         {"timestamp": 0, "input_length": 19, "output_length": 3, "hash_ids": [1, 2, 3]},
         {"timestamp": 500, "input_length": 16, "output_length": 1, "hash_ids": [1, 4]},
@@ -87,12 +90,11 @@ def test_mooncake_ceil_and_rebucket_and_global_ids():
 
 
 def test_mooncake_sessions_are_deltas():
-    turns = [
-        MooncakeRequest(session="s", start_s=0.0, end_s=1.0, input_length=16, output_length=2, block_keys=["a", "b", "c", "d"], tail_key=None),
-        MooncakeRequest(session="s", start_s=3.0, end_s=4.0, input_length=24, output_length=2, block_keys=["a", "b", "c", "d", "e", "f"], tail_key=None),
-    ]
-    rows = MooncakeExport(base_block_size=4, block_size=8).session_rows(turns)
+    collector = MooncakeCollector(base_block_size=4, block_size=8)
+    collector.add(session="s", start_s=0.0, previous_end_s=None, hashes=RequestHashes(16, [b"a", b"b", b"c", b"d"]), output_length=2)
+    collector.add(session="s", start_s=3.0, previous_end_s=1.0, hashes=RequestHashes(24, [b"a", b"b", b"c", b"d", b"e", b"f"]), output_length=2)
+    rows = [orjson.loads(line) for line in collector.session_lines()]
     assert rows == [
-        {"session_id": "s", "timestamp": 0, "input_length": 16, "hash_ids": [1, 2], "output_length": 2},
-        {"session_id": "s", "delay": 2000, "input_length": 8, "hash_ids": [3], "output_length": 2},
+        {"session_id": "s", "timestamp": 0, "input_length": 16, "output_length": 2, "hash_ids": [1, 2]},
+        {"session_id": "s", "delay": 2000, "input_length": 8, "output_length": 2, "hash_ids": [3]},
     ]

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Write block-hashed KV-cache traces (kv-cache-tester native JSON, Mooncake JSONL) from a capture."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from lib.cli import Output, TimestampType, common_options
+from lib.errors import InputError
+from lib.trace_plan import PlanOptions
+from lib.traces import TraceOptions, build_traces
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where traces are written.")
+@click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
+@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1), help="Drop traces with fewer parent requests.")
+@click.option("--include-subagents", is_flag=True, help="Add sub-agent markers with their own requests.")
+@click.option("--anonymize", is_flag=True, help="No ids, timestamps or content-derived strings in the output.")
+@click.option("--split-at-gap", type=click.FloatRange(0, min_open=True), metavar="SEC", help="Start a new trace after a longer pause.")
+@click.option("--local-hash-ids/--global-hash-ids", default=True, show_default=True, help="One id namespace per conversation, or one per run.")
+@click.option("--conversation-id", help="Only this conversation (JSONL sessionId).")
+@click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
+@click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
+@click.option("--salt", help="Reproducible hashing salt (default: random per run; never written).")
+@click.option("--format", "output_format", type=click.Choice(["kv", "mooncake", "both"]), default="kv", show_default=True)
+@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1), help="Block size of the Mooncake export.")
+@click.option("--mooncake-sessions", is_flag=True, help="Also write AIPerf's session flavour (per-turn deltas).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Hashing processes.")
+@click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,
+              help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family.")
+@common_options
+def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[str], block_size: int,
+         min_requests: int, include_subagents: bool, anonymize: bool, split_at_gap: Optional[float],
+         local_hash_ids: bool, conversation_id: Optional[str], since, until, salt: Optional[str],
+         output_format: str, mooncake_block_size: int, mooncake_sessions: bool, workers: int,
+         token_count: str, out: Output) -> None:
+    """Build minimal KV-cache traces from a proxy DB and Claude Code logs.
+
+    \b
+    Example:
+        python3 build_minimal_traces.py examples/requests.db \\
+            --jsonl-dir examples/jsonl/ --output-dir examples/traces/ \\
+            --block-size 64 --include-subagents --anonymize
+    """
+    formats = {"kv": ("kv",), "mooncake": ("mooncake",), "both": ("kv", "mooncake")}[output_format]
+    if "mooncake" in formats and mooncake_block_size % block_size:
+        raise InputError(f"--mooncake-block-size {mooncake_block_size} must be a multiple of --block-size {block_size}")
+    plan = PlanOptions(include_subagents=include_subagents, anonymize=anonymize, split_at_gap_s=split_at_gap,
+                       min_requests=min_requests, conversation_id=conversation_id, since=since, until=until)
+    options = TraceOptions(plan=plan, block_size=block_size, hash_id_scope="local" if local_hash_ids else "global",
+                           salt=salt, formats=formats, mooncake_block_size=mooncake_block_size,
+                           mooncake_sessions=mooncake_sessions, workers=workers, token_count=token_count)
+    summary = build_traces(db, jsonl_dir, output_dir, options, index_db=index_db, say=out.text,
+                           progress=lambda items, total: out.progress(items, total=total, desc="traces"))
+    out.summary(summary.as_dict(), summary.describe())
+
+
+if __name__ == "__main__":
+    main()

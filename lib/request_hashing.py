@@ -1,0 +1,159 @@
+"""From proxy rows to hashed prompts: bodies read in batches, segments tokenized once (SPEC §4).
+
+Shared by the trace builder, the validator and the visualizer so all three see identical token
+counts, block keys and cache_control breakpoints for a request.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import orjson
+
+from .hashing import PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section
+from .problems import ProblemCounter
+from .records import ProxyRequest
+from .tokenizer import load_encoder
+
+BODY_BATCH_ROWS = 64
+# The API honours at most 4 cache_control breakpoints per request (SPEC §6.4).
+MAX_BREAKPOINTS = 4
+
+
+@dataclass(frozen=True)
+class HashedRequest:
+    """One request's prompt as the cache models and traces see it."""
+
+    hashes: RequestHashes
+    tool_tokens: int
+    system_tokens: int
+    breakpoints: tuple[int, ...]
+    last_message_types: tuple[str, ...]
+    all_message_types: tuple[str, ...]
+
+    @property
+    def token_count(self) -> int:
+        return self.hashes.token_count
+
+
+def _content_types(message: Any) -> list[str]:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return ["text"]
+    if isinstance(content, list):
+        return [block.get("type", "") for block in content if isinstance(block, dict) and block.get("type")]
+    return []
+
+
+def _has_cache_control(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "cache_control" in value or any(_has_cache_control(v) for v in value.values() if isinstance(v, (dict, list)))
+    if isinstance(value, list):
+        return any(_has_cache_control(v) for v in value)
+    return False
+
+
+class RequestHasher:
+    """Hashes request bodies with one memoized tokenizer and prefix hasher for the whole run."""
+
+    def __init__(self, *, block_size: int = 64, salt: Optional[str] = None, tokenizer: str = "cl100k_base",
+                 encoder: Any = None) -> None:
+        self.tokenizer = SegmentTokenizer(encoder if encoder is not None else load_encoder(tokenizer))
+        self.hasher = PrefixHasher(self.tokenizer, salt=make_salt(salt), block_size=block_size)
+        self.block_size = block_size
+
+    @property
+    def stats(self):
+        return self.hasher.stats
+
+    def _tokens(self, segment: bytes) -> int:
+        return len(self.tokenizer.token_bytes(segment)) // 4
+
+    def hash_body(self, body: dict[str, Any]) -> HashedRequest:
+        """Hash one parsed request body: sections tools, system, then each message (SPEC §4.1).
+
+        Breakpoints are the token offsets at the end of each section or message that carries a
+        `cache_control` (rounded to that segment's end: the API's exact offset inside a segment
+        is not recoverable from segment-wise tokens); the last four are kept.
+        """
+        segments: list[bytes] = []
+        marked: list[bool] = []
+        tool_tokens = system_tokens = 0
+        for name in ("tools", "system"):
+            value = body.get(name)
+            if value:
+                segment = normalize_section(value)
+                segments.append(segment)
+                marked.append(_has_cache_control(value))
+                if name == "tools":
+                    tool_tokens = self._tokens(segment)
+                else:
+                    system_tokens = self._tokens(segment)
+        messages = body.get("messages") or []
+        if not isinstance(messages, list):
+            messages = []
+        for message in messages:
+            segments.append(normalize_section(message))
+            marked.append(_has_cache_control(message))
+        hashes = self.hasher.hash_request(segments)
+        breakpoints: list[int] = []
+        if any(marked):
+            position = 0
+            for segment, is_marked in zip(segments, marked):
+                position += self._tokens(segment)
+                if is_marked:
+                    breakpoints.append(position)
+        all_types: set[str] = set()
+        for message in messages:
+            all_types.update(_content_types(message))
+        return HashedRequest(
+            hashes=hashes,
+            tool_tokens=tool_tokens,
+            system_tokens=system_tokens,
+            breakpoints=tuple(breakpoints[-MAX_BREAKPOINTS:]),
+            last_message_types=tuple(sorted(set(_content_types(messages[-1])))) if messages else (),
+            all_message_types=tuple(sorted(all_types)),
+        )
+
+    def hash_requests(self, proxy: sqlite3.Connection, requests: Sequence[ProxyRequest],
+                      problems: ProblemCounter) -> Iterator[tuple[ProxyRequest, Optional[HashedRequest]]]:
+        """(request, hashed prompt or None when its body is unusable) in the order given."""
+        for request, body in iter_bodies(proxy, requests, problems):
+            yield request, (self.hash_body(body) if body is not None else None)
+
+
+def iter_bodies(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest],
+                problems: ProblemCounter) -> Iterator[tuple[ProxyRequest, Optional[dict[str, Any]]]]:
+    """Parsed bodies for `requests`, fetched by rowid in batches; broken ones counted and None."""
+    for start in range(0, len(requests), BODY_BATCH_ROWS):
+        chunk = requests[start : start + BODY_BATCH_ROWS]
+        marks = ",".join("?" * len(chunk))
+        found = dict(proxy.execute(f"SELECT rowid, body FROM requests WHERE rowid IN ({marks})", [r.row_id for r in chunk]))
+        for request in chunk:
+            yield request, _parse_body(request, found.get(request.row_id), problems)
+
+
+def _parse_body(request: ProxyRequest, raw: Any, problems: ProblemCounter) -> Optional[dict[str, Any]]:
+    if raw is None:
+        problems.add("body_missing", request.request_id)
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        problems.add("body_unparsable", request.request_id)
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+        problems.add("body_without_messages", request.request_id)
+        return None
+    return body
+
+
+def hash_all(proxy: sqlite3.Connection, requests: Iterable[ProxyRequest], hasher: RequestHasher,
+             problems: ProblemCounter) -> dict[str, HashedRequest]:
+    """Hashed prompts of many requests keyed by request id (unusable bodies left out, counted)."""
+    return {
+        request.request_id: hashed
+        for request, hashed in hasher.hash_requests(proxy, list(requests), problems)
+        if hashed is not None
+    }
