@@ -144,8 +144,15 @@ class IdAllocator:
     def ids(self, block_keys: Sequence[bytes]) -> list[int]:
         """Ids of `block_keys`, allocating the next integers to keys not seen before."""
         table = self._ids
-        # len(table) + 1 is evaluated before the insert, so new ids stay dense.
-        return [table.setdefault(key, len(table) + 1) for key in block_keys]
+        # Most keys are known (every request repeats its history): look them all up in C first.
+        ids = list(map(table.get, block_keys))
+        if None in ids:
+            for position, found in enumerate(ids):
+                if found is None:
+                    # len(table) + 1 is evaluated before the insert, so new ids stay dense; a key
+                    # repeated within `block_keys` gets the id its first occurrence allocated.
+                    ids[position] = table.setdefault(block_keys[position], len(table) + 1)
+        return ids
 
     def __len__(self) -> int:
         return len(self._ids)

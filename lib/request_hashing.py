@@ -6,10 +6,12 @@ counts, block keys and cache_control breakpoints for a request.
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import orjson
+import xxhash
 
 from .hashing import PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section
 from .problems import ProblemCounter
@@ -19,6 +21,11 @@ from .tokenizer import load_encoder
 BODY_BATCH_ROWS = 64
 # The API honours at most 4 cache_control breakpoints per request (SPEC §6.4).
 MAX_BREAKPOINTS = 4
+# Normalized bytes kept by the section memo (LRU); ~the unique content a few conversations need.
+DEFAULT_MAX_MEMO_BYTES = 128_000_000
+# orjson writes NaN and ±Infinity as `null`; sections containing it are never memoized, so a NaN
+# (possible in bodies parsed by json.loads) and a null can never share a memo entry.
+_NULL = b"null"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,11 @@ def _content_types(message: Any) -> list[str]:
     return []
 
 
+def _compute_section(value: Any) -> _Section:
+    """The uncached work of `RequestHasher._section`."""
+    return _Section(normalize_section(value), _has_cache_control(value), tuple(_content_types(value)))
+
+
 def _has_cache_control(value: Any) -> bool:
     if isinstance(value, dict):
         return "cache_control" in value or any(_has_cache_control(v) for v in value.values() if isinstance(v, (dict, list)))
@@ -54,14 +66,32 @@ def _has_cache_control(value: Any) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """What hashing derives from one tools/system section or message, memoized by its raw JSON."""
+
+    segment: bytes
+    is_marked: bool
+    content_types: tuple[str, ...]
+
+
 class RequestHasher:
-    """Hashes request bodies with one memoized tokenizer and prefix hasher for the whole run."""
+    """Hashes request bodies with one memoized tokenizer and prefix hasher for the whole run.
+
+    Every request repeats its conversation's history, so the per-section work (normalization, the
+    cache_control walk, content types) is memoized too: orjson's compact bytes of a parsed section
+    identify it exactly (key order kept, one shortest text per float), are produced in C, and key an
+    LRU of `_Section`s bounded by `max_memo_bytes`. Results are identical to computing each time.
+    """
 
     def __init__(self, *, block_size: int = 64, salt: Optional[str] = None, tokenizer: str = "cl100k_base",
-                 encoder: Any = None) -> None:
+                 encoder: Any = None, max_memo_bytes: int = DEFAULT_MAX_MEMO_BYTES) -> None:
         self.tokenizer = SegmentTokenizer(encoder if encoder is not None else load_encoder(tokenizer))
         self.hasher = PrefixHasher(self.tokenizer, salt=make_salt(salt), block_size=block_size)
         self.block_size = block_size
+        self.max_memo_bytes = max_memo_bytes
+        self._memo: OrderedDict[bytes, _Section] = OrderedDict()
+        self._memo_bytes = 0
 
     @property
     def stats(self):
@@ -70,8 +100,32 @@ class RequestHasher:
     def _tokens(self, segment: bytes) -> int:
         return len(self.tokenizer.token_bytes(segment)) // 4
 
+    def _section(self, value: Any) -> _Section:
+        """Normalized segment, cache_control flag and content types of one section (memoized)."""
+        try:
+            raw = orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            # What orjson cannot write (lone surrogates, huge ints...) is rare: compute it directly.
+            return _compute_section(value)
+        if _NULL in raw:
+            return _compute_section(value)
+        key = xxhash.xxh3_128_digest(raw)
+        found = self._memo.get(key)
+        if found is not None:
+            self._memo.move_to_end(key)
+            return found
+        section = _compute_section(value)
+        cost = len(section.segment) + 64  # the entry's own overhead, so tiny sections still count
+        if cost <= self.max_memo_bytes:
+            self._memo[key] = section
+            self._memo_bytes += cost
+            while self._memo_bytes > self.max_memo_bytes:
+                _, evicted = self._memo.popitem(last=False)
+                self._memo_bytes -= len(evicted.segment) + 64
+        return section
+
     def hash_body(self, body: dict[str, Any]) -> HashedRequest:
-        """Hash one parsed request body: sections tools, system, then each message (SPEC §4.1).
+        """Hash one request body parsed from JSON: sections tools, system, then each message (SPEC §4.1).
 
         Breakpoints are the token offsets at the end of each section or message that carries a
         `cache_control` (rounded to that segment's end: the API's exact offset inside a segment
@@ -83,19 +137,24 @@ class RequestHasher:
         for name in ("tools", "system"):
             value = body.get(name)
             if value:
-                segment = normalize_section(value)
-                segments.append(segment)
-                marked.append(_has_cache_control(value))
+                section = self._section(value)
+                segments.append(section.segment)
+                marked.append(section.is_marked)
                 if name == "tools":
-                    tool_tokens = self._tokens(segment)
+                    tool_tokens = self._tokens(section.segment)
                 else:
-                    system_tokens = self._tokens(segment)
+                    system_tokens = self._tokens(section.segment)
         messages = body.get("messages") or []
         if not isinstance(messages, list):
             messages = []
+        all_types: set[str] = set()
+        last_types: tuple[str, ...] = ()
         for message in messages:
-            segments.append(normalize_section(message))
-            marked.append(_has_cache_control(message))
+            section = self._section(message)
+            segments.append(section.segment)
+            marked.append(section.is_marked)
+            all_types.update(section.content_types)
+            last_types = section.content_types
         hashes = self.hasher.hash_request(segments)
         breakpoints: list[int] = []
         if any(marked):
@@ -104,15 +163,12 @@ class RequestHasher:
                 position += self._tokens(segment)
                 if is_marked:
                     breakpoints.append(position)
-        all_types: set[str] = set()
-        for message in messages:
-            all_types.update(_content_types(message))
         return HashedRequest(
             hashes=hashes,
             tool_tokens=tool_tokens,
             system_tokens=system_tokens,
             breakpoints=tuple(breakpoints[-MAX_BREAKPOINTS:]),
-            last_message_types=tuple(sorted(set(_content_types(messages[-1])))) if messages else (),
+            last_message_types=tuple(sorted(set(last_types))),
             all_message_types=tuple(sorted(all_types)),
         )
 

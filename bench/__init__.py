@@ -1,0 +1,1 @@
+"""Benchmark harness: synthetic large captures and the tool runner (issue 6)."""

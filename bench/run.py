@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Time every tool on a synthetic capture against the bare read-and-parse floor (issue 6)."""
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.synthetic_capture import generate_capture, parse_size  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualizer")
+FLOOR_RUNS = 2
+SAMPLE_INTERVAL_S = 0.1
+SALT = "bench"  # a fixed salt makes trace outputs comparable across worker counts
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+TIME_BIN = Path("/usr/bin/time")
+
+
+@dataclass
+class Measurement:
+    """One subprocess run: times, memory, exit code and its --json summary when it printed one."""
+
+    name: str
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float
+    tree_rss_mb: float
+    exit_code: int
+    summary: dict = field(default_factory=dict)
+    note: str = ""
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    """Resident bytes of a process and all its descendants (/proc scan; workers count too)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stream:
+                fields = stream.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # the process exited while we looked
+        parents[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * PAGE_BYTES
+    members, frontier = {root_pid}, [root_pid]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid and child not in members]
+        members.update(children)
+        frontier.extend(children)
+    return sum(rss.get(pid, 0) for pid in members)
+
+
+def measure(name: str, command: list[str], *, cwd: Path = ROOT) -> Measurement:
+    """Run `command` as its own child; wall clock, user+sys CPU and ru_maxrss come from wait4 (per child).
+
+    Linux carries the parent's RSS high-water mark into a forked child across exec, so the child
+    is started through /usr/bin/time (a few MB) when present and its `%M` is the tool's own peak.
+    """
+    started = time.perf_counter()
+    rss_file = OUT / f".rss-{os.getpid()}"
+    if TIME_BIN.is_file():
+        command = [str(TIME_BIN), "-f", "%M", "-o", str(rss_file), *command]
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(SAMPLE_INTERVAL_S):
+            peak[0] = max(peak[0], _tree_rss_bytes(process.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # Read the pipes before reaping so a chatty child cannot block on a full pipe.
+    stdout, stderr = _drain(process)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    max_rss_kb = usage.ru_maxrss
+    if TIME_BIN.is_file():
+        max_rss_kb = int(rss_file.read_text().split()[-1])
+        rss_file.unlink()
+    summary = _json_tail(stdout)
+    note = stderr.decode(errors="replace").strip().splitlines()[-1][:160] if process.returncode and stderr else ""
+    # wait4's rusage covers the child and its reaped descendants (pool workers): CPU is summed,
+    # ru_maxrss is the largest single process; the sampled tree RSS adds up concurrent processes.
+    return Measurement(name, round(wall, 3), round(usage.ru_utime + usage.ru_stime, 3),
+                       round(max_rss_kb / 1024, 1), round(peak[0] / 2**20, 1), process.returncode, summary, note)
+
+
+def _drain(process: subprocess.Popen) -> tuple[bytes, bytes]:
+    chunks: dict[str, bytes] = {}
+
+    def read(name: str, stream) -> None:
+        chunks[name] = stream.read()
+
+    readers = [threading.Thread(target=read, args=("out", process.stdout)),
+               threading.Thread(target=read, args=("err", process.stderr))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    return chunks.get("out", b""), chunks.get("err", b"")
+
+
+def _json_tail(stdout: bytes) -> dict:
+    """The --json summary a tool printed (the last JSON object on stdout), or {}."""
+    text = stdout.decode(errors="replace")
+    start = text.find("{")
+    while start != -1:
+        try:
+            value = json.loads(text[start:])
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        return value if isinstance(value, dict) else {}
+    return {}
+
+
+def ensure_capture(size: str, seed: int, *, regenerate: bool) -> tuple[Path, dict]:
+    """The cached capture for (size, seed) under bench/out/, generated when missing."""
+    target_bytes = parse_size(size)
+    directory = OUT / f"capture-{size.upper()}-seed{seed}"
+    stamp = directory / "capture.json"
+    if stamp.is_file() and not regenerate:
+        return directory, json.loads(stamp.read_text())
+    click.echo(f"Generating a {size} capture in {directory} ...", err=True)
+    summary = asdict(generate_capture(directory, target_bytes=target_bytes, seed=seed))
+    stamp.write_text(json.dumps(summary, indent=2))
+    return directory, summary
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def run_floor(db: Path) -> Measurement:
+    """The floor, run FLOOR_RUNS times (best kept: the tools run on a warm page cache too)."""
+    runs = [measure("floor (read+parse)", [_python(), str(ROOT / "bench" / "floor.py"), str(db)]) for _ in range(FLOOR_RUNS)]
+    return min(runs, key=lambda run: run.wall_s)
+
+
+def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int) -> tuple[list[Measurement], dict]:
+    """Run the pipeline in order on a fresh copy of the DB (index tables go into the copy)."""
+    db = work / "requests.db"
+    jsonl = capture / "jsonl"
+    results: list[Measurement] = []
+    extra: dict = {}
+    py = _python()
+    if "message_index" in tools:
+        results.append(measure("build_message_index", [py, "build_message_index.py", str(db), "--json"]))
+    if "conversation_index" in tools:
+        results.append(measure("build_conversation_index",
+                               [py, "build_conversation_index.py", str(db), "--projects-path", str(jsonl), "--json"]))
+    trace_dirs: dict[int, Path] = {}
+    if "traces" in tools:
+        for count in sorted({1, workers}):
+            trace_dirs[count] = work / f"traces_w{count}"
+            results.append(measure(f"build_minimal_traces -w{count}", [
+                py, "build_minimal_traces.py", str(db), "--jsonl-dir", str(jsonl), "--output-dir", str(trace_dirs[count]),
+                "--include-subagents", "--salt", SALT, "--workers", str(count), "--json"]))
+        if len(trace_dirs) == 2:
+            extra["identical"] = _same_tree(trace_dirs[1], trace_dirs[workers])
+    traces = trace_dirs.get(1)
+    if "validate" in tools:
+        script = ROOT / "validate_trace_cache.py"
+        if not script.is_file() or traces is None:
+            extra["validate"] = "skipped: validate_trace_cache.py is absent" if not script.is_file() else "skipped: needs traces"
+        else:
+            results.append(measure("validate_trace_cache", [py, str(script), str(traces), "--db", str(db),
+                                                            "--jsonl-dir", str(jsonl)]))
+    if "visualizer" in tools:
+        script = ROOT / "complete_cache_visualizer.py"
+        if not script.is_file():
+            extra["visualizer"] = "skipped: complete_cache_visualizer.py is absent"
+        else:
+            results.append(measure("complete_cache_visualizer combined", [
+                py, str(script), str(db), "--conversation-id", "combined", "--output", str(work / "combined.html")]))
+    return results, extra
+
+
+def _same_tree(left: Path, right: Path) -> bool:
+    """True when both directories hold the same files with identical bytes (recursively)."""
+    comparison = filecmp.dircmp(left, right)
+    if comparison.left_only or comparison.right_only or comparison.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(left, right, comparison.common_files, shallow=False)
+    if mismatch or errors:
+        return False
+    return all(_same_tree(left / name, right / name) for name in comparison.common_dirs)
+
+
+def format_table(floor: Measurement, results: list[Measurement], rows: int, db_mb: float) -> str:
+    """The per-tool table: wall, CPU, RSS, throughput, memoization, ratio to the floor."""
+    header = (f"{'tool':36} {'wall s':>8} {'cpu s':>8} {'maxRSS MB':>10} {'treeRSS MB':>11} {'rows/s':>9} "
+              f"{'MB/s':>8} {'tokenized/requested':>24} {'x floor':>8}")
+    lines = [header, "-" * len(header)]
+    for run in [floor] + results:
+        tokens = ""
+        if "tokens_requested" in run.summary:
+            requested, tokenized = run.summary["tokens_requested"], run.summary["tokens_tokenized"]
+            tokens = f"{tokenized / 1e6:.1f}M/{requested / 1e6:.1f}M={tokenized / max(requested, 1):.1%}"
+        status = "" if run.exit_code == 0 else f"  (exit {run.exit_code}: {run.note})"
+        lines.append(f"{run.name:36} {run.wall_s:8.2f} {run.cpu_s:8.2f} {run.max_rss_mb:10.1f} {run.tree_rss_mb:11.1f} "
+                     f"{rows / run.wall_s:9.0f} {db_mb / run.wall_s:8.1f} {tokens:>24} "
+                     f"{run.wall_s / floor.wall_s:8.2f}{status}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--size", default="1GB", show_default=True, help="Capture size: 200MB, 1GB, 4GB (cached under bench/out/).")
+@click.option("--tools", "tool_list", default=",".join(TOOLS), show_default=True,
+              help=f"Comma-separated subset of: {', '.join(TOOLS)}.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1),
+              help="Worker count compared with 1 on the trace builder.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Capture seed.")
+@click.option("--regenerate", is_flag=True, help="Regenerate the capture even when a cached one exists.")
+@click.option("--keep", is_flag=True, help="Keep the work copy (DB with indexes, traces) after the run.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write all measurements to this JSON file.")
+def main(size: str, tool_list: str, workers: int, seed: int, regenerate: bool, keep: bool,
+         json_out: Optional[Path]) -> None:
+    """Generate (or reuse) a capture, then time each tool and the read-and-parse floor.
+
+    \b
+    Example:
+        python3 bench/run.py --size 1GB
+        python3 bench/run.py --size 200MB --tools message_index,traces --workers 2
+    """
+    tools = tuple(name.strip() for name in tool_list.split(",") if name.strip())
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        raise click.BadParameter(f"unknown tools {unknown}; choose from {', '.join(TOOLS)}", param_hint="--tools")
+    capture, capture_summary = ensure_capture(size, seed, regenerate=regenerate)
+    work = OUT / f"work-{size.upper()}-seed{seed}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copyfile(capture / "requests.db", work / "requests.db")
+    db_mb = (work / "requests.db").stat().st_size / 1e6
+    floor = run_floor(work / "requests.db")
+    rows = floor.summary.get("rows", capture_summary["rows"])
+    results, extra = run_tools(capture, work, tools, workers)
+    click.echo(f"Capture: {capture} — {rows} rows, {db_mb:.0f} MB DB, {capture_summary['jsonl_files']} JSONL files, "
+               f"{floor.summary.get('chunks', 0)} stream chunks.")
+    click.echo(format_table(floor, results, rows, db_mb))
+    by_name = {run.name: run for run in results}
+    single, multi = by_name.get("build_minimal_traces -w1"), by_name.get(f"build_minimal_traces -w{workers}")
+    if single and multi and workers > 1:
+        click.echo(f"Trace builder: {workers} workers {single.wall_s / multi.wall_s:.2f}x faster than 1; "
+                   f"outputs byte-identical: {extra.get('identical')}.")
+    for key in ("validate", "visualizer"):
+        if key in extra:
+            click.echo(f"{key}: {extra[key]}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"size": size, "seed": seed, "rows": rows, "db_mb": db_mb,
+                                        "capture": capture_summary, "floor": asdict(floor),
+                                        "results": [asdict(run) for run in results], "extra": extra}, indent=2))
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
