@@ -50,6 +50,10 @@ def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[
     formats = {"kv": ("kv",), "mooncake": ("mooncake",), "both": ("kv", "mooncake")}[output_format]
     if "mooncake" in formats and mooncake_block_size % block_size:
         raise InputError(f"--mooncake-block-size {mooncake_block_size} must be a multiple of --block-size {block_size}")
+    if mooncake_sessions and "mooncake" not in formats:
+        raise InputError("--mooncake-sessions needs --format mooncake or --format both")
+    if since and until and since > until:
+        raise InputError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
     plan = PlanOptions(include_subagents=include_subagents, anonymize=anonymize, split_at_gap_s=split_at_gap,
                        min_requests=min_requests, conversation_id=conversation_id, since=since, until=until)
     options = TraceOptions(plan=plan, block_size=block_size, hash_id_scope="local" if local_hash_ids else "global",

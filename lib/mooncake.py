@@ -7,6 +7,7 @@ by conversation); rows are kept as compact tuples and sorted by time only when w
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
@@ -49,11 +50,14 @@ class MooncakeCollector:
         previous = self._last.get(session)
         delta_length, delta_ids = hashes.token_count, hash_ids
         if previous is not None:
-            shared = _shared_prefix(previous.hash_ids, hash_ids)
-            # A delta only when the context was extended; a rewritten context is sent whole.
-            if shared == len(previous.hash_ids):
-                delta_length = max(0, hashes.token_count - previous.input_length)
-                delta_ids = hash_ids[shared:]
+            # The previous request's partial tail block changes as soon as the context grows, so
+            # "extended" means all its *full* blocks are kept; a rewritten context is sent whole.
+            kept_full = previous.input_length // self.block_size
+            if hashes.token_count >= previous.input_length and _shared_prefix(previous.hash_ids, hash_ids) >= kept_full:
+                delta_length = hashes.token_count - previous.input_length
+                # AIPerf checks len(hash_ids) == ceil(input_length / block) on every row, deltas too:
+                # the new tokens are described by this request's last blocks.
+                delta_ids = hash_ids[len(hash_ids) - math.ceil(delta_length / self.block_size):]
         row = _Row(session, start_s, previous_end_s if previous is not None else None, hashes.token_count,
                    output_length, hash_ids, delta_length, delta_ids)
         self._rows.append(row)

@@ -162,7 +162,8 @@ def check_mooncake_rows(rows: Iterable[tuple[int, Any]], file: str, *, block_siz
         length = row.get("input_length")
         if not isinstance(hash_ids, list) or not all(_is_int(v) for v in hash_ids):
             messages.append(f"{where}: `hash_ids` must be a list of integers")
-        elif not is_session and _is_int(length) and len(hash_ids) != math.ceil(length / block_size):
+        # AIPerf enforces the ceil convention on session rows (per-turn deltas) as well.
+        elif _is_int(length) and len(hash_ids) != math.ceil(length / block_size):
             messages.append(f"{where}: len(hash_ids) = {len(hash_ids)} but ceil(input_length / {block_size}) = {math.ceil(length / block_size)}")
         problems.extend(_problem(file, message) for message in messages)
     return problems

@@ -7,27 +7,27 @@ time, except the compact Mooncake rows, which are the Mooncake file itself.
 """
 from __future__ import annotations
 
-import os
-import sqlite3
+import secrets
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import orjson
 
 from . import __version__
 from .atomic import atomic_writer, write_atomic
 from .db import open_index_db, open_proxy_db
-from .hashing import IdAllocator, RequestHashes
+from .errors import InputError
+from .hashing import SALT_BYTES, IdAllocator, RequestHashes
 from .jsonl import read_conversations
 from .log_files import discover_logs
 from .message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from .mooncake import MooncakeCollector
 from .problems import ProblemCounter
 from .records import ProxyRequest
-from .request_hashing import HashedRequest, RequestHasher, iter_bodies
+from .request_hashing import HashedRequest, RequestHasher
 from .trace_format import RequestFacts, SubagentFacts, native_trace
 from .trace_plan import PlanOptions, TracePlan, plan_traces
 
@@ -251,10 +251,12 @@ class _TraceWriter:
             return hashed.hashes
         return _worker["hasher"].hasher.scale_positions(hashed.hashes, api_token_count=request.usage.prompt_tokens, factor=factor)
 
-    def _lane_facts(self, requests: list[ProxyRequest], hashed: Hashed,
-                    ids: IdAllocator, lane: str, sidecar: list[dict[str, Any]], trace_id: str) -> tuple[list[RequestFacts], list[HashedRequest]]:
+    def _lane_facts(self, requests: list[ProxyRequest], hashed: Hashed, ids: IdAllocator, lane: str,
+                    sidecar: list[dict[str, Any]], trace_id: str, earlier: Sequence[RequestFacts] = ()
+                    ) -> tuple[list[RequestFacts], list[HashedRequest]]:
+        """Facts of one lane's requests; `earlier` are the lane's facts before a cut by sub-agent markers."""
         facts, used = [], []
-        previous_end: Optional[float] = None
+        previous_end = _end(earlier[-1]) if earlier else None
         for request in requests:
             prompt = hashed.get(request.request_id)
             if prompt is None:
@@ -265,8 +267,8 @@ class _TraceWriter:
                 session = trace_id if lane == "parent" else f"{trace_id}/{lane}"
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,
                                   hashes=hashes, output_length=request_facts.output_tokens)
-            previous_end = request_facts.end_s if request_facts.end_s is not None else request_facts.start_s
-            sidecar.append(self._sidecar_row(trace_id, lane, len(facts), request, prompt, hashes))
+            previous_end = _end(request_facts)
+            sidecar.append(self._sidecar_row(trace_id, lane, len(earlier) + len(facts), request, prompt, hashes))
             facts.append(request_facts)
             used.append(prompt)
         return facts, used
@@ -312,14 +314,14 @@ class _TraceWriter:
             if kind == 0:
                 pending_parent.append(entry)
                 continue
-            facts, prompts = self._lane_facts(pending_parent, hashed, ids, "parent", sidecar, plan.trace_id)
+            facts, prompts = self._lane_facts(pending_parent, hashed, ids, "parent", sidecar, plan.trace_id, parent_facts)
             parent_facts += facts
             parent_prompts += prompts
             pending_parent = []
             sub_facts, sub_prompts = self._lane_facts(entry.requests, hashed, ids, entry.label, sidecar, plan.trace_id)
             if sub_facts:
                 subagents.append(_subagent_facts(entry, sub_facts, sub_prompts))
-        facts, prompts = self._lane_facts(pending_parent, hashed, ids, "parent", sidecar, plan.trace_id)
+        facts, prompts = self._lane_facts(pending_parent, hashed, ids, "parent", sidecar, plan.trace_id, parent_facts)
         parent_facts += facts
         parent_prompts += prompts
         if not parent_facts:
@@ -330,8 +332,10 @@ class _TraceWriter:
             tool_tokens=parent_prompts[0].tool_tokens, system_tokens=parent_prompts[0].system_tokens,
             parent=parent_facts, subagents=subagents, include_subagents=self.options.plan.include_subagents,
         )
-        file_name = f"{plan.trace_id}.json"
-        write_atomic(self.output_dir / file_name, orjson.dumps(document))
+        # `--format mooncake` asks for the Mooncake file only; the sidecar still maps its sessions.
+        file_name = f"{plan.trace_id}.json" if "kv" in self.options.formats else None
+        if file_name is not None:
+            write_atomic(self.output_dir / file_name, orjson.dumps(document))
         write_atomic(self.output_dir / SIDECAR_DIR / f"{plan.trace_id}.jsonl",
                      b"".join(orjson.dumps(row) + b"\n" for row in sidecar))
         self.summary.traces_written += 1
@@ -346,6 +350,11 @@ class _TraceWriter:
         if not self.options.plan.anonymize:
             entry["conversation_id"] = plan.conversation_id
         self.manifest_entries.append(entry)
+
+
+def _end(facts: RequestFacts) -> float:
+    """When a request finished (its start when the proxy recorded no completion)."""
+    return facts.end_s if facts.end_s is not None else facts.start_s
 
 
 def _subagent_facts(sub: Any, facts: list[RequestFacts], prompts: list[HashedRequest]) -> SubagentFacts:
@@ -370,6 +379,10 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
     try:
         ensure_message_index(proxy, index, say=say)
         conversations = read_conversations(discover_logs(jsonl_dir, problems), problems)
+        wanted = options.plan.conversation_id
+        if wanted and wanted not in conversations:
+            # An empty output with exit 0 would hide a typo in the id.
+            raise InputError(f"--conversation-id {wanted}: no such conversation in the JSONL logs ({len(conversations)} found)")
         message_ids = load_message_ids(index)
         requests = {r.request_id: r for r in iter_indexed_requests(proxy, index)}
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
@@ -415,16 +428,21 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
     summary.dropped_min_requests = plan_summary.dropped_min_requests
     target.mkdir(parents=True, exist_ok=True)
     previous_files = _previous_manifest_files(target)
-    _init_worker(db_path, options.block_size, options.salt, options.tokenizer)
+    # One salt for the whole run: worker processes drawing their own random salts would give
+    # equal prefixes different keys, and so different ids, across plans hashed in other workers.
+    hashing = options if options.salt is not None else replace(options, salt=secrets.token_hex(SALT_BYTES))
+    _init_worker(db_path, hashing.block_size, hashing.salt, hashing.tokenizer)
 
     calibration = _Calibration()
     if options.token_count == "api":
         # A first pass fixes one tokenizer→API factor per model family before any id is written,
         # so every request of a family is scaled alike and shared prefixes keep matching.
-        for plan, (hashed, _, _) in _hashed_plans(plans, db_path, options):
+        for plan, (hashed, _, (_, tokenized)) in _hashed_plans(plans, db_path, hashing):
             _calibrate(calibration, plan, hashed)
+            # The memo makes the second pass nearly free: the real tokenizing work happens here.
+            summary.tokens_tokenized += tokenized
     writer = _TraceWriter(target, options, summary, calibration, twins)
-    for plan, (hashed, problems, (requested, tokenized)) in progress(_hashed_plans(plans, db_path, options), len(plans)):
+    for plan, (hashed, problems, (requested, tokenized)) in progress(_hashed_plans(plans, db_path, hashing), len(plans)):
         summary.problems.merge(problems)
         summary.tokens_requested += requested
         summary.tokens_tokenized += tokenized
@@ -432,7 +450,7 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
             _calibrate(calibration, plan, hashed)
         writer.write(plan, hashed)
 
-    current = {entry["file"] for entry in writer.manifest_entries} | {entry["sidecar"] for entry in writer.manifest_entries}
+    current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
     mooncake_files = _write_mooncake(target, writer.mooncake, options, summary)
     current.update(mooncake_files)
     manifest = {
