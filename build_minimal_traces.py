@@ -27,7 +27,8 @@ from lib.traces import TraceOptions, build_traces
 @click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
 @click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
 @click.option("--salt", help="Reproducible hashing salt (default: random per run; never written).")
-@click.option("--format", "output_format", type=click.Choice(["kv", "mooncake", "both"]), default="kv", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["kv", "mooncake", "both"]), default="kv", show_default=True,
+              help="kv: native JSON per trace; mooncake: one Mooncake JSONL; both.")
 @click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1), help="Block size of the Mooncake export.")
 @click.option("--mooncake-sessions", is_flag=True, help="Also write AIPerf's session flavour (per-turn deltas).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Hashing processes.")
