@@ -287,6 +287,7 @@ class _TraceWriter:
                 "cache_creation_1h_tokens": usage.cache_creation_1h_tokens, "output_tokens": usage.output_tokens,
             },
             "breakpoints": list(prompt.breakpoints), "has_old_proxy_twin": request.request_id in self.twins,
+            "proxy_generation": _generation(request, self.twins),
         }
         if not self.options.plan.anonymize:
             row.update(
@@ -357,6 +358,13 @@ def _end(facts: RequestFacts) -> float:
     return facts.end_s if facts.end_s is not None else facts.start_s
 
 
+def _generation(request: ProxyRequest, twins: dict[str, str]) -> str:
+    """Which proxy wrote this turn (SPEC §1.4): a twin pair means the old proxy, a lone stream the fixed one."""
+    if request.request_id in twins:
+        return "old"
+    return "fixed" if request.is_streaming else "unknown"
+
+
 def _subagent_facts(sub: Any, facts: list[RequestFacts], prompts: list[HashedRequest]) -> SubagentFacts:
     link = sub.link
     return SubagentFacts(
@@ -388,6 +396,7 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
     finally:
         index.close()
+        proxy.close()
     plans, plan_summary = plan_traces(conversations, message_ids, requests, options.plan)
     problems.merge(plan_summary.problems)
     return plans, plan_summary, twins
