@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv example test bench clean
+.PHONY: venv example test bench screenshot clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +13,24 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
+# The seed walkthrough's commands, verbatim, on the bundled example.
 example: venv
 	$(PY) build_message_index.py examples/requests.db
 	$(PY) build_conversation_index.py examples/requests.db --projects-path examples/jsonl/
+	$(PY) build_minimal_traces.py examples/requests.db --jsonl-dir examples/jsonl/ \
+		--output-dir examples/traces/ --block-size 64 --include-subagents --anonymize
+	$(PY) validate_trace_cache.py examples/traces/ --db examples/requests.db --jsonl-dir examples/jsonl/
+	$(PY) complete_cache_visualizer.py examples/requests.db --conversation-id combined \
+		--output examples/visualizations/combined.html
 
 test: venv
 	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) bench/run.py --size 200MB
+
+screenshot: venv
+	UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) examples/traces examples/visualizations
