@@ -15,6 +15,8 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp creates 0600 files; outputs get the usual permissions (0666 less the umask).
+        os.chmod(temp_name, 0o666 & ~_current_umask())
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(handle, mode, encoding=encoding) as stream:
             yield stream
@@ -31,3 +33,9 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Replace `path` with `data` atomically."""
     with atomic_writer(path, "wb" if isinstance(data, bytes) else "w") as stream:
         stream.write(data)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
