@@ -32,7 +32,8 @@ from .trace_format import RequestFacts, SubagentFacts, native_trace
 from .trace_plan import PlanOptions, TracePlan, plan_traces
 
 SIDECAR_DIR = "_sidecar"
-MANIFEST = "manifest.json"
+# Beside the sidecars, not the traces: replay tools load every *.json of the trace directory.
+MANIFEST = f"{SIDECAR_DIR}/manifest.json"
 MOONCAKE_FILE = "mooncake_trace.jsonl"
 MOONCAKE_SESSIONS_FILE = "mooncake_sessions.jsonl"
 

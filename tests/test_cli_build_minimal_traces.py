@@ -87,7 +87,7 @@ def test_format_chooses_the_files(fmt: str, expected: set[str], hand: tuple[str,
     extra = ["--mooncake-sessions"] if fmt != "kv" else []
     code, _, err = invoke(hand[0], "--jsonl-dir", hand[1], "--output-dir", str(out), "--format", fmt, "-q", *extra)
     assert code == 0, err
-    assert {p.name for p in out.iterdir() if p.is_file()} == expected | {"manifest.json"}
+    assert {p.name for p in out.iterdir() if p.is_file()} == expected
     assert check_directory(out).problems == []
 
 
@@ -128,7 +128,7 @@ def test_rerun_is_idempotent_and_removes_stale_files(hand: tuple[str, str], tmp_
     assert invoke(*args, "--format", "both")[0] == 0
     assert invoke(*args, "--anonymize", "--conversation-id", SESSION)[0] == 0
     first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert sorted(map(str, first)) == ["_sidecar/trace_0001.jsonl", "manifest.json", "trace_0001.json"]
+    assert sorted(map(str, first)) == ["_sidecar/manifest.json", "_sidecar/trace_0001.jsonl", "trace_0001.json"]
     code, out_text, _ = invoke(*args, "--anonymize", "--conversation-id", SESSION, "--json")
     assert code == 0 and json.loads(out_text)["stale_removed"] == 0
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
