@@ -19,8 +19,10 @@ Rules, in the units the API reports (tokens):
 - The cache is shared by every request of the capture (tools+system warm across sessions) but
   not across models: entries are keyed by the exact model name.
 
-Approximations: the API's lookback counts content blocks; here it counts blocks of `block_size`
-tokens. A prefix is identified by the chained id of its last full block (SPEC §4.6), so a
+Approximations: the API's lookback counts content blocks. A request that carries `boundaries`
+(token positions where content blocks end; the hasher gives message ends, a little coarser than the
+API's blocks) is looked back over those; without them the lookback counts blocks of `block_size`
+tokens, which misses any turn that added more than `lookback_blocks` × block_size tokens. A prefix is identified by the chained id of its last full block (SPEC §4.6), so a
 breakpoint at token position p is rounded down to block p // block_size and cache_read is a
 whole number of blocks; the < block_size tokens past the boundary count as creation.
 `warm_first_breakpoint` marks the first eligible breakpoint of each stream's first request as
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -56,6 +59,7 @@ class ApiRequest:
     breakpoints: Sequence[int]
     ttl_s: float = DEFAULT_TTL_S
     stream: str = ""
+    boundaries: Sequence[int] = ()  # sorted content-block end positions (tokens), for the lookback
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ def predict_usage(
             warmed_streams.add(request.stream)
             if keys:
                 _touch(expiry, keys[0], now + request.ttl_s)
-        read_blocks = _longest_read(request, blocks, expiry, lookback_blocks)
+        read_blocks = _longest_read(request, blocks, expiry, lookback_blocks, block_size)
         if read_blocks:
             _touch(expiry, (request.model, request.ids[read_blocks - 1]), now + request.ttl_s)
         predictions[index] = _usage(request, blocks, read_blocks * block_size)
@@ -128,13 +132,24 @@ def _eligible_blocks(request: ApiRequest, block_size: int, min_tokens: int) -> l
     return eligible
 
 
+def _lookback(request: ApiRequest, block: int, position: int, lookback_blocks: int, block_size: int) -> list[int]:
+    """Block counts a read checks for one breakpoint, longest first: the breakpoint, then earlier boundaries."""
+    if not request.boundaries:
+        return list(range(block, max(block - lookback_blocks, 1) - 1, -1))
+    end = bisect_left(request.boundaries, position)
+    earlier = request.boundaries[max(0, end - lookback_blocks):end]
+    candidates = {block} | {min(p // block_size, len(request.ids)) for p in earlier}
+    return sorted((c for c in candidates if c >= 1), reverse=True)
+
+
 def _longest_read(
-    request: ApiRequest, blocks: list[tuple[int, int]], expiry: dict[_Key, float], lookback_blocks: int
+    request: ApiRequest, blocks: list[tuple[int, int]], expiry: dict[_Key, float], lookback_blocks: int,
+    block_size: int,
 ) -> int:
     """Blocks in the longest live prefix found at a breakpoint or ≤ lookback_blocks boundaries before it."""
     best = 0
-    for block, _ in blocks:
-        for candidate in range(block, max(block - lookback_blocks, 1) - 1, -1):
+    for block, position in blocks:
+        for candidate in _lookback(request, block, position, lookback_blocks, block_size):
             if candidate <= best:
                 break
             if expiry.get((request.model, request.ids[candidate - 1]), -math.inf) >= request.start_s:

@@ -38,6 +38,9 @@ class HashedRequest:
     breakpoints: tuple[int, ...]
     last_message_types: tuple[str, ...]
     all_message_types: tuple[str, ...]
+    # Token positions where sections and messages end, for the API model's lookback (SPEC §6.4);
+    # kept only by a hasher made with keep_boundaries=True (the trace builder does not need them).
+    boundaries: tuple[int, ...] = ()
 
     @property
     def token_count(self) -> int:
@@ -85,11 +88,13 @@ class RequestHasher:
     """
 
     def __init__(self, *, block_size: int = 64, salt: Optional[str] = None, tokenizer: str = "cl100k_base",
-                 encoder: Any = None, max_memo_bytes: int = DEFAULT_MAX_MEMO_BYTES) -> None:
+                 encoder: Any = None, max_memo_bytes: int = DEFAULT_MAX_MEMO_BYTES,
+                 keep_boundaries: bool = False) -> None:
         self.tokenizer = SegmentTokenizer(encoder if encoder is not None else load_encoder(tokenizer))
         self.hasher = PrefixHasher(self.tokenizer, salt=make_salt(salt), block_size=block_size)
         self.block_size = block_size
         self.max_memo_bytes = max_memo_bytes
+        self.keep_boundaries = keep_boundaries
         self._memo: OrderedDict[bytes, _Section] = OrderedDict()
         self._memo_bytes = 0
 
@@ -157,12 +162,16 @@ class RequestHasher:
             last_types = section.content_types
         hashes = self.hasher.hash_request(segments)
         breakpoints: list[int] = []
+        boundaries: list[int] = []
+        # Without a breakpoint nothing is read or written, so the boundaries would go unused.
         if any(marked):
             position = 0
             for segment, is_marked in zip(segments, marked):
                 position += self._tokens(segment)
                 if is_marked:
                     breakpoints.append(position)
+                if self.keep_boundaries:
+                    boundaries.append(position)
         return HashedRequest(
             hashes=hashes,
             tool_tokens=tool_tokens,
@@ -170,6 +179,7 @@ class RequestHasher:
             breakpoints=tuple(breakpoints[-MAX_BREAKPOINTS:]),
             last_message_types=tuple(sorted(set(last_types))),
             all_message_types=tuple(sorted(all_types)),
+            boundaries=tuple(boundaries),
         )
 
     def hash_requests(self, proxy: sqlite3.Connection, requests: Sequence[ProxyRequest],

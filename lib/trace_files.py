@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import orjson
 import xxhash
@@ -81,8 +81,13 @@ class DirectoryCheck:
         }
 
 
-def check_directory(path: str | Path, *, mooncake_block_size: int = 512) -> DirectoryCheck:
-    """Schema-check every trace file, then look for duplicate ids and duplicate traces across files."""
+def check_directory(path: str | Path, *, mooncake_block_size: int = 512,
+                    visit: Optional[Callable[[Path, dict], None]] = None) -> DirectoryCheck:
+    """Schema-check every trace file, then look for duplicate ids and duplicate traces across files.
+
+    `visit(path, document)` sees each parsed native trace object once, so statistics can be
+    gathered in the same single pass instead of parsing a large directory twice.
+    """
     native, mooncake = find_trace_files(path)
     result = DirectoryCheck(native_files=len(native), mooncake_files=len(mooncake))
     ids_seen: dict[str, str] = {}
@@ -96,8 +101,10 @@ def check_directory(path: str | Path, *, mooncake_block_size: int = 512) -> Dire
         result.problems.extend(check_native_trace(document, name))
         if not isinstance(document, dict):
             continue
+        if visit is not None:
+            visit(file, document)
         requests = document.get("requests")
-        result.requests += len(requests) if isinstance(requests, list) else 0
+        result.requests += _count_requests(requests)
         trace_id = document.get("id")
         if isinstance(trace_id, str):
             if trace_id in ids_seen:
@@ -111,6 +118,14 @@ def check_directory(path: str | Path, *, mooncake_block_size: int = 512) -> Dire
         counted = _counting(iter_jsonl(file), result)
         result.problems.extend(check_mooncake_rows(counted, file.name, block_size=mooncake_block_size))
     return result
+
+
+def _count_requests(entries: Any) -> int:
+    """Requests in a native request list: sub-agent markers count their own requests, not themselves."""
+    if not isinstance(entries, list):
+        return 0
+    return sum(_count_requests(entry.get("requests")) if isinstance(entry, dict) and entry.get("type") == "subagent"
+               else 1 for entry in entries)
 
 
 def _counting(rows: Iterator[tuple[int, Any]], result: DirectoryCheck) -> Iterator[tuple[int, Any]]:

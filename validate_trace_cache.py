@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Check a directory of KV-cache traces: schema, statistics table, and cache behaviour versus the real API."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from lib.atomic import write_atomic
+from lib.cli import Output, common_options
+from lib.validation_report import check_gates, validate_traces
+
+
+@click.command()
+@click.argument("traces", type=click.Path())
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="The proxy's requests.db, to compare with the API's usage.")
+@click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs, to match anonymized traces to DB rows.")
+@click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the statistics table as CSV here.")
+@click.option("--min-accuracy", type=click.FloatRange(0, 100), metavar="PCT",
+              help="Exit 1 when the overall simulated-vs-API accuracy is below PCT.")
+@click.option("--max-error", type=click.FloatRange(0), metavar="PCT",
+              help="Exit 1 when the API model's median error of any usage field exceeds PCT of the prompt.")
+@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1),
+              help="Block size for the ceil check of Mooncake *.jsonl files.")
+@common_options
+def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db: Optional[str],
+         csv_path: Optional[str], min_accuracy: Optional[float], max_error: Optional[float],
+         mooncake_block_size: int, out: Output) -> None:
+    """Validate traces: schema check, statistics table, simulated vs API cache hits.
+
+    Exit 1 on schema problems or a missed --min-accuracy / --max-error; 2 on unusable input.
+
+    \b
+    Example:
+        python3 validate_trace_cache.py examples/traces/ \\
+            --db examples/requests.db \\
+            --jsonl-dir examples/jsonl/
+    """
+    report = validate_traces(traces, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
+                             mooncake_block_size=mooncake_block_size,
+                             needs_api=min_accuracy is not None or max_error is not None, say=out.text)
+    if csv_path:
+        write_atomic(Path(csv_path), report.stats.csv_text().encode())
+    out.summary(report.as_dict(), report.text())
+    check_gates(report, min_accuracy=min_accuracy, max_error=max_error)
+
+
+if __name__ == "__main__":
+    main()
