@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Analyse a capture's KV-cache behaviour: one self-contained HTML dashboard and a stats text per report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from lib.analysis import AnalysisOptions
+from lib.cli import Output, TimestampType, common_options
+from lib.errors import InputError
+from lib.visualizer import VisualizerOptions, run_visualizer
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--conversation-id", metavar="ID|combined|all",
+              help="One conversation (its sub-agents as lanes), `combined` (every request, one shared cache) "
+                   "or `all` (one report per conversation plus index.html).")
+@click.option("--newest", is_flag=True, help="Report on the conversation that started last.")
+@click.option("--output", "output_html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Dashboard file of a single report; the stats go beside it as <name>_stats.txt.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for reports named after the conversation (default: ./visualizations).")
+@click.option("--text-only", is_flag=True, help="Write only <name>_stats.txt, no HTML.")
+@click.option("--cache-ttl", default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="SEC",
+              help="TTL of the main TTL-model simulation (the sweep always covers 1m…24h and infinite).")
+@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1),
+              help="With `all`: skip conversations with fewer parent requests.")
+@click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
+@click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
+@click.option("--projects-path", type=click.Path(), help="Claude Code JSONL logs, to (re)build the conversation index.")
+@click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
+@common_options
+def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Optional[Path], output_dir: Optional[Path],
+         text_only: bool, cache_ttl: float, block_size: int, min_requests: int, since, until,
+         projects_path: Optional[str], index_db: Optional[str], out: Output) -> None:
+    """Simulate the prompt cache of a claude-code-proxy capture against the API's own usage.
+
+    Sections: summary, per-request cache read/creation/new (API vs simulated), hit rate over time,
+    context growth, TTL sweep, working set, LRU/OPT capacity curve, timing, sub-agent lanes, model
+    usage and data-quality notes. Indexes missing from DB are built on the fly.
+
+    \b
+    Example:
+        python3 complete_cache_visualizer.py examples/requests.db \\
+            --conversation-id combined \\
+            --output examples/visualizations/combined.html
+    """
+    if newest and conversation_id:
+        raise InputError("give either --conversation-id or --newest, not both")
+    if output_html and output_dir:
+        raise InputError("give either --output or --output-dir, not both")
+    if since and until and since > until:
+        raise InputError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
+    options = VisualizerOptions(
+        conversation_id=conversation_id, newest=newest, output_html=output_html, output_dir=output_dir,
+        text_only=text_only, min_requests=min_requests, since=since, until=until, projects_path=projects_path,
+        index_db=index_db, analysis=AnalysisOptions(block_size=block_size, cache_ttl_s=cache_ttl),
+    )
+    summary = run_visualizer(db, options, say=out.text,
+                             progress=lambda items, total: out.progress(items, total=total, desc="hashing"))
+    out.summary(summary.as_dict(), summary.describe())
+
+
+if __name__ == "__main__":
+    main()
