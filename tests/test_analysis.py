@@ -1,0 +1,151 @@
+"""The visualizer's analysis layer on a hand-made conversation: TTL sweep and capacity figures computed by hand.
+
+Block size 2 and chained keys written out (a, ab, abc…), so every figure can be checked on paper:
+
+    request  t (s)  lane     blocks               tokens  response ends
+    R0         0    parent   a ab abc                  7   1
+    R1        10    parent   a … abcd                  8  11
+    R2       200    parent   a … abcde                10 201
+    R3       215    parent   a … abcdef               12 216
+    R4       220    agentX   x xy                      4 221
+
+No ttft, so a request's blocks become readable when its response ends (SPEC §6).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from lib.analysis import AnalysisOptions, analyze
+from lib.hashing import RequestHashes
+from lib.records import ProxyRequest, SubagentLink, Usage
+from lib.request_hashing import HashedRequest
+from lib.report_figures import compare
+from lib.selection import SelectedRequest, Selection
+
+ORIGIN = datetime(2026, 3, 25, 19, 0, 0, tzinfo=timezone.utc)
+OPUS = "claude-opus-4-6"
+PARENT_KEYS = [b"a", b"ab", b"abc", b"abcd", b"abcde", b"abcdef"]
+# (t_s, lane, blocks of the parent chain or the agent's, token count)
+REQUESTS = [(0, "parent", 3, 7), (10, "parent", 4, 8), (200, "parent", 5, 10), (215, "parent", 6, 12),
+            (220, "agentX", 2, 4)]
+TOTAL_TOKENS = 7 + 8 + 10 + 12 + 4
+
+
+def _request(number: int, t_s: float, tokens: int, *, model: str = OPUS) -> ProxyRequest:
+    start = ORIGIN + timedelta(seconds=t_s)
+    return ProxyRequest(
+        row_id=number + 1, request_id=f"r{number}", timestamp=start, completed_at=start + timedelta(seconds=1),
+        is_streaming=False, status=200, kind="ok", model=model, message_id=f"msg_{number}",
+        usage=Usage(input_tokens=tokens, output_tokens=10), stop_reason="tool_use", output_types=("tool_use",),
+        api_time_s=1.0, ttft_s=None, anthropic_request_id=None, session_header=None, max_tokens=21333,
+        retry_count=0, prompt_key=None, message_count=1,
+    )
+
+
+def _hashed(keys: list[bytes], tokens: int) -> HashedRequest:
+    return HashedRequest(RequestHashes(tokens, keys), tool_tokens=0, system_tokens=0, breakpoints=(),
+                         last_message_types=(), all_message_types=())
+
+
+def _selection(requests: list[tuple[int, str, int, int]]) -> tuple[Selection, dict[str, HashedRequest]]:
+    items, hashed = [], {}
+    for number, (t_s, lane, blocks, tokens) in enumerate(requests):
+        keys = PARENT_KEYS[:blocks] if lane == "parent" else [b"x", b"xy"][:blocks]
+        request = _request(number, t_s, tokens)
+        items.append(SelectedRequest(request, lane, "conv"))
+        hashed[request.request_id] = _hashed(keys, tokens)
+    link = SubagentLink("conv", "agentX", "toolu_1", "Explore", "look", ORIGIN + timedelta(seconds=212),
+                        ORIGIN + timedelta(seconds=230), 18_000, 900, 1, "completed", True)
+    return Selection("conv", "conv", "hand", items, links=(link,), conversations=1), hashed
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    selection, hashed = _selection(REQUESTS)
+    return analyze(selection, hashed, AnalysisOptions(block_size=2, cache_ttl_s=60))
+
+
+def _row(analysis, label):
+    return next(row for row in analysis.ttl_rows if row.ttl_label == label)
+
+
+def test_ttl_sweep_matches_hand_computed_hit_rates(analysis) -> None:
+    # 1m-3m: R1 hits 3 (gap 9 s), R2 misses all (189 s since R1's response), R3 hits 5 (14 s) → 8 blocks.
+    # From 4m: R2 hits its 4 cached blocks too → 12 blocks. Tokens = blocks × 2; R4 is new content.
+    assert [row.ttl_label for row in analysis.ttl_rows][:5] == ["1m", "2m", "3m", "4m", "5m"]
+    assert _row(analysis, "1m").hit_rate == pytest.approx(16 / TOTAL_TOKENS)
+    assert _row(analysis, "3m").hit_rate == pytest.approx(16 / TOTAL_TOKENS)
+    assert _row(analysis, "4m").hit_rate == pytest.approx(24 / TOTAL_TOKENS)
+    assert _row(analysis, "∞").hit_rate == pytest.approx(24 / TOTAL_TOKENS)
+    assert _row(analysis, "∞").ttl_s is None
+
+
+def test_ttl_sweep_prefills_and_stable_share(analysis) -> None:
+    # 8 unique blocks. 1m: misses 3 + 1 + 5 + 1 + 2 = 12 → 1.5 per block; prefilled once: abcde, abcdef, x, xy.
+    one_minute, infinite = _row(analysis, "1m"), _row(analysis, "∞")
+    assert (one_minute.prefills_per_block, one_minute.stable_share) == (pytest.approx(1.5), pytest.approx(0.5))
+    assert (infinite.prefills_per_block, infinite.stable_share) == (pytest.approx(1.0), pytest.approx(1.0))
+    # Peak: 6 blocks alive at R4's read (R3 re-touched the chain at 216 s) = 12 tokens under every TTL.
+    assert {row.peak_working_set_tokens for row in analysis.ttl_rows} == {12}
+
+
+def test_working_set_follows_the_main_ttl(analysis) -> None:
+    # Sampled at each read: at 200 s everything of R1 (touched at 11 s) expired under the 60 s TTL.
+    assert [(p.t_s, p.tokens) for p in analysis.working_set] == [(0, 0), (10, 6), (200, 0), (215, 10), (220, 12)]
+
+
+def test_capacity_targets_match_hand_computed_lru(analysis) -> None:
+    # Infinite: 12 hit blocks = 24 tokens. LRU (prefix kept above its tail): 3 blocks → 9 hits (75 %),
+    # 4 blocks → R3 finds a…abcd: 11 hits (91.7 %), 5 blocks → all 12.
+    curve = analysis.capacity
+    assert curve.infinite_hit_rate == pytest.approx(24 / TOTAL_TOKENS)
+    targets = {t.share: (t.lru_capacity_tokens, t.opt_capacity_tokens) for t in curve.targets}
+    assert targets == {0.9: (8, 8), 0.95: (10, 10), 0.99: (10, 10)}
+    by_capacity = {p.capacity_tokens: p.lru_hit_rate for p in curve.points}
+    assert by_capacity[6] == pytest.approx(18 / TOTAL_TOKENS)
+    assert by_capacity[8] == pytest.approx(22 / TOTAL_TOKENS)
+    assert all(p.opt_hit_rate >= p.lru_hit_rate - 1e-12 for p in curve.points)
+
+
+def test_main_simulation_splits_and_totals(analysis) -> None:
+    # TTL model at 60 s: read = hits, creation = missed full blocks, new = the partial tail (R0's 7th token).
+    splits = [(s.cache_read_tokens, s.cache_creation_tokens, s.new_tokens) for s in analysis.ttl_splits]
+    assert splits == [(0, 6, 1), (6, 2, 0), (0, 10, 0), (10, 2, 0), (0, 4, 0)]
+    comparison = compare(analysis)
+    assert comparison.api.hit_rate == 0.0 and comparison.ttl_model_accuracy is None
+    assert comparison.ttl_model.hit_rate == pytest.approx(16 / TOTAL_TOKENS)
+
+
+def test_timing_lanes_and_concurrency(analysis) -> None:
+    think = next(t for t in analysis.timings if t.name == "think_time")
+    assert think.values_s == (9.0, 189.0, 14.0)  # per lane; the sub-agent's first request has none
+    assert analysis.gaps_s == (10.0, 190.0, 15.0, 5.0)
+    assert [(lane.agent_id, lane.spawn_s, lane.finish_s, lane.requests) for lane in analysis.subagents] == [
+        ("agentX", 212.0, 230.0, 1)]
+    assert max(point.active for point in analysis.concurrency) == 1
+    assert [p.growth_tokens for p in analysis.points] == [0, 1, 2, 2, 0]
+
+
+def test_models_never_share_blocks() -> None:
+    selection, hashed = _selection([(0, "parent", 3, 6), (10, "parent", 3, 6)])
+    other = selection.requests[1].request
+    selection.requests[1] = SelectedRequest(dataclasses.replace(other, model="claude-haiku-4-5"), "parent", "conv")
+    result = analyze(selection, hashed, AnalysisOptions(block_size=2, cache_ttl_s=60))
+    assert _row(result, "∞").hit_rate == 0.0
+
+
+def test_opt_is_skipped_on_large_streams() -> None:
+    selection, hashed = _selection(REQUESTS)
+    result = analyze(selection, hashed, AnalysisOptions(block_size=2, opt_max_requests=2))
+    assert all(math.isnan(p.opt_hit_rate) for p in result.capacity.points)
+    assert [t.opt_capacity_tokens for t in result.capacity.targets] == [None, None, None]
+    assert [t.lru_capacity_tokens for t in result.capacity.targets] == [8, 10, 10]
+
+
+def test_empty_selection_gives_an_empty_analysis() -> None:
+    result = analyze(Selection("none", "none", "hand", []), {}, AnalysisOptions())
+    assert (result.points, result.capacity, result.working_set) == ((), None, ())
