@@ -1,4 +1,7 @@
-"""Real-browser check of the dashboard: headless Debian chromium draws every chart, offline, without errors."""
+"""Real-browser check of the dashboard: headless Debian chromium draws every chart, offline, without errors.
+
+`UPDATE_SCREENSHOT=1` copies the screenshot of the example's `combined` report to docs/dashboard.png.
+"""
 from __future__ import annotations
 
 import os
@@ -8,8 +11,10 @@ from typing import Iterator
 
 import pytest
 
+from lib.analysis import AnalysisOptions
 from lib.dashboard import render_index, render_report
 from lib.report_model import IndexEntry, ReportModel
+from lib.visualizer import VisualizerOptions, run_visualizer
 from chromium_cdp import CHROMIUM, ChromiumPage
 from report_samples import build_sample_report
 
@@ -39,6 +44,28 @@ def sample() -> ReportModel:
     return build_sample_report()
 
 
+@pytest.fixture(scope="module")
+def example_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed's `combined` dashboard of the real example capture, with its JSONL linked."""
+    source = ROOT / "examples" / "requests.db"
+    if not source.is_file():
+        pytest.skip("examples/requests.db not generated yet")
+    folder = tmp_path_factory.mktemp("example")
+    (folder / "examples").mkdir()
+    shutil.copyfile(source, folder / "examples" / "requests.db")
+    options = VisualizerOptions(conversation_id="combined", output_html=Path("examples/visualizations/combined.html"),
+                                projects_path=str(ROOT / "examples" / "jsonl"), analysis=AnalysisOptions())
+    # Relative paths as in the seed command, so the page (and the docs screenshot) names examples/requests.db.
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        run_visualizer("examples/requests.db", options)
+    finally:
+        os.chdir(previous)
+    output = folder / "examples" / "visualizations" / "combined.html"
+    return output
+
+
 def _open(browser: ChromiumPage, path: Path, *, width: int, height: int, is_mobile: bool = False) -> None:
     """Load `path` with a clean event log and wait until the page script has drawn every chart."""
     browser.events.clear()
@@ -56,6 +83,21 @@ def test_every_chart_draws_offline_without_console_errors(browser: ChromiumPage,
     assert [name for name, state in states if state != "1"] == []
     assert browser.errors() == []
     assert browser.requested_urls() == [report.as_uri()]
+
+
+def test_the_example_dashboard_draws_every_chart_offline(browser: ChromiumPage, example_report: Path) -> None:
+    _open(browser, example_report, width=1280, height=900)
+    states = browser.evaluate(CHART_STATES)
+    assert len(states) == EXPECTED_CHARTS
+    assert [name for name, state in states if state != "1"] == []
+    # Every chart has data points, not just axes.
+    counts = browser.evaluate(
+        "Array.from(document.querySelectorAll('[data-chart] canvas'), c => Chart.getChart(c).data.datasets"
+        ".reduce((n, d) => n + d.data.filter(v => v !== null && v !== undefined).length, 0))")
+    assert len(counts) == EXPECTED_CHARTS and min(counts) > 0
+    assert browser.evaluate("document.querySelectorAll('#subagents tbody tr').length") == 4
+    assert browser.errors() == []
+    assert browser.requested_urls() == [example_report.as_uri()]
     browser.screenshot(ARTIFACTS / "dashboard.png")
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
