@@ -87,12 +87,13 @@ def _api_text(api: ApiComparison) -> str:
     lines.append("")
     lines.append(f"API cache model vs actual usage, per request ({api.model_requests} requests; "
                  "absolute error, in API tokens and in % of the request's prompt)")
-    lines.append(f"{'Field':<16}{'Median':>10}{'P90':>10}{'Median %':>10}{'P90 %':>10}{'Predicted':>14}{'Actual':>14}")
+    if api.field_errors:
+        lines.append(f"{'Field':<16}{'Median':>10}{'P90':>10}{'Median %':>10}{'P90 %':>10}{'Predicted':>14}{'Actual':>14}")
+    else:
+        lines.append("  (no matched requests with API usage)")
     for error in api.field_errors:
         lines.append(f"{error.field:<16}{error.median_tokens:>10,.0f}{error.p90_tokens:>10,.0f}{error.median_pct:>9.1f}%"
                      f"{error.p90_pct:>9.1f}%{error.predicted_tokens:>14,}{error.actual_tokens:>14,}")
-    if not api.field_errors:
-        lines.append("  (no matched requests with API usage)")
     overall = api.overall
     lines.append("")
     lines.append(f"Overall ({len(api.traces)} trace(s), {api.requests} reqs, {api.matched} matched): "
