@@ -25,6 +25,7 @@ import numpy as np
 from .api_cache_model import DEFAULT_TTL_S, LOOKBACK_BLOCKS, ApiRequest, PredictedUsage, predict_usage
 from .cache_models import DEFAULT_TTLS_S, CacheEvent, TTLResult, sweep_ttl
 from .capacity_models import CapacityPoint as CurvePoint
+from .dashboard import format_ttl
 from .capacity_models import capacity_curve, capacity_needed, lru_profile, simulate_opt
 from .hashing import IdAllocator
 from .records import ProxyRequest
@@ -40,6 +41,7 @@ ONE_HOUR_S = 3600.0
 # Belady needs one full pass per capacity (~0.2 ms per request each); past this many requests
 # only LRU is computed, which needs a single pass for every capacity.
 OPT_MAX_REQUESTS = 1_500
+CURVE_POINTS = 20
 # Series longer than this are thinned (keeping each bucket's maximum) so the page stays small.
 MAX_SERIES_POINTS = 2_000
 
@@ -237,9 +239,7 @@ def _ttl_split(turn: Turn, hit_blocks: int, block_size: int) -> CacheSplit:
 
 
 def _ttl_row(result: TTLResult) -> TtlRow:
-    """One row of the sweep table."""
-    from .dashboard import format_ttl  # the page's own labels: 1m, 5m, 1h, ∞
-
+    """One row of the sweep table, labelled as the page labels TTLs (1m, 5m, 1h, ∞)."""
     return TtlRow(format_ttl(result.ttl_s), None if result.ttl_s is None else float(result.ttl_s), result.hit_rate,
                   result.peak_working_set_tokens, result.mean_prefills_per_block, result.stable_share)
 
@@ -258,9 +258,16 @@ def _thin(result: TTLResult, limit: int) -> tuple[WorkingSetPoint, ...]:
 def _capacity(events: Sequence[CacheEvent], options: AnalysisOptions) -> CapacityCurve:
     """LRU (and, when affordable, OPT) hit rate per capacity, and the capacity for 90/95/99 % of infinite."""
     block_size = options.block_size
-    with_opt = len(events) <= options.opt_max_requests
     profile = lru_profile(events, block_size=block_size)
-    curve = capacity_curve(events, block_size=block_size, with_opt=with_opt)
+    # 20 log-spaced capacities up to "nothing evicted", as capacity_curve picks them.
+    largest = max(profile.cumulative_hits.size - 1, 1)
+    capacities = np.unique(np.geomspace(1, largest, CURVE_POINTS).round().astype(int)).tolist()
+    with_opt = len(events) <= options.opt_max_requests
+    if with_opt:
+        curve = capacity_curve(events, capacities, block_size=block_size, with_opt=True)
+    else:
+        # One LRU replay answers every capacity; capacity_curve would replay again.
+        curve = [CurvePoint(c, c * block_size, profile.hit_rate(c), None) for c in capacities]
     infinite = profile.infinite_hit_rate
     lru_needed = capacity_needed(profile, fractions=CAPACITY_TARGET_SHARES)
     targets = tuple(

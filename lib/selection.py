@@ -34,7 +34,7 @@ QUALITY_LABELS: dict[str, str] = {
     "unparsable_row": "rows with an unparsable response: left out",
     "duplicate_pair": "old-proxy duplicate pairs shown once (the streaming artifact is left out)",
     "unlinked": "requests no JSONL log names (quota probes, titles, other sessions): lane `unlinked`",
-    "turn_not_in_db": "JSONL assistant ids not found in the DB",
+    "turn_not_in_db": "JSONL assistant ids inside the capture's time span not found in the DB",
     "request_in_two_conversations": "requests named by two conversations (resumed sessions): kept in the first",
     "body_missing": "rows without a request body: left out",
     "body_unparsable": "rows with an unparsable request body: left out",

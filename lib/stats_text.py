@@ -55,20 +55,20 @@ def _request_counts(analysis: Analysis) -> list[str]:
     rows: list[ProxyRequest] = analysis.selection.rows
     kinds = {kind: sum(1 for r in rows if r.kind == kind) for kind in (KIND_OK, KIND_ERROR, KIND_PENDING)}
     lanes = lane_counts(analysis)
-    problems = analysis.selection.problems
-    return _table([
-        ("Rows considered", str(len(rows)), ""),
-        ("  streaming", str(sum(1 for r in rows if r.is_streaming)), ""),
-        ("  non-streaming", str(sum(1 for r in rows if not r.is_streaming)), ""),
-        ("  answered (200)", str(kinds[KIND_OK]), ""),
-        ("  errors", str(kinds[KIND_ERROR]), "labelled, not simulated"),
-        ("  pending", str(kinds[KIND_PENDING]), "no response yet, not simulated"),
-        ("  old-proxy streaming artifacts", str(problems.count("duplicate_pair")), "pairs shown once"),
-        ("Requests simulated", str(len(analysis.points)), ""),
-        ("  parent", str(lanes["parent"]), ""),
-        ("  sub-agent", str(lanes["sub-agent"]), ""),
-        ("  unlinked", str(lanes["unlinked"]), "no JSONL names them"),
-    ])
+    entries = [
+        ("Rows considered", len(rows), ""),
+        ("  streaming", sum(1 for r in rows if r.is_streaming), ""),
+        ("  non-streaming", sum(1 for r in rows if not r.is_streaming), ""),
+        ("  answered (200)", kinds[KIND_OK], ""),
+        ("  errors", kinds[KIND_ERROR], "labelled, not simulated"),
+        ("  pending", kinds[KIND_PENDING], "no response yet, not simulated"),
+        ("  old-proxy streaming artifacts", analysis.selection.problems.count("duplicate_pair"), "pair shown once"),
+        ("Requests simulated", len(analysis.points), ""),
+        ("  parent", lanes["parent"], ""),
+        ("  sub-agent", lanes["sub-agent"], ""),
+        ("  unlinked", lanes["unlinked"], "no JSONL log names them"),
+    ]
+    return [f"{label:<32}{count:>7}" + (f"  ({note})" if note else "") for label, count, note in entries]
 
 
 def _input_tokens(comparison: Comparison, analysis: Analysis) -> list[str]:
@@ -197,7 +197,7 @@ def _subagents(analysis: Analysis) -> list[str]:
     rows += [(lane.agent_id, lane.subagent_type or "?", format_seconds(lane.spawn_s), format_seconds(lane.finish_s),
               str(lane.requests)) for lane in analysis.subagents]
     peak = max((point.active for point in analysis.concurrency), default=0)
-    return _table(rows) + [f"Peak requests in flight: {peak}. Times are seconds from the report's first request."]
+    return _table(rows) + [f"Peak requests in flight: {peak}. Times are from the report's first request."]
 
 
 def _quality(analysis: Analysis) -> list[str]:

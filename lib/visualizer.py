@@ -108,7 +108,10 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
                    progress: Optional[Progress] = None) -> VisualizerSummary:
     """Write the requested dashboards and stats files; InputError for unusable input."""
     started = time.perf_counter()
-    mode = ALL if options.conversation_id == ALL and not options.newest else "single"
+    if options.newest or options.conversation_id not in (ALL, COMBINED):
+        mode = "conversation"
+    else:
+        mode = options.conversation_id
     if mode == ALL and options.output_html:
         raise InputError("--output names one file; with --conversation-id all use --output-dir")
     proxy = open_proxy_db(db_path)
@@ -118,7 +121,7 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
                                since=options.since, until=options.until, say=say)
         selections, dropped = _selections(capture, options)
         hasher = RequestHasher(block_size=options.analysis.block_size)
-        summary = VisualizerSummary(mode=COMBINED if options.conversation_id == COMBINED else mode, dropped=dropped)
+        summary = VisualizerSummary(mode=mode, dropped=dropped)
         entries = []
         for selection in selections:
             hashed = _hash(proxy, selection, hasher, progress)
