@@ -6,14 +6,17 @@ a transaction open longer than one batch.
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from .errors import InputError
 
 BUSY_TIMEOUT_MS = 30_000
 PROXY_COLUMNS = frozenset({"id", "timestamp", "headers", "body", "response", "model"})
+# What `_decode_text` turns invalid UTF-8 bytes into (surrogateescape's range).
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def open_proxy_db(path: str | Path) -> sqlite3.Connection:
@@ -27,6 +30,7 @@ def open_proxy_db(path: str | Path) -> sqlite3.Connection:
     uri = f"file:{db_path.resolve().as_posix()}?mode=ro"
     try:
         connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        connection.text_factory = _decode_text
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         columns = {row[1] for row in connection.execute("PRAGMA table_info(requests)")}
     except sqlite3.DatabaseError as error:
@@ -37,6 +41,22 @@ def open_proxy_db(path: str | Path) -> sqlite3.Connection:
         what = "has no `requests` table" if not columns else f"`requests` lacks columns {sorted(missing)}"
         raise InputError(f"{path}: not a claude-code-proxy DB ({what})")
     return connection
+
+
+def _decode_text(raw: bytes) -> str:
+    """SQLite TEXT → str, keeping invalid UTF-8 bytes as lone surrogates (see `repair_text`).
+
+    With the default decoder one corrupt byte in one body makes sqlite3 raise on the whole
+    SELECT, so a single bad row would stop every tool (SPEC §9).
+    """
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def repair_text(value: Any) -> tuple[Any, bool]:
+    """(value with invalid UTF-8 bytes replaced by U+FFFD, whether there were any) for a proxy DB value."""
+    if isinstance(value, str) and not value.isascii() and _ESCAPED_BYTE.search(value):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), True
+    return value, False
 
 
 def open_index_db(proxy_db: str | Path, index_db: Optional[str | Path] = None) -> sqlite3.Connection:

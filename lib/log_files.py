@@ -76,6 +76,11 @@ def iter_entries(path: Path, problems: ProblemCounter) -> Iterator[tuple[int, di
                 continue
             entry = _loads(raw)
             if entry is None:
+                entry = _loads_repaired(raw)
+                if entry is not None:
+                    problems.add("invalid_utf8_jsonl_line", f"{path.name}:{number}")
+                    yield number, entry
+                    continue
                 # A last line without newline is a write in progress, not corruption (SPEC §2).
                 reason = "unparsable_jsonl_line" if raw.endswith(b"\n") else "truncated_jsonl_line"
                 problems.add(reason, f"{path.name}:{number}")
@@ -121,6 +126,19 @@ def _peek_session_id(path: Path) -> Optional[str]:
                     return session
     except OSError:
         return None
+    return None
+
+
+def _loads_repaired(raw: bytes) -> Optional[dict[str, Any]]:
+    """A line broken only by invalid UTF-8 bytes, parsed with them as U+FFFD; None for any other breakage.
+
+    Claude Code writes valid UTF-8, so such a byte is corruption inside a string: losing the whole
+    line would lose its turn, while the replacement changes one character of content.
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _loads(raw.decode("utf-8", "replace").encode("utf-8"))
     return None
 
 

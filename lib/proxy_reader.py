@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Optional
 import orjson
 import xxhash
 
+from .db import repair_text
 from .problems import ProblemCounter
 from .records import ProxyRequest
 from .responses import ResponseFacts, header_value, parse_response
@@ -108,6 +109,9 @@ def parse_proxy_row_with_facts(
     row_id, request_id, raw_timestamp, raw_headers, raw_body, raw_response, column_model = row
     request_id = str(request_id)
     row_problems: list[str] = []
+    raw_headers = _repaired(raw_headers, "headers", row_problems)
+    raw_body = _repaired(raw_body, "body", row_problems)
+    raw_response = _repaired(raw_response, "response", row_problems)
 
     timestamp = parse_timestamp(raw_timestamp)
     if timestamp is None:
@@ -150,6 +154,14 @@ def parse_proxy_row_with_facts(
         load_body=functools.partial(load_body, proxy, row_id) if proxy is not None else None,
     )
     return request, facts
+
+
+def _repaired(value: Any, column: str, row_problems: list[str]) -> Any:
+    """The column with invalid UTF-8 replaced; counted, so one corrupt byte degrades the row instead of losing it."""
+    value, was_invalid = repair_text(value)
+    if was_invalid:
+        row_problems.append(f"invalid_utf8_{column}")
+    return value
 
 
 def count_request_problems(problems: ProblemCounter, request_id: str, kind: str, row_problems: Iterable[str]) -> None:
@@ -195,7 +207,7 @@ def load_body(proxy: sqlite3.Connection, row_id: int) -> dict[str, Any]:
     if row is None or row[0] is None:
         return {}
     try:
-        body = orjson.loads(row[0])
+        body = orjson.loads(repair_text(row[0])[0])
     except orjson.JSONDecodeError:
         return {}
     return body if isinstance(body, dict) else {}

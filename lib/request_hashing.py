@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import orjson
 import xxhash
 
+from .db import repair_text
 from .hashing import PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section
 from .problems import ProblemCounter
 from .records import ProxyRequest
@@ -205,7 +206,8 @@ def _parse_body(request: ProxyRequest, raw: Any, problems: ProblemCounter) -> Op
         problems.add("body_missing", request.request_id)
         return None
     try:
-        body = orjson.loads(raw)
+        # Invalid UTF-8 is replaced as the message index did, which also counted it (row problems).
+        body = orjson.loads(repair_text(raw)[0])
     except orjson.JSONDecodeError:
         problems.add("body_unparsable", request.request_id)
         return None

@@ -123,7 +123,8 @@ def parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
         return ResponseFacts(kind=KIND_OK if facts else KIND_UNPARSABLE, problems=("no_stream_chunks",), **facts, **common)
     if not isinstance(body, dict):
         return ResponseFacts(kind=KIND_UNPARSABLE, problems=("no_message_body",), **common)
-    return ResponseFacts(kind=KIND_OK, **_message_facts(body, trust_content=True), **common)
+    facts = _message_facts(body, trust_content=True)
+    return ResponseFacts(kind=KIND_OK, problems=_usage_problems(facts), **facts, **common)
 
 
 def header_value(headers: Any, name: str) -> Optional[str]:
@@ -218,6 +219,9 @@ def _streaming_facts(chunks: list[Any], synthesized: dict, common: dict[str, Any
         values[field_name] = _first_int(_breakdown(start_usage, key), _breakdown(last_delta_usage, key))
     # message_start's output_tokens is a placeholder; the final count is in the last message_delta.
     values["output_tokens"] = _first_int(last_delta_usage.get("output_tokens"))
+    # A missing event is already counted by its own reason; count only events without their usage.
+    problems.extend(_usage_problems({"input_tokens": values["input_tokens"] if stream["message_start"] else 0,
+                                     "output_tokens": values["output_tokens"] if deltas else 0}))
 
     stop_reason = ""
     for event in deltas:
@@ -269,6 +273,11 @@ def _message_facts(body: dict, *, trust_content: bool) -> dict[str, Any]:
         facts["output_types"] = tuple(types)
         facts["stop_reason"] = body.get("stop_reason") if isinstance(body.get("stop_reason"), str) else ""
     return facts
+
+
+def _usage_problems(values: dict[str, Any]) -> tuple[str, ...]:
+    """`missing_usage` when the input or output count is absent or null: the row stays, its usage is degraded."""
+    return ("missing_usage",) if values.get("input_tokens") is None or values.get("output_tokens") is None else ()
 
 
 def _breakdown(usage: dict, key: str) -> Any:

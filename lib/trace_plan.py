@@ -118,6 +118,7 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
             subagents.sort(key=lambda sub: (sub.spawn_s, sub.agent_id))
         drafts.append((conversation.conversation_id, parent, subagents))
     drafts.sort(key=lambda draft: (draft[1][0].timestamp, draft[0]))
+    drafts = _without_repeats(drafts, summary.problems)
     summary.conversations = len(drafts)
 
     plans: list[TracePlan] = []
@@ -136,6 +137,44 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
         _anonymize_names(plans)
     summary.traces = len(plans)
     return plans, summary
+
+
+Draft = tuple[str, list[ProxyRequest], list[PlannedSubagent]]
+
+
+def _without_repeats(drafts: list[Draft], problems: ProblemCounter) -> list[Draft]:
+    """Each request in one trace only: conversations claim their requests earliest-first (SPEC §9).
+
+    A resumed session repeats earlier turns in a new JSONL file under a new sessionId; tracing
+    them in both conversations would replay those API calls twice. On equal start times the
+    conversation with more parent requests (the resumed, complete one) claims first.
+    """
+    owner: dict[str, str] = {}
+    for conversation_id, parent, subagents in sorted(drafts, key=lambda d: (d[1][0].timestamp, -len(d[1]), d[0])):
+        for request in [*parent, *(r for sub in subagents for r in sub.requests)]:
+            owner.setdefault(request.request_id, conversation_id)
+    kept: list[Draft] = []
+    for conversation_id, parent, subagents in drafts:
+        parent = _owned(parent, owner, conversation_id, problems)
+        for sub in subagents:
+            sub.requests = _owned(sub.requests, owner, conversation_id, problems)
+        if parent:
+            kept.append((conversation_id, parent, [sub for sub in subagents if sub.requests]))
+        else:
+            problems.add("conversation_without_db_requests", conversation_id)
+    return kept
+
+
+def _owned(requests: list[ProxyRequest], owner: dict[str, str], conversation_id: str,
+           problems: ProblemCounter) -> list[ProxyRequest]:
+    """The requests `conversation_id` owns; the others are counted as repeats."""
+    kept = []
+    for request in requests:
+        if owner[request.request_id] == conversation_id:
+            kept.append(request)
+        else:
+            problems.add("request_in_several_conversations", request.request_id)
+    return kept
 
 
 def _anonymize_names(plans: list[TracePlan]) -> None:

@@ -269,7 +269,12 @@ class _TraceWriter:
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,
                                   hashes=hashes, output_length=request_facts.output_tokens)
             previous_end = _end(request_facts)
-            sidecar.append(self._sidecar_row(trace_id, lane, len(earlier) + len(facts), request, prompt, hashes))
+            index = len(earlier) + len(facts)
+            sidecar.append(self._sidecar_row(trace_id, lane, index, request, prompt, hashes))
+            # A degraded row (broken chunk, missing usage...) is written, so name it here too (SPEC §9).
+            example = f"{trace_id}/{lane}#{index}" if self.options.plan.anonymize else request.request_id
+            for reason in request.problems:
+                self.summary.problems.add(reason, example)
             facts.append(request_facts)
             used.append(prompt)
         return facts, used
