@@ -8,8 +8,10 @@ the end, so an interrupted rebuild leaves the previous index intact.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -19,11 +21,12 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import orjson
 
 from .atomic import write_atomic
-from .db import table_exists, write_batch
+from .db import open_proxy_db, table_exists, write_batch
 from .index_state import create_state_table, delete_state, read_state, transaction, write_state
 from .problems import ProblemCounter
 from .proxy_generation import TwinCandidate, classify_generation, find_twin_pairs
 from .proxy_reader import (
+    BATCH_ROWS,
     count_request_problems,
     fetch_proxy_rows,
     iter_proxy_rows,
@@ -38,6 +41,8 @@ TABLE = "message_index"
 SCHEMA_VERSION = "1"
 WRITE_BATCH_ROWS = 200
 READ_BATCH_ROWS = 500
+# Below this many rows to parse, starting worker processes costs more than it saves.
+PARALLEL_MIN_ROWS = 2_000
 _SHADOW = "message_index_rebuild"
 _STATE_PREFIX = "message_index."
 COLUMNS = (
@@ -115,7 +120,8 @@ def update_message_index(
         pending = _arrived_rowids(proxy, index)
         last_rowid = int(_state(index).get("last_rowid", 0))
         new_rows = proxy.execute("SELECT COUNT(*) FROM requests WHERE rowid > ?", (last_rowid,)).fetchone()[0]
-        rows = chain(fetch_proxy_rows(proxy, pending), iter_proxy_rows(proxy, after_rowid=last_rowid))
+        rows = chain(map(_table_row, fetch_proxy_rows(proxy, pending)),
+                     _parsed_rows(proxy, after_rowid=last_rowid, expected=new_rows))
         processed = _index_rows(index, TABLE, _with_progress(rows, progress, len(pending) + new_rows), save_state=True)
     if processed or "generation" not in _state(index):
         _update_twins(index)
@@ -190,7 +196,8 @@ def _rebuild(proxy: sqlite3.Connection, index: sqlite3.Connection, progress: Opt
         index.execute(f"DROP TABLE IF EXISTS {_SHADOW}")
     _create_table(index, _SHADOW)
     total = proxy.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-    processed = _index_rows(index, _SHADOW, _with_progress(iter_proxy_rows(proxy), progress, total), save_state=False)
+    rows = _parsed_rows(proxy, after_rowid=0, expected=total)
+    processed = _index_rows(index, _SHADOW, _with_progress(rows, progress, total), save_state=False)
     with transaction(index):
         index.execute(f"DROP TABLE IF EXISTS {TABLE}")
         index.execute(f"ALTER TABLE {_SHADOW} RENAME TO {TABLE}")
@@ -200,13 +207,57 @@ def _rebuild(proxy: sqlite3.Connection, index: sqlite3.Connection, progress: Opt
     return processed
 
 
+def _parsed_rows(proxy: sqlite3.Connection, *, after_rowid: int, expected: int) -> Iterator[tuple]:
+    """Table rows for every proxy row past `after_rowid`, in rowid order; parsed by worker processes when many.
+
+    Parsing (JSON of bodies, responses and chunks) is nearly all the work and rows are independent,
+    so on a multi-core machine large runs parse chunks of rows in a process pool; results come
+    back in submission order, so the table and its resume points are the same as parsed here.
+    """
+    workers = os.cpu_count() or 1
+    path = _database_path(proxy)
+    if expected < PARALLEL_MIN_ROWS or workers < 2 or not path:
+        return map(_table_row, iter_proxy_rows(proxy, after_rowid=after_rowid))
+    return _parsed_in_workers(proxy, path, after_rowid, workers)
+
+
+def _parsed_in_workers(proxy: sqlite3.Connection, path: str, after_rowid: int, workers: int) -> Iterator[tuple]:
+    """Rows known at the start, parsed in `workers` processes; later arrivals wait for the next run."""
+    row_ids = [row[0] for row in proxy.execute("SELECT rowid FROM requests WHERE rowid > ? ORDER BY rowid", (after_rowid,))]
+    chunks = [row_ids[start : start + BATCH_ROWS] for start in range(0, len(row_ids), BATCH_ROWS)]
+    with ProcessPoolExecutor(max_workers=workers, initializer=_open_worker_proxy, initargs=(path,)) as pool:
+        for parsed in pool.map(_parse_row_ids, chunks):
+            yield from parsed
+
+
+_worker_proxy: dict[str, sqlite3.Connection] = {}
+
+
+def _open_worker_proxy(path: str) -> None:
+    """Pool initializer: each worker reads the proxy DB through its own read-only connection."""
+    _worker_proxy["proxy"] = open_proxy_db(path)
+
+
+def _parse_row_ids(row_ids: list[int]) -> list[tuple]:
+    """Worker task: the table rows of these proxy rows (rows deleted meanwhile are skipped)."""
+    return [_table_row(row) for row in fetch_proxy_rows(_worker_proxy["proxy"], row_ids)]
+
+
+def _database_path(connection: sqlite3.Connection) -> str:
+    """File of the connection's main database ('' for an in-memory or temporary one)."""
+    for _, name, path in connection.execute("PRAGMA database_list"):
+        if name == "main":
+            return path or ""
+    return ""
+
+
 def _index_rows(index: sqlite3.Connection, table: str, rows: Iterable[tuple], *, save_state: bool) -> int:
-    """Parse and upsert rows in batches; with `save_state`, advance the resume point after each batch."""
+    """Upsert parsed table rows in batches; with `save_state`, advance the resume point after each batch."""
     sql = f"INSERT OR REPLACE INTO {table} ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
     batch: list[tuple] = []
     processed = 0
     for row in rows:
-        batch.append(_table_row(row))
+        batch.append(row)
         if len(batch) >= WRITE_BATCH_ROWS:
             processed += _flush(index, sql, batch, save_state)
     return processed + _flush(index, sql, batch, save_state)

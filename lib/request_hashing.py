@@ -59,7 +59,10 @@ def _content_types(message: Any) -> list[str]:
 
 def _compute_section(value: Any) -> _Section:
     """The uncached work of `RequestHasher._section`."""
-    return _Section(normalize_section(value), _has_cache_control(value), tuple(_content_types(value)))
+    # orjson's result can sit in a much larger buffer (32 KB for a 3 KB output); the memo keeps
+    # an exact-size copy, or it would hold ~10x the bytes it accounts for.
+    segment = bytes(memoryview(normalize_section(value)))
+    return _Section(segment, _has_cache_control(value), tuple(_content_types(value)))
 
 
 def _has_cache_control(value: Any) -> bool:

@@ -29,6 +29,7 @@ USAGE_FIELDS = (
     "output_tokens",
 )
 
+_DATA_OBJECT = "data: {"
 _SERVER_TIMING_DUR = re.compile(r"dur=([0-9]+(?:\.[0-9]+)?)")
 # API usage key for each of our prompt-side fields (the output count is handled apart, SPEC §1.3).
 _PROMPT_USAGE_KEYS = {
@@ -181,6 +182,13 @@ def _parse_chunk(chunk: Any) -> Optional[dict]:
     """One stored SSE line → event dict; None when it is not a JSON object (counted by the caller)."""
     if not isinstance(chunk, str):
         return None
+    if chunk.startswith(_DATA_OBJECT):
+        # Fast path for the usual `data: {...}` line; on any failure the general path below
+        # decides (it also strips Unicode whitespace, which JSON does not allow).
+        try:
+            return orjson.loads(chunk[len(_DATA_OBJECT) - 1:])  # a text starting with `{` is an object
+        except orjson.JSONDecodeError:
+            pass
     text = chunk.strip()
     if text.startswith("event:"):
         # A proxy that keeps `event:` lines (PR #33-style) adds no facts beyond the data line.
