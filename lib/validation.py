@@ -47,7 +47,8 @@ class Comparison:
     api_prompt_tokens: int = 0
 
     def __add__(self, other: "Comparison") -> "Comparison":
-        return Comparison(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+        return Comparison(self.sim_hit_blocks + other.sim_hit_blocks, self.sim_blocks + other.sim_blocks,
+                          self.api_read_tokens + other.api_read_tokens, self.api_prompt_tokens + other.api_prompt_tokens)
 
     @property
     def sim_pct(self) -> Optional[float]:

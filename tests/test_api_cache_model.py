@@ -139,6 +139,17 @@ def test_breakpoint_20_blocks_past_the_entry_hits():
     assert predict(BASE, near)[1] == PredictedUsage(10_000, 2_000, 0)
 
 
+def test_lookback_over_content_boundaries_reaches_a_long_turn_back():
+    # With message ends given, the lookback counts them, not 100-token blocks: one long tool
+    # result (40 blocks) between the old entry and the new breakpoint still reads the entry.
+    ids = chain(("base", 100), ("long-result", 40))
+    long_turn = ApiRequest(10, 11, OPUS, ids, 14_000, [14_000], boundaries=(6_000, 10_000, 14_000))
+    assert predict(BASE, long_turn)[1] == PredictedUsage(10_000, 4_000, 0)
+    # 21 message ends back is past the window, like 21 blocks without boundaries.
+    many = ApiRequest(10, 11, OPUS, ids, 14_000, [14_000], boundaries=(10_000, *range(10_100, 14_100, 200)))
+    assert predict(BASE, many)[1] == PredictedUsage(0, 14_000, 0)
+
+
 # Other rules.
 def test_tokens_after_last_breakpoint_are_input_and_models_do_not_share():
     ids = chain(("shared", 50))
