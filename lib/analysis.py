@@ -26,7 +26,7 @@ from .api_cache_model import DEFAULT_TTL_S, LOOKBACK_BLOCKS, ApiRequest, Predict
 from .cache_models import DEFAULT_TTLS_S, CacheEvent, TTLResult, sweep_ttl
 from .capacity_models import CapacityPoint as CurvePoint
 from .dashboard import format_ttl
-from .capacity_models import capacity_curve, capacity_needed, lru_profile, simulate_opt
+from .capacity_models import capacity_curve, capacity_needed, lru_profile
 from .hashing import IdAllocator
 from .records import ProxyRequest
 from .report_model import (
@@ -42,6 +42,9 @@ ONE_HOUR_S = 3600.0
 # only LRU is computed, which needs a single pass for every capacity.
 OPT_MAX_REQUESTS = 1_500
 CURVE_POINTS = 20
+# OPT capacity targets: two refinement rounds of 8 capacities per bracket (~1 % resolution).
+OPT_REFINE_ROUNDS = 2
+OPT_GRID = 8
 # Series longer than this are thinned (keeping each bucket's maximum) so the page stays small.
 MAX_SERIES_POINTS = 2_000
 
@@ -270,32 +273,42 @@ def _capacity(events: Sequence[CacheEvent], options: AnalysisOptions) -> Capacit
         curve = [CurvePoint(c, c * block_size, profile.hit_rate(c), None) for c in capacities]
     infinite = profile.infinite_hit_rate
     lru_needed = capacity_needed(profile, fractions=CAPACITY_TARGET_SHARES)
-    targets = tuple(
-        CapacityTarget(share, lru_needed[share],
-                       _opt_capacity(events, share * infinite, curve, block_size) if with_opt else None)
-        for share in CAPACITY_TARGET_SHARES
-    )
+    rates = [share * infinite for share in CAPACITY_TARGET_SHARES]
+    opt_needed = _opt_capacities(events, rates, curve, block_size) if with_opt else [None] * len(rates)
+    targets = tuple(CapacityTarget(share, lru_needed[share], opt)
+                    for share, opt in zip(CAPACITY_TARGET_SHARES, opt_needed))
     points = tuple(CapacityPoint(p.capacity_tokens, p.lru_hit_rate, math.nan if p.opt_hit_rate is None else p.opt_hit_rate)
                    for p in curve)
     return CapacityCurve(points, infinite, targets)
 
 
-def _opt_capacity(events: Sequence[CacheEvent], target_rate: float, curve: Sequence[CurvePoint],
-                  block_size: int) -> Optional[int]:
-    """Smallest OPT capacity (tokens, to 1 %) reaching `target_rate`, bisecting between two curve points."""
-    reached = [p.capacity_blocks for p in curve if p.opt_hit_rate is not None and p.opt_hit_rate >= target_rate - 1e-12]
+def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve: Sequence[CurvePoint],
+                    block_size: int) -> list[Optional[int]]:
+    """Smallest OPT capacity (tokens) reaching each rate, to within ~1 %.
+
+    Each rate is bracketed by two points of the curve, then the brackets are refined on grids of
+    OPT_GRID capacities; every grid goes through one capacity_curve call, because the replay log
+    it builds costs ten Belady passes (a probe per simulate_opt call would rebuild it each time).
+    """
+    known = {p.capacity_blocks: p.opt_hit_rate for p in curve if p.opt_hit_rate is not None}
+    for _ in range(OPT_REFINE_ROUNDS):
+        brackets = [_bracket(known, rate) for rate in rates]
+        grid = sorted({low + (high - low) * k // (OPT_GRID + 1) for low, high in filter(None, brackets)
+                       for k in range(1, OPT_GRID + 1)} - set(known) - {0})
+        if not grid:
+            break
+        known.update((p.capacity_blocks, p.opt_hit_rate) for p in
+                     capacity_curve(events, grid, block_size=block_size, with_opt=True))
+    return [None if b is None else b[1] * block_size for b in (_bracket(known, rate) for rate in rates)]
+
+
+def _bracket(known: Mapping[int, float], rate: float) -> Optional[tuple[int, int]]:
+    """(largest capacity below the answer, smallest known capacity reaching `rate`); None if none does."""
+    reached = [capacity for capacity, hit_rate in known.items() if hit_rate >= rate - 1e-12]
     if not reached:
         return None
     high = min(reached)
-    low = max((p.capacity_blocks for p in curve if p.capacity_blocks < high), default=0)
-    # Each probe is a full Belady pass: stop at 1 % instead of the exact block.
-    while high - low > max(1, high // 100):
-        middle = (low + high) // 2
-        if simulate_opt(events, middle, block_size=block_size).rate >= target_rate - 1e-12:
-            high = middle
-        else:
-            low = middle
-    return high * block_size
+    return max((capacity for capacity in known if capacity < high), default=0), high
 
 
 def _timings(points: Sequence[RequestPoint]) -> tuple[TimingDistribution, ...]:

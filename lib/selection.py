@@ -118,6 +118,8 @@ def select_combined(capture: Capture) -> Selection:
     selection.links = tuple(link for c in capture.conversations for link in c.links)
     if capture.jsonl_note:
         selection.notes.append(capture.jsonl_note)
+    if capture.generation:
+        selection.notes.append(f"Proxy generation (SPEC §1.4): {capture.generation}.")
     for request in capture.requests:
         selection.rows.append(request)
         if not _is_turn(request, capture, selection.problems):
