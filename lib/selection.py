@@ -96,19 +96,26 @@ def _conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, project
     """Indexed conversations: refreshed from --projects-path, else the existing index, else the default logs."""
     if projects_path:
         ensure_conversation_index(proxy, index, projects_path, say=say)
-    elif not table_exists(index, "conversation_index"):
-        default = default_projects_dir()
-        try:
-            ensure_conversation_index(proxy, index, None, say=say)
-        except InputError:
-            # No JSONL is not fatal: `combined` still works, with every row unlinked (SPEC §8).
-            note = (f"No conversation index and no JSONL logs (looked in {default}; give --projects-path): "
-                    "no request could be linked to a conversation, so all are `unlinked`.")
-            say(note)
-            return [], note
+    elif not table_exists(index, "conversation_index") and not _index_default_logs(proxy, index, say):
+        # No JSONL is not fatal: `combined` still works, with every row unlinked (SPEC §8).
+        note = (f"No conversation index and no JSONL logs (looked in {default_projects_dir()}; give --projects-path): "
+                "no request could be linked to a conversation, so all are `unlinked`.")
+        say(note)
+        return [], note
     conversations = load_conversations(index)
     note = "" if conversations else "The conversation index is empty: every request is `unlinked`."
     return conversations, note
+
+
+def _index_default_logs(proxy: sqlite3.Connection, index: sqlite3.Connection, say: Callable[[str], None]) -> bool:
+    """Build the conversation index from the default logs folder; False when it holds no JSONL."""
+    if not default_projects_dir().is_dir():
+        return False
+    try:
+        ensure_conversation_index(proxy, index, None, say=say)
+    except InputError:  # the folder exists but holds no Claude Code logs
+        return False
+    return True
 
 
 def select_combined(capture: Capture) -> Selection:
