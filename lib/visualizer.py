@@ -6,6 +6,7 @@ every report, so `all` tokenizes each distinct segment once. Every file goes thr
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -156,7 +157,7 @@ def _selections(capture: Capture, options: VisualizerOptions) -> tuple[list[Sele
     return [select_conversation(capture, options.conversation_id)], 0
 
 
-def _hash(proxy: Any, selection: Selection, hasher: RequestHasher, progress: Optional[Progress]) -> dict[str, HashedRequest]:
+def _hash(proxy: sqlite3.Connection, selection: Selection, hasher: RequestHasher, progress: Optional[Progress]) -> dict[str, HashedRequest]:
     """Hashed prompts of the selection's turns; unusable bodies counted in its data-quality notes."""
     requests = [item.request for item in selection.requests]
     problems = ProblemCounter()
