@@ -10,9 +10,8 @@ cache cannot reuse another model's tensors.
 
 The API model runs as the validator runs it: one stream per conversation with its first
 breakpoint warm (Claude Code's main prompt stays cached from the user's other sessions; the
-sub-agents share the stream, so they start cold, as the seed's four did). Its lookback counts
-20 *content blocks* in the real API but 64-token blocks in `predict_usage`; with tool results of
-~1K tokens, 20 blocks would miss almost every turn, so the lookback is 20 median-sized messages.
+sub-agents share the stream, so they start cold, as the seed's four did). Its 20-step lookback
+walks back over section and message ends, like the API's content-block lookback.
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from .api_cache_model import DEFAULT_TTL_S, LOOKBACK_BLOCKS, ApiRequest, PredictedUsage, predict_usage
+from .api_cache_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
 from .cache_models import DEFAULT_TTLS_S, CacheEvent, TTLResult, sweep_ttl
 from .capacity_models import CapacityPoint as CurvePoint
 from .dashboard import format_ttl
@@ -106,8 +105,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     ttls = _sweep_ttls(options)
     sweep = sweep_ttl(events, ttls, block_size=options.block_size)
     main = sweep[ttls.index(options.cache_ttl_s)]
-    predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True,
-                                lookback_blocks=_lookback_blocks(turns, options.block_size))
+    predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
     points = _points(turns, predictions)
     return Analysis(
         selection=selection,
@@ -184,18 +182,9 @@ def _api_requests(turns: Sequence[Turn]) -> list[ApiRequest]:
     return [
         ApiRequest(t.start_s, t.ready_s, t.request.model, t.ids, t.hashed.token_count, t.hashed.breakpoints,
                    ttl_s=ONE_HOUR_S if t.item.lane in one_hour_lanes else DEFAULT_TTL_S,
-                   stream=t.item.conversation_id or LANE_UNLINKED)
+                   stream=t.item.conversation_id or LANE_UNLINKED, boundaries=t.hashed.boundaries)
         for t in turns
     ]
-
-
-def _lookback_blocks(turns: Sequence[Turn], block_size: int) -> int:
-    """20 median-sized messages in blocks (never fewer than the model's 20 blocks)."""
-    sizes = sorted((t.hashed.token_count - t.hashed.tool_tokens - t.hashed.system_tokens) / t.request.message_count
-                   for t in turns if t.request.message_count)
-    if not sizes:
-        return LOOKBACK_BLOCKS
-    return max(LOOKBACK_BLOCKS, round(LOOKBACK_BLOCKS * sizes[len(sizes) // 2] / block_size))
 
 
 def _scaled(split: CacheSplit, turn: Turn) -> CacheSplit:

@@ -121,7 +121,7 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
         capture = load_capture(proxy, index, source=db_path, projects_path=options.projects_path,
                                since=options.since, until=options.until, say=say)
         selections, dropped = _selections(capture, options)
-        hasher = RequestHasher(block_size=options.analysis.block_size)
+        hasher = RequestHasher(block_size=options.analysis.block_size, keep_boundaries=True)
         summary = VisualizerSummary(mode=mode, dropped=dropped)
         entries = []
         for selection in selections:
