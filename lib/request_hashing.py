@@ -73,13 +73,14 @@ def _has_cache_control(value: Any) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Section:
     """What hashing derives from one tools/system section or message, memoized by its raw JSON."""
 
     segment: bytes
     is_marked: bool
     content_types: tuple[str, ...]
+    token_count: int = -1  # filled on first use by the owning RequestHasher's tokenizer
 
 
 class RequestHasher:
@@ -106,8 +107,11 @@ class RequestHasher:
     def stats(self):
         return self.hasher.stats
 
-    def _tokens(self, segment: bytes) -> int:
-        return len(self.tokenizer.token_bytes(segment)) // 4
+    def _tokens(self, section: _Section) -> int:
+        """Token count of a section, remembered on it (the memo belongs to this hasher's tokenizer)."""
+        if section.token_count < 0:
+            section.token_count = len(self.tokenizer.token_bytes(section.segment)) // 4
+        return section.token_count
 
     def _section(self, value: Any) -> _Section:
         """Normalized segment, cache_control flag and content types of one section (memoized)."""
@@ -140,19 +144,17 @@ class RequestHasher:
         `cache_control` (rounded to that segment's end: the API's exact offset inside a segment
         is not recoverable from segment-wise tokens); the last four are kept.
         """
-        segments: list[bytes] = []
-        marked: list[bool] = []
+        sections: list[_Section] = []
         tool_tokens = system_tokens = 0
         for name in ("tools", "system"):
             value = body.get(name)
             if value:
                 section = self._section(value)
-                segments.append(section.segment)
-                marked.append(section.is_marked)
+                sections.append(section)
                 if name == "tools":
-                    tool_tokens = self._tokens(section.segment)
+                    tool_tokens = self._tokens(section)
                 else:
-                    system_tokens = self._tokens(section.segment)
+                    system_tokens = self._tokens(section)
         messages = body.get("messages") or []
         if not isinstance(messages, list):
             messages = []
@@ -160,19 +162,18 @@ class RequestHasher:
         last_types: tuple[str, ...] = ()
         for message in messages:
             section = self._section(message)
-            segments.append(section.segment)
-            marked.append(section.is_marked)
+            sections.append(section)
             all_types.update(section.content_types)
             last_types = section.content_types
-        hashes = self.hasher.hash_request(segments)
+        hashes = self.hasher.hash_request([section.segment for section in sections])
         breakpoints: list[int] = []
         boundaries: list[int] = []
         # Without a breakpoint nothing is read or written, so the boundaries would go unused.
-        if any(marked):
+        if any(section.is_marked for section in sections):
             position = 0
-            for segment, is_marked in zip(segments, marked):
-                position += self._tokens(segment)
-                if is_marked:
+            for section in sections:
+                position += self._tokens(section)
+                if section.is_marked:
                     breakpoints.append(position)
                 if self.keep_boundaries:
                     boundaries.append(position)
