@@ -205,6 +205,9 @@ class _FileReader:
             self._user(entry, timestamp)
         elif kind == "progress" and self.facts is not None:
             self._progress(entry, timestamp)
+        elif not isinstance(kind, str):
+            # `"type": {}` is not a new entry type but a broken line (and would not hash).
+            self.problems.add("entry_type_not_a_string", where)
         elif kind not in KNOWN_ENTRY_TYPES:
             self.problems.add(f"unknown_entry_type:{kind}", where)
 

@@ -147,7 +147,8 @@ def parse_proxy_row_with_facts(
         anthropic_request_id=facts.anthropic_request_id,
         session_header=header_value(headers, "X-Claude-Code-Session-Id"),
         max_tokens=body.max_tokens,
-        retry_count=int(retry) if retry is not None and retry.isdigit() else None,
+        # isdecimal, not isdigit: "²" is a digit that int() rejects.
+        retry_count=int(retry) if retry is not None and retry.isdecimal() else None,
         prompt_key=body.prompt_key,
         message_count=body.message_count,
         problems=tuple(row_problems),
