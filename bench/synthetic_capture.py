@@ -14,6 +14,7 @@ import heapq
 import math
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -467,8 +468,6 @@ class _Renderer:
 def generate_capture(output_dir: str | Path, *, target_bytes: int, seed: int = 1,
                      progress: Optional[Callable[[int], None]] = None) -> CaptureSummary:
     """Write `requests.db` and `jsonl/` (about `target_bytes` of row payload) into `output_dir`."""
-    import time
-
     started = time.perf_counter()
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
