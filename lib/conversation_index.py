@@ -7,16 +7,15 @@ and a re-run finishes the job (SPEC §9).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Optional
 
-from .db import table_exists
+from .db import table_exists, transaction
 from .errors import InputError
 from .jsonl import Conversation, read_conversation
 from .log_files import LogFile, default_projects_dir, discover_logs, group_logs
@@ -169,7 +168,7 @@ def update_conversation_index(
     ensure_message_index(proxy, index, say=say)
     ensure_conversation_tables(index)
     if rebuild:
-        with _transaction(index):
+        with transaction(index):
             for table in TABLES:
                 index.execute(f"DELETE FROM {table}")
     groups = group_logs(logs)
@@ -198,7 +197,7 @@ def ensure_conversation_index(proxy: sqlite3.Connection, index: sqlite3.Connecti
 
 def ensure_conversation_tables(index: sqlite3.Connection) -> None:
     """Create the three conversation-index tables if they do not exist."""
-    with _transaction(index):
+    with transaction(index):
         for statement in SCHEMA:
             index.execute(statement)
 
@@ -247,7 +246,7 @@ def _replace_conversation(index: sqlite3.Connection, conversation: Conversation,
     turn_rows = [_turn_row(turn, number, message_ids)
                  for turns in (conversation.turns, *conversation.subagents.values())
                  for number, turn in enumerate(turns, start=1)]
-    with _transaction(index):
+    with transaction(index):
         for table in TABLES:
             index.execute(f"DELETE FROM {table} WHERE conversation_id = ?", (cid,))
         index.executemany(f"INSERT INTO conversation_index VALUES ({', '.join('?' * 13)})", turn_rows)
@@ -264,7 +263,7 @@ def _match_pending_ids(index: sqlite3.Connection, message_ids: dict[str, str]) -
                index.execute("SELECT rowid, message_id FROM conversation_index WHERE request_id IS NULL")
                if message_id in message_ids]
     if pending:
-        with _transaction(index):
+        with transaction(index):
             index.executemany("UPDATE conversation_index SET request_id = ? WHERE rowid = ?", pending)
     return len(pending)
 
@@ -326,13 +325,3 @@ def _link_from_row(row: tuple) -> SubagentLink:
                         bool(has_log))
 
 
-@contextlib.contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE … COMMIT on an autocommit connection; ROLLBACK when the block raises."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield connection
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")

@@ -6,10 +6,11 @@ a transaction open longer than one batch.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from .errors import InputError
 
@@ -81,12 +82,19 @@ def table_exists(connection: sqlite3.Connection, name: str) -> bool:
     return row is not None
 
 
-def write_batch(connection: sqlite3.Connection, sql: str, rows: Iterable[Sequence]) -> None:
-    """Run one executemany inside its own short transaction (an autocommit connection)."""
+@contextlib.contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """A short write transaction on an autocommit (isolation_level=None) connection; ROLLBACK on error."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        connection.executemany(sql, rows)
+        yield
     except BaseException:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+
+
+def write_batch(connection: sqlite3.Connection, sql: str, rows: Iterable[Sequence]) -> None:
+    """Run one executemany inside its own short transaction (an autocommit connection)."""
+    with transaction(connection):
+        connection.executemany(sql, rows)

@@ -81,7 +81,7 @@ def python_module(rng: random.Random, module_path: str, chars: int) -> str:
     package = module_path.removesuffix(".py").replace("/", ".")
     lines = [f'"""{package}: {sentence(rng)}"""', "from __future__ import annotations", "",
              "import enum", "from dataclasses import dataclass, field", "from typing import Optional", "",
-             "import torch", "", f"from vllm.logger import init_logger", "", "logger = init_logger(__name__)", ""]
+             "import torch", "", "from vllm.logger import init_logger", "", "logger = init_logger(__name__)", ""]
     total = sum(len(line) + 1 for line in lines)
     while total < chars:
         if rng.random() < 0.35:

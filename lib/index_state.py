@@ -5,25 +5,11 @@ one index file never overwrite each other's state.
 """
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from typing import Iterator
 
-from .db import table_exists
+from .db import table_exists, transaction
 
 STATE_TABLE = "index_state"
-
-
-@contextlib.contextmanager
-def transaction(index: sqlite3.Connection) -> Iterator[None]:
-    """A short write transaction on an autocommit (isolation_level=None) index connection."""
-    index.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        index.execute("ROLLBACK")
-        raise
-    index.execute("COMMIT")
 
 
 def create_state_table(index: sqlite3.Connection) -> None:

@@ -311,7 +311,6 @@ class _TraceWriter:
         order: list[tuple[float, int, Any]] = [(r.timestamp.timestamp(), 0, r) for r in plan.parent]
         order += [(max(sub.spawn_s, origin), 1, sub) for sub in plan.subagents]
         order.sort(key=lambda entry: (entry[0], entry[1]))
-        parent_requests = [entry[2] for entry in order if entry[1] == 0]
         parent_facts: list[RequestFacts] = []
         parent_prompts: list[HashedRequest] = []
         subagents: list[SubagentFacts] = []
