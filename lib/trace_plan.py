@@ -173,7 +173,7 @@ def _owned(requests: list[ProxyRequest], owner: dict[str, str], conversation_id:
         if owner[request.request_id] == conversation_id:
             kept.append(request)
         else:
-            problems.add("request_in_several_conversations", request.request_id)
+            problems.add("request_in_two_conversations", request.request_id)
     return kept
 
 

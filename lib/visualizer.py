@@ -58,6 +58,8 @@ class ReportResult:
     ttl_model_hit_rate: float
     api_model_accuracy: Optional[float]
     ttl_model_accuracy: Optional[float]
+    # The data-quality counts by reason, in --json too (SPEC §9), not only in the stats text.
+    problems: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -209,6 +211,7 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool) -> tu
         requests=len(analysis.points), api_hit_rate=comparison.api.hit_rate,
         api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
+        problems=analysis.selection.problems.as_dict(),
     )
     return result, entry
 

@@ -177,6 +177,13 @@ def _write_jsonl(path: Path, entries: list[dict]) -> None:
     path.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
 
 
+def _unlinked(base: Baseline, more: int) -> dict[str, int]:
+    """The visualizer's `unlinked` count: the baseline's (quota probe, title) plus rows no log names now."""
+    if "visualizer" not in base.runs:
+        return {}
+    return {"unlinked": base.runs["visualizer"].problems["unlinked"]["count"] + more}
+
+
 def _is_streaming_capture(base: Baseline, request_id: str) -> bool:
     return "streamingChunks" in json.loads(_column(base.source / "requests.db", request_id, "response"))
 
@@ -219,7 +226,8 @@ def body_invalid_json(ws: Workspace, base: Baseline) -> Effect:
     rid = _target(base)
     body = _column(ws.db, rid, "body")
     _set_column(ws.db, rid, "body", body[: len(body) // 2])
-    return Effect(counts={"message_index": {"broken_request_body": 1}, "traces": {"body_unparsable": 1}},
+    return Effect(counts={"message_index": {"broken_request_body": 1}, "traces": {"body_unparsable": 1},
+                          "visualizer": {"body_unparsable": 1}},
                   dropped={rid}, touched={rid})
 
 
@@ -228,18 +236,18 @@ def body_without_messages(ws: Workspace, base: Baseline) -> Effect:
     body = json.loads(_column(ws.db, rid, "body"))
     del body["messages"]
     _set_column(ws.db, rid, "body", json.dumps(body))
-    return Effect(counts={"message_index": {"body_without_messages": 1}, "traces": {"body_without_messages": 1}},
-                  dropped={rid}, touched={rid})
+    reason = {"body_without_messages": 1}
+    return Effect(counts={"message_index": reason, "traces": reason, "visualizer": reason}, dropped={rid}, touched={rid})
 
 
 def response_invalid_json(ws: Workspace, base: Baseline) -> Effect:
     rid = _target(base)
     response = _column(ws.db, rid, "response")
     _set_column(ws.db, rid, "response", response[: len(response) // 3])
-    return _unmatched_turn(base, rid, {"broken_response_json": 1, "unparsable_response": 1})
+    return _unmatched_turn(base, rid, {"broken_response_json": 1, "unparsable_response": 1}, "unparsable_row")
 
 
-def _unmatched_turn(base: Baseline, rid: str, index_reasons: dict[str, int]) -> Effect:
+def _unmatched_turn(base: Baseline, rid: str, index_reasons: dict[str, int], row_reason: str) -> Effect:
     """A row whose message id is lost: the index counts why, the JSONL turn no longer finds its row."""
     message_id = base.message_of(rid)
 
@@ -248,7 +256,8 @@ def _unmatched_turn(base: Baseline, rid: str, index_reasons: dict[str, int]) -> 
         assert summary["total_ids"] - summary["matched_ids"] == 1
         assert summary["unmatched_examples"] == [message_id]
 
-    return Effect(counts={"message_index": index_reasons, "traces": {"turn_not_in_db": 1}},
+    return Effect(counts={"message_index": index_reasons, "traces": {"turn_not_in_db": 1},
+                          "visualizer": {row_reason: 1, "turn_not_in_db": 1}},
                   dropped={rid}, touched={rid}, check=check)
 
 
@@ -256,13 +265,13 @@ def response_null(ws: Workspace, base: Baseline) -> Effect:
     rid = _sub_target(base)
     _set_column(ws.db, rid, "response", None)
     # Without a response the row has no message id, so the JSONL turn cannot find it.
-    return _unmatched_turn(base, rid, {"pending_response": 1})
+    return _unmatched_turn(base, rid, {"pending_response": 1}, "pending_row")
 
 
 def response_empty_string(ws: Workspace, base: Baseline) -> Effect:
     rid = _target(base)
     _set_column(ws.db, rid, "response", "")
-    return _unmatched_turn(base, rid, {"broken_response_json": 1, "unparsable_response": 1})
+    return _unmatched_turn(base, rid, {"broken_response_json": 1, "unparsable_response": 1}, "unparsable_row")
 
 
 def response_body_text_only(ws: Workspace, base: Baseline) -> Effect:
@@ -276,7 +285,7 @@ def response_body_text_only(ws: Workspace, base: Baseline) -> Effect:
 
     _edit_response(ws.db, rid, edit)
     reason = "no_stream_chunks" if streaming else "no_message_body"
-    return _unmatched_turn(base, rid, {reason: 1, "unparsable_response": 1})
+    return _unmatched_turn(base, rid, {reason: 1, "unparsable_response": 1}, "unparsable_row")
 
 
 def response_error_status(ws: Workspace, base: Baseline) -> Effect:
@@ -290,7 +299,7 @@ def response_error_status(ws: Workspace, base: Baseline) -> Effect:
         response["bodyText"] = '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
 
     _edit_response(ws.db, rid, edit)
-    return _unmatched_turn(base, rid, {"error_response": 1})
+    return _unmatched_turn(base, rid, {"error_response": 1}, "error_row")
 
 
 def chunk_invalid_json(ws: Workspace, base: Baseline) -> Effect:
@@ -352,13 +361,15 @@ def _strip_usage(ws: Workspace, rid: str, replace: Callable[[dict], Optional[dic
 def usage_missing(ws: Workspace, base: Baseline) -> Effect:
     rid = _target(base)
     _strip_usage(ws, rid, lambda usage: None)
-    return Effect(counts={"message_index": {"missing_usage": 1}, "traces": {"missing_usage": 1}}, touched={rid})
+    return Effect(counts={"message_index": {"missing_usage": 1}, "traces": {"missing_usage": 1},
+                          "validator": {"matched_without_usage": 1}}, touched={rid})
 
 
 def usage_null(ws: Workspace, base: Baseline) -> Effect:
     rid = _sub_target(base)
     _strip_usage(ws, rid, lambda usage: {key: None for key in usage})
-    return Effect(counts={"message_index": {"missing_usage": 1}, "traces": {"missing_usage": 1}}, touched={rid})
+    return Effect(counts={"message_index": {"missing_usage": 1}, "traces": {"missing_usage": 1},
+                          "validator": {"matched_without_usage": 1}}, touched={rid})
 
 
 def huge_message(ws: Workspace, base: Baseline) -> Effect:
@@ -429,7 +440,8 @@ def truncated_last_jsonl_line(ws: Workspace, base: Baseline) -> Effect:
         if message_id.encode() not in head and message_id in base.message_requests:
             dropped = {base.request_of(message_id)}
     reason = {"truncated_jsonl_line": 1}
-    return Effect(counts={"conversation_index": reason, "traces": reason}, dropped=dropped)
+    return Effect(counts={"conversation_index": reason, "traces": reason, "visualizer": _unlinked(base, len(dropped))},
+                  dropped=dropped)
 
 
 def unknown_entry_types(ws: Workspace, base: Baseline) -> Effect:
@@ -458,8 +470,9 @@ def duplicate_ids_across_conversations(ws: Workspace, base: Baseline) -> Effect:
     reason = {"duplicate_message_id_across_conversations": 2}
     # Each request goes into one trace only: no turn is counted twice (SPEC §1.4, §9).
     return Effect(counts={"conversation_index": reason,
-                          "traces": {**reason, "request_in_several_conversations": 2,
-                                     "conversation_without_db_requests": 1}})
+                          "traces": {**reason, "request_in_two_conversations": 2,
+                                     "conversation_without_db_requests": 1},
+                          "visualizer": {"request_in_two_conversations": 2}})
 
 
 def duplicate_ids_in_subagent_file(ws: Workspace, base: Baseline) -> Effect:
@@ -475,14 +488,16 @@ def subagent_file_missing(ws: Workspace, base: Baseline) -> Effect:
     agent = sorted(base.agent_ids)[0]
     (ws.jsonl / f"agent-{agent}.jsonl").unlink()
     reason = {"subagent_log_missing": 1}
-    return Effect(counts={"conversation_index": reason, "traces": reason}, dropped=set(base.agent_ids[agent]))
+    return Effect(counts={"conversation_index": reason, "traces": reason,
+                          "visualizer": _unlinked(base, len(base.agent_ids[agent]))}, dropped=set(base.agent_ids[agent]))
 
 
 def subagent_file_empty(ws: Workspace, base: Baseline) -> Effect:
     agent = sorted(base.agent_ids)[-1]
     (ws.jsonl / f"agent-{agent}.jsonl").write_bytes(b"")
     reasons = {"subagent_log_without_session": 1, "subagent_log_missing": 1}
-    return Effect(counts={"conversation_index": reasons, "traces": reasons}, dropped=set(base.agent_ids[agent]))
+    return Effect(counts={"conversation_index": reasons, "traces": reasons,
+                          "visualizer": _unlinked(base, len(base.agent_ids[agent]))}, dropped=set(base.agent_ids[agent]))
 
 
 def parent_file_empty(ws: Workspace, base: Baseline) -> Effect:

@@ -89,9 +89,18 @@ class ToolRun:
 
     @property
     def problems(self) -> dict[str, dict[str, Any]]:
-        """The summary's `problems` map (reason → {count, examples}); {} when absent."""
-        problems = (self.summary or {}).get("problems")
-        return problems if isinstance(problems, dict) else {}
+        """The summary's `problems` map (reason → {count, examples}), merged over the validator's
+        `versus_api` and the visualizer's `reports` when the summary keeps them there; {} when absent."""
+        summary = self.summary or {}
+        if isinstance(summary.get("problems"), dict):
+            return summary["problems"]
+        merged: dict[str, dict[str, Any]] = {}
+        for part in [summary.get("versus_api") or {}, *(summary.get("reports") or [])]:
+            for reason, detail in (part.get("problems") or {}).items():
+                entry = merged.setdefault(reason, {"count": 0, "examples": []})
+                entry["count"] += detail["count"]
+                entry["examples"] += detail["examples"]
+        return merged
 
     def describe(self) -> str:
         """For assertion messages: the exit code, stderr and the exception."""
