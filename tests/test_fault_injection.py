@@ -20,7 +20,7 @@ import pytest
 from lib.capture_writer import CaptureWriter
 from lib.example_capture import generate_example
 from lib.trace_files import check_directory
-from tests.tool_runner import TOOL_BY_NAME, TOOLS, Tool, ToolRun, Workspace, run_tool, tool_params
+from tests.tool_runner import TOOLS, Tool, ToolRun, Workspace, run_tool, tool_params
 
 SCALE = 0.05
 HUGE_TEXT_BYTES = 5_000_000
