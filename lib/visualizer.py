@@ -160,13 +160,20 @@ def _selections(capture: Capture, options: VisualizerOptions) -> tuple[list[Sele
 
 
 def _hash(proxy: sqlite3.Connection, selection: Selection, hasher: RequestHasher, progress: Optional[Progress]) -> dict[str, HashedRequest]:
-    """Hashed prompts of the selection's turns; unusable bodies counted in its data-quality notes."""
+    """Hashed prompts of the selection's turns; unusable bodies and degraded rows counted in its data-quality notes."""
     requests = [item.request for item in selection.requests]
     problems = ProblemCounter()
     pairs = hasher.hash_requests(proxy, requests, problems)
     if progress is not None:
         pairs = progress(pairs, len(requests))
-    hashed = {request.request_id: prompt for request, prompt in pairs if prompt is not None}
+    hashed = {}
+    for request, prompt in pairs:
+        if prompt is None:
+            continue
+        hashed[request.request_id] = prompt
+        # Simulated but degraded while parsing (broken chunk, missing usage...): named too (SPEC §9).
+        for reason in request.problems:
+            problems.add(reason, request.request_id)
     selection.problems.merge(problems)
     return hashed
 
