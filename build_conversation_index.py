@@ -16,10 +16,10 @@ from typing import Optional
 
 import click
 
-from lib.cli import Output, common_options
+from lib.cli import Command, Output, common_options
 
 
-@click.command(help=__doc__)
+@click.command(cls=Command, help=__doc__)
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--projects-path", type=click.Path(), default=None,
               help="JSONL directory (searched recursively) or one session file. Default: ~/.claude/projects "

@@ -16,12 +16,12 @@ from typing import Optional
 
 import click
 
-from lib.cli import Output, common_options
+from lib.cli import Command, Output, common_options
 from lib.db import open_index_db, open_proxy_db
 from lib.errors import InputError
 
 
-@click.command(help=__doc__)
+@click.command(cls=Command, help=__doc__)
 @click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--index-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Store the index tables in this SQLite file instead of DB (DB stays byte-identical).")

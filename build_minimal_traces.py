@@ -6,13 +6,13 @@ from typing import Optional
 
 import click
 
-from lib.cli import Output, TimestampType, common_options
+from lib.cli import Command, Output, TimestampType, common_options
 from lib.errors import InputError
 from lib.trace_plan import PlanOptions
 from lib.traces import TraceOptions, build_traces
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where traces are written.")

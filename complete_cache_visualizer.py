@@ -8,12 +8,12 @@ from typing import Optional
 import click
 
 from lib.analysis import AnalysisOptions
-from lib.cli import Output, TimestampType, common_options
+from lib.cli import Command, Output, TimestampType, common_options
 from lib.errors import InputError
 from lib.visualizer import VisualizerOptions, run_visualizer
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--conversation-id", metavar="ID|combined|all",
               help="One conversation (its sub-agents as lanes), `combined` (every request, one shared cache) "

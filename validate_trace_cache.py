@@ -8,11 +8,11 @@ from typing import Optional
 import click
 
 from lib.atomic import write_atomic
-from lib.cli import Output, common_options
+from lib.cli import Command, Output, common_options
 from lib.validation_report import check_gates, validate_traces
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("traces", type=click.Path())
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="The proxy's requests.db, to compare with the API's usage.")
 @click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs, to match anonymized traces to DB rows.")

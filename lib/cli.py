@@ -15,6 +15,25 @@ from .timestamps import parse_timestamp
 T = TypeVar("T")
 
 
+class Command(click.Command):
+    """A click command whose usage errors are one line, `Error: …`, and exit 2 (SPEC §3).
+
+    click's default prints the usage and a hint around the message; a script's caller (a shell
+    script, CI) wants only the problem.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as error:
+            click.echo(f"Error: {error.format_message()} (see --help)", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+
+
 def common_options(command: Callable) -> Callable:
     """Add --json, -q/--quiet, --progress and --debug, and map exceptions to exit codes.
 

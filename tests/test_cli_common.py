@@ -1,0 +1,28 @@
+"""The conventions all five scripts share (SPEC §3): one-line usage errors with exit 2."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+SCRIPTS = ["build_message_index.py", "build_conversation_index.py", "build_minimal_traces.py",
+           "validate_trace_cache.py", "complete_cache_visualizer.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_unknown_option_is_one_line_and_exit_2(script):
+    run = subprocess.run([sys.executable, script, "--no-such-option"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: No such option '--no-such-option'"), run.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_shows_an_example_and_exits_0(script):
+    run = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0
+    assert "Example" in run.stdout and "examples/" in run.stdout
