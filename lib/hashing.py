@@ -136,26 +136,49 @@ class IdAllocator:
     different salts produce identical integer ids.
     """
 
-    __slots__ = ("_ids",)
+    __slots__ = ("_ids", "_last_keys", "_last_ids")
 
     def __init__(self) -> None:
         self._ids: dict[bytes, int] = {}
+        self._last_keys: Sequence[bytes] = ()
+        self._last_ids: list[int] = []
 
     def ids(self, block_keys: Sequence[bytes]) -> list[int]:
         """Ids of `block_keys`, allocating the next integers to keys not seen before."""
+        # Consecutive requests of a conversation repeat the previous one's keys as a prefix: its
+        # ids are copied (the keys were all allocated then), only the rest is looked up.
+        shared = common_prefix(self._last_keys, block_keys)
         table = self._ids
-        # Most keys are known (every request repeats its history): look them all up in C first.
-        ids = list(map(table.get, block_keys))
+        ids = self._last_ids[:shared]
+        ids += map(table.get, block_keys[shared:])
         if None in ids:
-            for position, found in enumerate(ids):
-                if found is None:
+            for position in range(ids.index(None), len(ids)):
+                if ids[position] is None:
                     # len(table) + 1 is evaluated before the insert, so new ids stay dense; a key
                     # repeated within `block_keys` gets the id its first occurrence allocated.
                     ids[position] = table.setdefault(block_keys[position], len(table) + 1)
+        self._last_keys, self._last_ids = block_keys, ids
         return ids
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+def common_prefix(previous: Sequence[bytes], keys: Sequence[bytes]) -> int:
+    """Length of the longest common prefix of two key lists (0 when they differ at once)."""
+    low, high = 0, min(len(previous), len(keys))
+    if not high or previous[0] != keys[0]:
+        return 0
+    # Chained keys are equal at a position only when equal before it, so a binary search finds the
+    # end; the slice comparison (C speed, identical objects compare by pointer) confirms it for
+    # any keys, since a wrong length would change ids.
+    while low < high:
+        middle = (low + high + 1) // 2
+        if previous[middle - 1] == keys[middle - 1]:
+            low = middle
+        else:
+            high = middle - 1
+    return low if previous[:low] == keys[:low] else 0
 
 
 def rebucket(block_keys: Sequence[bytes], factor: int) -> list[bytes]:

@@ -113,14 +113,16 @@ class RequestHasher:
             section.token_count = len(self.tokenizer.token_bytes(section.segment)) // 4
         return section.token_count
 
-    def _section(self, value: Any) -> _Section:
+    def _section(self, value: Any, nan_free: bool) -> _Section:
         """Normalized segment, cache_control flag and content types of one section (memoized)."""
         try:
             raw = orjson.dumps(value)
         except orjson.JSONEncodeError:
             # What orjson cannot write (lone surrogates, huge ints...) is rare: compute it directly.
             return _compute_section(value)
-        if _NULL in raw:
+        # Scanning every message for "null" costs ~0.5 s per GB of bodies; orjson.loads rejects
+        # NaN and Infinity, so a body it parsed (`nan_free`) cannot hold the ambiguity.
+        if not nan_free and _NULL in raw:
             return _compute_section(value)
         key = xxhash.xxh3_128_digest(raw)
         found = self._memo.get(key)
@@ -137,19 +139,20 @@ class RequestHasher:
                 self._memo_bytes -= len(evicted.segment) + 64
         return section
 
-    def hash_body(self, body: dict[str, Any]) -> HashedRequest:
+    def hash_body(self, body: dict[str, Any], *, nan_free: bool = False) -> HashedRequest:
         """Hash one request body parsed from JSON: sections tools, system, then each message (SPEC §4.1).
 
         Breakpoints are the token offsets at the end of each section or message that carries a
         `cache_control` (rounded to that segment's end: the API's exact offset inside a segment
-        is not recoverable from segment-wise tokens); the last four are kept.
+        is not recoverable from segment-wise tokens); the last four are kept. `nan_free` says the
+        body came from orjson.loads (no NaN or Infinity in it), which makes memo keys cheaper.
         """
         sections: list[_Section] = []
         tool_tokens = system_tokens = 0
         for name in ("tools", "system"):
             value = body.get(name)
             if value:
-                section = self._section(value)
+                section = self._section(value, nan_free)
                 sections.append(section)
                 if name == "tools":
                     tool_tokens = self._tokens(section)
@@ -161,7 +164,7 @@ class RequestHasher:
         all_types: set[str] = set()
         last_types: tuple[str, ...] = ()
         for message in messages:
-            section = self._section(message)
+            section = self._section(message, nan_free)
             sections.append(section)
             all_types.update(section.content_types)
             last_types = section.content_types
@@ -191,34 +194,42 @@ class RequestHasher:
                       problems: ProblemCounter) -> Iterator[tuple[ProxyRequest, Optional[HashedRequest]]]:
         """(request, hashed prompt or None when its body is unusable) in the order given."""
         for request, body in iter_bodies(proxy, requests, problems):
-            yield request, (self.hash_body(body) if body is not None else None)
+            yield request, (self.hash_body(body, nan_free=True) if body is not None else None)
 
 
 def iter_bodies(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest],
                 problems: ProblemCounter) -> Iterator[tuple[ProxyRequest, Optional[dict[str, Any]]]]:
     """Parsed bodies for `requests`, fetched by rowid in batches; broken ones counted and None."""
+    for request, body, reason in iter_bodies_or_reasons(proxy, requests):
+        if reason is not None:
+            problems.add(reason, request.request_id)
+        yield request, body
+
+
+def iter_bodies_or_reasons(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest]
+                           ) -> Iterator[tuple[ProxyRequest, Optional[dict[str, Any]], Optional[str]]]:
+    """(request, parsed body, None) or (request, None, why the body is unusable), fetched in batches."""
     for start in range(0, len(requests), BODY_BATCH_ROWS):
         chunk = requests[start : start + BODY_BATCH_ROWS]
         marks = ",".join("?" * len(chunk))
         found = dict(proxy.execute(f"SELECT rowid, body FROM requests WHERE rowid IN ({marks})", [r.row_id for r in chunk]))
         for request in chunk:
-            yield request, _parse_body(request, found.get(request.row_id), problems)
+            body, reason = _parse_body(found.get(request.row_id))
+            yield request, body, reason
 
 
-def _parse_body(request: ProxyRequest, raw: Any, problems: ProblemCounter) -> Optional[dict[str, Any]]:
+def _parse_body(raw: Any) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """The parsed body, or None and the problem reason that makes it unusable."""
     if raw is None:
-        problems.add("body_missing", request.request_id)
-        return None
+        return None, "body_missing"
     try:
         # Invalid UTF-8 is replaced as the message index did, which also counted it (row problems).
         body = orjson.loads(repair_text(raw)[0])
     except orjson.JSONDecodeError:
-        problems.add("body_unparsable", request.request_id)
-        return None
+        return None, "body_unparsable"
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-        problems.add("body_without_messages", request.request_id)
-        return None
-    return body
+        return None, "body_without_messages"
+    return body, None
 
 
 def hash_all(proxy: sqlite3.Connection, requests: Iterable[ProxyRequest], hasher: RequestHasher,

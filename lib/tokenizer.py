@@ -8,7 +8,7 @@ the scripts must run without network.
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 from .errors import InputError
 
@@ -68,3 +68,22 @@ def _load_offline(base: str) -> Encoder:
 
     # Only the "_offline" registration is requested: the plain name would trigger a download.
     return _TiktokenEncoder(base, tiktoken.get_encoding(base + _OFFLINE_SUFFIX))
+
+
+class LazyEncoder:
+    """The named encoder, loaded on first use: a process that only hands hashing to workers skips loading it."""
+
+    __slots__ = ("name", "_encoder")
+
+    def __init__(self, name: str = DEFAULT_TOKENIZER) -> None:
+        base = name[: -len(_OFFLINE_SUFFIX)] if name.endswith(_OFFLINE_SUFFIX) else name
+        if base not in installed_encodings():
+            load_encoder(name)  # raises the InputError naming the installed encodings, now rather than later
+        self.name = name
+        self._encoder: Optional[Encoder] = None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` (loads the encoding on the first call)."""
+        if self._encoder is None:
+            self._encoder = load_encoder(self.name)
+        return self._encoder.encode(text)

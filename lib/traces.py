@@ -7,10 +7,9 @@ time, except the compact Mooncake rows, which are the Mooncake file itself.
 """
 from __future__ import annotations
 
-import secrets
+import itertools
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -20,14 +19,15 @@ from . import __version__
 from .atomic import atomic_writer, write_atomic
 from .db import open_index_db, open_proxy_db
 from .errors import InputError
-from .hashing import SALT_BYTES, IdAllocator, RequestHashes
+from .hash_pool import HashPool, HashSettings, run_salt
+from .hashing import IdAllocator, PrefixHasher, RequestHashes
 from .jsonl import read_conversations
 from .log_files import discover_logs
 from .message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from .mooncake import MooncakeCollector
 from .problems import ProblemCounter
 from .records import ProxyRequest
-from .request_hashing import HashedRequest, RequestHasher
+from .request_hashing import HashedRequest
 from .trace_format import RequestFacts, SubagentFacts, native_trace
 from .trace_plan import PlanOptions, TracePlan, plan_traces
 
@@ -124,48 +124,23 @@ def model_family(model: str) -> str:
 # --- hashing, in this process or in workers -----------------------------------------------------
 
 Hashed = dict[str, Optional[HashedRequest]]
-_worker: dict[str, Any] = {}
 
 
-@dataclass(frozen=True)
-class _RowRef:
-    """What hashing needs of a request: picklable, unlike ProxyRequest's lazy body loader."""
-
-    request_id: str
-    row_id: int
+def _plan_requests(plan: TracePlan) -> list[ProxyRequest]:
+    return list(plan.parent) + [r for sub in plan.subagents for r in sub.requests]
 
 
-def _init_worker(db_path: str, block_size: int, salt: Optional[str], tokenizer: str) -> None:
-    _worker["proxy"] = open_proxy_db(db_path)
-    _worker["hasher"] = RequestHasher(block_size=block_size, salt=salt, tokenizer=tokenizer)
+def _hashed_plans(plans: list[TracePlan], pool: HashPool, problems: ProblemCounter) -> Iterator[tuple[TracePlan, Hashed]]:
+    """Each plan with its hashed prompts, in plan order whatever the number of workers.
 
-
-def _hash_refs(refs: list[_RowRef]) -> tuple[Hashed, ProblemCounter, tuple[int, int]]:
-    """Hash one plan's prompts; also returns its problems and (tokens requested, tokens tokenized)."""
-    hasher: RequestHasher = _worker["hasher"]
-    stats = hasher.stats
-    before = (stats.tokens_requested, stats.tokens_tokenized)
-    problems = ProblemCounter()
-    hashed = {ref.request_id: prompt for ref, prompt in hasher.hash_requests(_worker["proxy"], refs, problems)}
-    return hashed, problems, (stats.tokens_requested - before[0], stats.tokens_tokenized - before[1])
-
-
-def _plan_refs(plan: TracePlan) -> list[_RowRef]:
-    requests = list(plan.parent) + [r for sub in plan.subagents for r in sub.requests]
-    return [_RowRef(r.request_id, r.row_id) for r in requests]
-
-
-def _hashed_plans(plans: list[TracePlan], db_path: str, options: TraceOptions
-                  ) -> Iterator[tuple[TracePlan, tuple[Hashed, ProblemCounter, tuple[int, int]]]]:
-    """Each plan with its hashed prompts, in plan order whatever the number of workers."""
-    if options.workers <= 1 or len(plans) <= 1:
-        for plan in plans:
-            yield plan, _hash_refs(_plan_refs(plan))
-        return
-    init_args = (db_path, options.block_size, options.salt, options.tokenizer)
-    with ProcessPoolExecutor(max_workers=options.workers, initializer=_init_worker, initargs=init_args) as pool:
-        # map() returns results in submission order, so the output does not depend on scheduling.
-        yield from zip(plans, pool.map(_hash_refs, (_plan_refs(plan) for plan in plans), chunksize=1))
+    All plans' requests go to the pool as one sequence (a long conversation is spread over
+    workers in chunks); a plan's hashing problems are counted when its results are consumed.
+    """
+    requests = [request for plan in plans for request in _plan_requests(plan)]
+    conversation = {request.request_id: plan.conversation_id for plan in plans for request in _plan_requests(plan)}
+    results = pool.hash_requests(requests, problems, group=lambda request: conversation[request.request_id])
+    for plan in plans:
+        yield plan, {request.request_id: prompt for request, prompt in itertools.islice(results, len(_plan_requests(plan)))}
 
 
 # --- facts and ids ------------------------------------------------------------------------------
@@ -222,8 +197,9 @@ class _TraceWriter:
     """Allocates ids in file order and writes one plan's native file, sidecar and Mooncake rows."""
 
     def __init__(self, output_dir: Path, options: TraceOptions, summary: TraceSummary,
-                 calibration: _Calibration, twins: dict[str, str]) -> None:
+                 calibration: _Calibration, twins: dict[str, str], scaler: PrefixHasher) -> None:
         self.output_dir = output_dir
+        self.scaler = scaler
         self.options = options
         self.summary = summary
         self.calibration = calibration
@@ -250,7 +226,7 @@ class _TraceWriter:
         factor = self.calibration.factor(request.model)
         if factor is None:
             return hashed.hashes
-        return _worker["hasher"].hasher.scale_positions(hashed.hashes, api_token_count=request.usage.prompt_tokens, factor=factor)
+        return self.scaler.scale_positions(hashed.hashes, api_token_count=request.usage.prompt_tokens, factor=factor)
 
     def _lane_facts(self, requests: list[ProxyRequest], hashed: Hashed, ids: IdAllocator, lane: str,
                     sidecar: list[dict[str, Any]], trace_id: str, earlier: Sequence[RequestFacts] = ()
@@ -437,32 +413,32 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
     started = time.perf_counter()
     target = Path(output_dir)
     summary = TraceSummary(output_dir=str(target))
-    plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, say, summary.problems)
-    summary.conversations = plan_summary.conversations
-    summary.dropped_min_requests = plan_summary.dropped_min_requests
-    target.mkdir(parents=True, exist_ok=True)
-    previous_files = _previous_manifest_files(target)
     # One salt for the whole run: worker processes drawing their own random salts would give
-    # equal prefixes different keys, and so different ids, across plans hashed in other workers.
-    hashing = options if options.salt is not None else replace(options, salt=secrets.token_hex(SALT_BYTES))
-    _init_worker(db_path, hashing.block_size, hashing.salt, hashing.tokenizer)
-
-    calibration = _Calibration()
-    if options.token_count == "api":
-        # A first pass fixes one tokenizer→API factor per model family before any id is written,
-        # so every request of a family is scaled alike and shared prefixes keep matching.
-        for plan, (hashed, _, (_, tokenized)) in _hashed_plans(plans, db_path, hashing):
-            _calibrate(calibration, plan, hashed)
-            # The memo makes the second pass nearly free: the real tokenizing work happens here.
-            summary.tokens_tokenized += tokenized
-    writer = _TraceWriter(target, options, summary, calibration, twins)
-    for plan, (hashed, problems, (requested, tokenized)) in progress(_hashed_plans(plans, db_path, hashing), len(plans)):
-        summary.problems.merge(problems)
-        summary.tokens_requested += requested
-        summary.tokens_tokenized += tokenized
-        if options.token_count != "api":
-            _calibrate(calibration, plan, hashed)
-        writer.write(plan, hashed)
+    # equal prefixes different keys, and so different ids, across chunks hashed in other workers.
+    settings = HashSettings(salt=run_salt(options.salt), block_size=options.block_size, tokenizer=options.tokenizer)
+    # Started before the inputs are read, so the workers load the tokenizer meanwhile.
+    with HashPool(db_path, settings, workers=options.workers) as pool:
+        plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, say, summary.problems)
+        summary.conversations = plan_summary.conversations
+        summary.dropped_min_requests = plan_summary.dropped_min_requests
+        target.mkdir(parents=True, exist_ok=True)
+        previous_files = _previous_manifest_files(target)
+        calibration = _Calibration()
+        if options.token_count == "api":
+            # A first pass fixes one tokenizer→API factor per model family before any id is written,
+            # so every request of a family is scaled alike and shared prefixes keep matching.
+            for plan, hashed in _hashed_plans(plans, pool, ProblemCounter()):
+                _calibrate(calibration, plan, hashed)
+            # The memo makes the second pass nearly free: the real tokenizing work is counted here.
+            summary.tokens_tokenized += pool.tokens_tokenized
+        requested_before, tokenized_before = pool.tokens_requested, pool.tokens_tokenized
+        writer = _TraceWriter(target, options, summary, calibration, twins, pool.hasher.hasher)
+        for plan, hashed in progress(_hashed_plans(plans, pool, summary.problems), len(plans)):
+            if options.token_count != "api":
+                _calibrate(calibration, plan, hashed)
+            writer.write(plan, hashed)
+        summary.tokens_requested += pool.tokens_requested - requested_before
+        summary.tokens_tokenized += pool.tokens_tokenized - tokenized_before
 
     current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
     mooncake_files = _write_mooncake(target, writer.mooncake, options, summary)

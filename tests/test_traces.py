@@ -273,31 +273,35 @@ def test_same_salt_is_byte_identical_and_other_salts_give_the_same_ids(hand: tup
     assert b"another salt" not in b"".join(tree(tmp_path / "c").values())
 
 
-class OneWorkerPerPlan:
-    """A stand-in pool that runs every plan in a freshly initialized "worker" (deterministic)."""
+class OneWorkerPerChunk:
+    """A stand-in pool that runs every chunk in a freshly initialized "worker" (cold memo, deterministic)."""
 
     def __init__(self, max_workers: int, initializer: Any, initargs: tuple) -> None:
         self.initializer, self.initargs = initializer, initargs
 
-    def __enter__(self) -> "OneWorkerPerPlan":
-        return self
+    def submit(self, function: Any) -> None:
+        function()
 
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, function: Any, items: Any, chunksize: int = 1) -> Any:
+    def map(self, function: Any, items: Any) -> Any:
         for item in items:
             self.initializer(*self.initargs)
             yield function(item)
 
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        return None
 
-@pytest.mark.parametrize("pool", ["processes", "one worker per plan"])
+
+@pytest.mark.parametrize("pool", ["processes", "one worker per request"])
 def test_workers_do_not_change_the_output_even_with_a_random_salt(pool: str, hand: tuple[Path, Path], tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch):
     # A is split at its 18-minute pause, so three plans; a worker drawing its own random salt
     # would give A's second segment keys (and so ids) unrelated to its first.
+    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 1)
     if pool != "processes":
-        monkeypatch.setattr("lib.traces.ProcessPoolExecutor", OneWorkerPerPlan)
+        # Every request its own chunk in a cold worker: a chunk starting mid-conversation must
+        # re-hash its history to the same keys.
+        monkeypatch.setattr("lib.hash_pool.ProcessPoolExecutor", OneWorkerPerChunk)
+        monkeypatch.setattr("lib.hash_pool.MAX_CHUNK_FACTOR", 1)
     options = dict(include_subagents=True, block_size=4, split_at_gap_s=300, salt=None, formats=("kv", "mooncake"),
                    mooncake_block_size=8)
     run(*hand, tmp_path / "one", workers=1, **options)
