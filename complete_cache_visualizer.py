@@ -33,10 +33,12 @@ from lib.visualizer import VisualizerOptions, run_visualizer
 @click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
 @click.option("--projects-path", type=click.Path(), help="Claude Code JSONL logs, to (re)build the conversation index.")
 @click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Processes hashing prompts (same reports for any count).")
 @common_options
 def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Optional[Path], output_dir: Optional[Path],
          text_only: bool, cache_ttl: float, block_size: int, min_requests: int, since, until,
-         projects_path: Optional[str], index_db: Optional[str], out: Output) -> None:
+         projects_path: Optional[str], index_db: Optional[str], workers: int, out: Output) -> None:
     """Simulate the prompt cache of a claude-code-proxy capture against the API's own usage.
 
     Sections: summary, per-request cache read/creation/new (API vs simulated), hit rate over time,
@@ -58,7 +60,7 @@ def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Opt
     options = VisualizerOptions(
         conversation_id=conversation_id, newest=newest, output_html=output_html, output_dir=output_dir,
         text_only=text_only, min_requests=min_requests, since=since, until=until, projects_path=projects_path,
-        index_db=index_db, analysis=AnalysisOptions(block_size=block_size, cache_ttl_s=cache_ttl),
+        index_db=index_db, analysis=AnalysisOptions(block_size=block_size, cache_ttl_s=cache_ttl), workers=workers,
     )
     summary = run_visualizer(db, options, say=out.text,
                              progress=lambda items, total: out.progress(items, total=total, desc="hashing"))

@@ -22,7 +22,7 @@ from .db import open_proxy_db
 from .hashing import SALT_BYTES, RequestHashes, common_prefix
 from .problems import ProblemCounter
 from .records import ProxyRequest
-from .request_hashing import HashedRequest, RequestHasher, iter_bodies_or_reasons
+from .request_hashing import HashedRequest, RequestHasher, iter_bodies
 from .tokenizer import LazyEncoder
 
 # Below this many requests a chunk is not cut (per-task overhead); a chunk this many times longer is
@@ -74,7 +74,7 @@ def _hash_chunk(hasher: RequestHasher, proxy: Any, requests: Sequence[Any]) -> t
     stats = hasher.stats
     before = (stats.tokens_requested, stats.tokens_tokenized)
     results = [(reason, hasher.hash_body(body, nan_free=True) if body is not None else None)
-               for _, body, reason in iter_bodies_or_reasons(proxy, requests)]
+               for _, body, reason in iter_bodies(proxy, requests)]
     return results, (stats.tokens_requested - before[0], stats.tokens_tokenized - before[1])
 
 
@@ -206,14 +206,17 @@ class HashPool:
                 problems.add(reason, request.request_id)
             yield request, prompt
 
-    def hash_all(self, requests: Iterable[ProxyRequest], problems: ProblemCounter, *,
-                 group: Optional[Group] = None) -> dict[str, HashedRequest]:
+    def hash_all(self, requests: Iterable[ProxyRequest], problems: ProblemCounter, *, group: Optional[Group] = None,
+                 progress: Optional[Callable[[Iterable, int], Iterable]] = None) -> dict[str, HashedRequest]:
         """Hashed prompts keyed by request id, hashed group by group; problems counted in the given order."""
         given = list(requests)
         ordered = given if group is None else _grouped(given, group)
         hashed: dict[str, HashedRequest] = {}
         reasons: dict[str, str] = {}
-        for request, prompt, reason in self._results(ordered, group):
+        results: Iterable = self._results(ordered, group)
+        if progress is not None:
+            results = progress(results, len(ordered))
+        for request, prompt, reason in results:
             if prompt is not None:
                 hashed[request.request_id] = prompt
             if reason is not None:

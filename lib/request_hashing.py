@@ -1,21 +1,21 @@
 """From proxy rows to hashed prompts: bodies read in batches, segments tokenized once (SPEC §4).
 
-Shared by the trace builder, the validator and the visualizer so all three see identical token
-counts, block keys and cache_control breakpoints for a request.
+Shared by the trace builder, the validator and the visualizer (through lib/hash_pool.py, which
+spreads the work over processes) so all three see identical token counts, block keys and
+cache_control breakpoints for a request.
 """
 from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import orjson
 import xxhash
 
 from .db import repair_text
 from .hashing import PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section
-from .problems import ProblemCounter
 from .records import ProxyRequest
 from .tokenizer import load_encoder
 
@@ -190,24 +190,9 @@ class RequestHasher:
             boundaries=tuple(boundaries),
         )
 
-    def hash_requests(self, proxy: sqlite3.Connection, requests: Sequence[ProxyRequest],
-                      problems: ProblemCounter) -> Iterator[tuple[ProxyRequest, Optional[HashedRequest]]]:
-        """(request, hashed prompt or None when its body is unusable) in the order given."""
-        for request, body in iter_bodies(proxy, requests, problems):
-            yield request, (self.hash_body(body, nan_free=True) if body is not None else None)
 
-
-def iter_bodies(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest],
-                problems: ProblemCounter) -> Iterator[tuple[ProxyRequest, Optional[dict[str, Any]]]]:
-    """Parsed bodies for `requests`, fetched by rowid in batches; broken ones counted and None."""
-    for request, body, reason in iter_bodies_or_reasons(proxy, requests):
-        if reason is not None:
-            problems.add(reason, request.request_id)
-        yield request, body
-
-
-def iter_bodies_or_reasons(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest]
-                           ) -> Iterator[tuple[ProxyRequest, Optional[dict[str, Any]], Optional[str]]]:
+def iter_bodies(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest]
+                ) -> Iterator[tuple[ProxyRequest, Optional[dict[str, Any]], Optional[str]]]:
     """(request, parsed body, None) or (request, None, why the body is unusable), fetched in batches."""
     for start in range(0, len(requests), BODY_BATCH_ROWS):
         chunk = requests[start : start + BODY_BATCH_ROWS]
@@ -230,13 +215,3 @@ def _parse_body(raw: Any) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
         return None, "body_without_messages"
     return body, None
-
-
-def hash_all(proxy: sqlite3.Connection, requests: Iterable[ProxyRequest], hasher: RequestHasher,
-             problems: ProblemCounter) -> dict[str, HashedRequest]:
-    """Hashed prompts of many requests keyed by request id (unusable bodies left out, counted)."""
-    return {
-        request.request_id: hashed
-        for request, hashed in hasher.hash_requests(proxy, list(requests), problems)
-        if hashed is not None
-    }

@@ -31,7 +31,8 @@ from .log_files import discover_logs
 from .message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from .problems import ProblemCounter
 from .records import ProxyRequest
-from .request_hashing import HashedRequest, RequestHasher, hash_all
+from .hash_pool import HashPool, HashSettings
+from .request_hashing import HashedRequest
 from .timestamps import parse_timestamp
 from .trace_files import iter_jsonl
 from .trace_plan import PlanOptions, TracePlan, plan_traces
@@ -131,26 +132,33 @@ class MatchResult:
 
 
 def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optional[str], index_db: Optional[str],
-                 block_size: int, say: Callable[[str], None]) -> MatchResult:
-    """Match every trace's requests to DB rows and hash the matched prompts (one salt for all)."""
+                 block_size: int, say: Callable[[str], None], workers: int = 1) -> MatchResult:
+    """Match every trace's requests to DB rows and hash the matched prompts (one salt for all, `workers` processes)."""
     result = MatchResult()
-    proxy = open_proxy_db(db_path)
-    index = open_index_db(db_path, index_db)
-    try:
-        ensure_message_index(proxy, index, say=say)
-        requests = {request.request_id: request for request in iter_indexed_requests(proxy, index)}
-        by_sidecar = {trace.file: _sidecar_lanes(trace, requests, result.problems) for trace in traces}
-        needing_plan = [trace for trace in traces if by_sidecar[trace.file] is None]
-        plans = _plans_for(needing_plan, jsonl_dir, load_message_ids(index) if needing_plan and jsonl_dir else {},
-                           requests, result.problems)
-        wanted = [r for lanes in by_sidecar.values() if lanes for lane in lanes.values() for r in lane if r]
-        wanted += [r for plan, _ in plans.values() if plan for r in _plan_requests(plan)]
-        unique = list({request.request_id: request for request in wanted}.values())
-        hasher = RequestHasher(block_size=block_size, salt=MATCH_SALT, keep_boundaries=True)
-        result.hashed = hash_all(proxy, unique, hasher, result.problems)
-    finally:
-        index.close()
-        proxy.close()
+    settings = HashSettings(salt=MATCH_SALT, block_size=block_size, keep_boundaries=True)
+    # Started first, so the workers load the tokenizer while the index and logs are read.
+    with HashPool(db_path, settings, workers=workers) as pool:
+        proxy = open_proxy_db(db_path)
+        index = open_index_db(db_path, index_db)
+        try:
+            ensure_message_index(proxy, index, say=say)
+            requests = {request.request_id: request for request in iter_indexed_requests(proxy, index)}
+            by_sidecar = {trace.file: _sidecar_lanes(trace, requests, result.problems) for trace in traces}
+            needing_plan = [trace for trace in traces if by_sidecar[trace.file] is None]
+            plans = _plans_for(needing_plan, jsonl_dir, load_message_ids(index) if needing_plan and jsonl_dir else {},
+                               requests, result.problems)
+            # Each request with its trace and lane: chunks of hashing work are cut where those change.
+            wanted = {r.request_id: (r, (file, lane)) for file, lanes in by_sidecar.items() if lanes
+                      for lane, requests_of_lane in lanes.items() for r in requests_of_lane if r}
+            for file, (plan, _) in plans.items():
+                for lane, requests_of_lane in _plan_lanes(plan).items() if plan else ():
+                    for r in requests_of_lane:
+                        wanted.setdefault(r.request_id, (r, (file, lane)))
+            result.hashed = pool.hash_all([r for r, _ in wanted.values()], result.problems,
+                                          group=lambda request: wanted[request.request_id][1])
+        finally:
+            index.close()
+            proxy.close()
     for trace in traces:
         lanes = by_sidecar[trace.file]
         if lanes is not None:
@@ -250,13 +258,13 @@ def _plans_for(traces: Iterable[TraceLanes], jsonl_dir: Optional[str], message_i
     return found
 
 
-def _plan_requests(plan: TracePlan) -> list[ProxyRequest]:
-    return list(plan.parent) + [request for sub in plan.subagents for request in sub.requests]
+def _plan_lanes(plan: TracePlan) -> dict[str, list[ProxyRequest]]:
+    return {PARENT_LANE: list(plan.parent), **{sub.label: list(sub.requests) for sub in plan.subagents}}
 
 
 def _align_plan(trace: TraceLanes, plan: TracePlan, hashed: dict[str, HashedRequest],
                 problems: ProblemCounter) -> dict[str, list[Optional[ProxyRequest]]]:
-    planned = {PARENT_LANE: plan.parent, **{sub.label: sub.requests for sub in plan.subagents}}
+    planned = _plan_lanes(plan)
     lanes = {}
     for lane, lane_requests in trace.lanes.items():
         # The builder leaves out requests whose body it could not hash: so does the alignment.

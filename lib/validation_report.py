@@ -106,10 +106,11 @@ def _api_text(api: ApiComparison) -> str:
 
 def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Optional[str] = None,
                     index_db: Optional[str] = None, mooncake_block_size: int = 512, needs_api: bool = False,
-                    say: Callable[[str], None] = lambda _: None) -> ValidationReport:
+                    say: Callable[[str], None] = lambda _: None, workers: int = 1) -> ValidationReport:
     """Schema-check and summarize every trace under `path`; with a DB, compare with the API.
 
     `needs_api`: a threshold on the comparison was asked for, so a missing DB is a usage error.
+    `workers`: processes hashing the matched prompts (the report is the same for any count).
     """
     started = time.perf_counter()
     if jsonl_dir and not db_path:
@@ -133,7 +134,7 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
     if db_path:
         block_size = next((trace.block_size for trace in lanes if trace.block_size), 64)
         matches = match_traces(lanes, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
-                               block_size=block_size, say=say)
+                               block_size=block_size, say=say, workers=workers)
         api = compare_with_api(lanes, matches)
     return ValidationReport(str(path), schema, stats.table(), api, time.perf_counter() - started)
 

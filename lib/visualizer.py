@@ -6,7 +6,6 @@ every report, so `all` tokenizes each distinct segment once. Every file goes thr
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +17,8 @@ from .atomic import write_atomic
 from .db import open_index_db, open_proxy_db
 from .errors import InputError
 from .problems import ProblemCounter
-from .request_hashing import HashedRequest, RequestHasher
+from .hash_pool import HashPool, HashSettings, run_salt
+from .request_hashing import HashedRequest
 from .selection import (
     ALL, COMBINED, Capture, Selection, load_capture, newest_conversation_id, select_all, select_combined,
     select_conversation,
@@ -43,6 +43,7 @@ class VisualizerOptions:
     projects_path: Optional[str] = None
     index_db: Optional[str] = None
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    workers: int = 1  # processes hashing prompts; the reports are the same for any count
 
 
 @dataclass(frozen=True)
@@ -117,24 +118,27 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
         mode = options.conversation_id
     if mode == ALL and options.output_html:
         raise InputError("--output names one file; with --conversation-id all use --output-dir")
-    proxy = open_proxy_db(db_path)
-    index = open_index_db(db_path, options.index_db)
-    try:
-        capture = load_capture(proxy, index, source=db_path, projects_path=options.projects_path,
-                               since=options.since, until=options.until, say=say)
-        selections, dropped = _selections(capture, options)
-        hasher = RequestHasher(block_size=options.analysis.block_size, keep_boundaries=True)
-        summary = VisualizerSummary(mode=mode, dropped=dropped)
-        entries = []
-        for selection in selections:
-            hashed = _hash(proxy, selection, hasher, progress)
-            analysis = analyze(selection, hashed, options.analysis)
-            result, entry = _write(analysis, options, batch=mode == ALL)
-            summary.reports.append(result)
-            entries.append(entry)
-    finally:
-        index.close()
-        proxy.close()
+    # One salt for every process (ids depend only on the order keys appear, so a random one keeps the
+    # reports identical); the pool starts first, so workers load the tokenizer while the capture loads.
+    settings = HashSettings(salt=run_salt(None), block_size=options.analysis.block_size, keep_boundaries=True)
+    with HashPool(db_path, settings, workers=options.workers) as pool:
+        proxy = open_proxy_db(db_path)
+        index = open_index_db(db_path, options.index_db)
+        try:
+            capture = load_capture(proxy, index, source=db_path, projects_path=options.projects_path,
+                                   since=options.since, until=options.until, say=say)
+            selections, dropped = _selections(capture, options)
+            summary = VisualizerSummary(mode=mode, dropped=dropped)
+            entries = []
+            for selection in selections:
+                hashed = _hash(pool, selection, progress)
+                analysis = analyze(selection, hashed, options.analysis)
+                result, entry = _write(analysis, options, batch=mode == ALL)
+                summary.reports.append(result)
+                entries.append(entry)
+        finally:
+            index.close()
+            proxy.close()
     if mode == ALL and not options.text_only:
         from .dashboard import render_index
 
@@ -159,21 +163,14 @@ def _selections(capture: Capture, options: VisualizerOptions) -> tuple[list[Sele
     return [select_conversation(capture, options.conversation_id)], 0
 
 
-def _hash(proxy: sqlite3.Connection, selection: Selection, hasher: RequestHasher, progress: Optional[Progress]) -> dict[str, HashedRequest]:
-    """Hashed prompts of the selection's turns; unusable bodies and degraded rows counted in its data-quality notes."""
-    requests = [item.request for item in selection.requests]
+def _hash(pool: HashPool, selection: Selection, progress: Optional[Progress]) -> dict[str, HashedRequest]:
+    """Hashed prompts of the selection's turns; unusable bodies counted in its data-quality notes."""
+    lanes = {item.request.request_id: (item.conversation_id, item.lane) for item in selection.requests}
     problems = ProblemCounter()
-    pairs = hasher.hash_requests(proxy, requests, problems)
-    if progress is not None:
-        pairs = progress(pairs, len(requests))
-    hashed = {}
-    for request, prompt in pairs:
-        if prompt is None:
-            continue
-        hashed[request.request_id] = prompt
-        # Simulated but degraded while parsing (broken chunk, missing usage...): named too (SPEC §9).
-        for reason in request.problems:
-            problems.add(reason, request.request_id)
+    # Hashed lane by lane (a combined report interleaves conversations in time), so a worker's
+    # chunk continues one conversation instead of re-tokenizing the histories of many.
+    hashed = pool.hash_all([item.request for item in selection.requests], problems,
+                           group=lambda request: lanes[request.request_id], progress=progress)
     selection.problems.merge(problems)
     return hashed
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -151,3 +152,27 @@ def test_input_errors_exit_2_with_one_line(hand: tuple[str, str], tmp_path: Path
     code, _, err = invoke(*[arg.format(db=db, jsonl=jsonl) for arg in args])
     assert code == 2
     assert err.startswith(message) and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("mode", ["combined", "all"])
+def test_workers_give_the_same_reports(hand: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       mode: str) -> None:
+    # Chunks of 2 requests, hashed in 2 processes with a random salt each run: same figures.
+    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 2)
+    db, jsonl = hand
+    outputs = []
+    for workers in ("1", "2"):
+        out_dir = tmp_path / f"w{workers}"
+        code, out, err = invoke(db, "--conversation-id", mode, "--projects-path", jsonl, "--output-dir", str(out_dir),
+                                "--text-only", "--json", "--workers", workers)
+        assert code == 0, err
+        summary = json.loads(out)
+        del summary["elapsed_s"]
+        # The header's "generated <minute>" may tick between the two runs.
+        stats = {path.name: re.sub(r" · generated [^\n]*", "", path.read_text())
+                 for path in sorted(out_dir.glob("*_stats.txt"))}
+        assert stats
+        for report in summary["reports"]:
+            report["stats"] = Path(report["stats"]).name
+        outputs.append((summary, stats))
+    assert outputs[0] == outputs[1]

@@ -154,3 +154,17 @@ def test_broken_traces_name_file_request_and_rule_and_exit_1(workdir: Path, name
     assert code == 1
     assert f"\n  {expected}" in out
     assert err.startswith("Check failed: ") and "schema problem(s), first: " in err and err.count("\n") == 1
+
+
+def test_workers_give_the_same_report(workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    # Chunks of 3 requests: most start mid-conversation in a worker that has not seen the history.
+    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 3)
+    reports = []
+    for workers in ("1", "2"):
+        code, out, err = invoke(*SEED_ARGS, "--json", "--workers", workers)
+        assert code == 0, err
+        report = json.loads(out)
+        del report["elapsed_s"]
+        reports.append(report)
+    assert reports[0] == reports[1]
+    assert reports[0]["versus_api"]["api_model"]["requests"] > 0
