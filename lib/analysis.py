@@ -142,7 +142,8 @@ def build_turns(items: Sequence[SelectedRequest], hashed: Mapping[str, HashedReq
     for item in usable:
         request = item.request
         prompt = hashed[request.request_id]
-        local = np.asarray(allocators[request.model].ids(prompt.hashes.block_keys), dtype=np.int64)
+        lane = (item.conversation_id, item.lane)
+        local = np.asarray(allocators[request.model].ids(prompt.hashes.block_keys, lane), dtype=np.int64)
         # Interleave the per-model namespaces: ids stay small (dense within a factor of #models).
         ids = (local - 1) * len(models) + models.index(request.model) + 1
         start_s = (request.timestamp - origin).total_seconds()

@@ -16,7 +16,7 @@ from .errors import InputError
 
 BUSY_TIMEOUT_MS = 30_000
 PROXY_COLUMNS = frozenset({"id", "timestamp", "headers", "body", "response", "model"})
-# What `_decode_text` turns invalid UTF-8 bytes into (surrogateescape's range).
+# What `decode_text` turns invalid UTF-8 bytes into (surrogateescape's range).
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
@@ -31,7 +31,7 @@ def open_proxy_db(path: str | Path) -> sqlite3.Connection:
     uri = f"file:{db_path.resolve().as_posix()}?mode=ro"
     try:
         connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-        connection.text_factory = _decode_text
+        connection.text_factory = decode_text
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         columns = {row[1] for row in connection.execute("PRAGMA table_info(requests)")}
     except sqlite3.DatabaseError as error:
@@ -44,7 +44,7 @@ def open_proxy_db(path: str | Path) -> sqlite3.Connection:
     return connection
 
 
-def _decode_text(raw: bytes) -> str:
+def decode_text(raw: bytes) -> str:
     """SQLite TEXT → str, keeping invalid UTF-8 bytes as lone surrogates (see `repair_text`).
 
     With the default decoder one corrupt byte in one body makes sqlite3 raise on the whole

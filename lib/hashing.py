@@ -27,7 +27,7 @@ import struct
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Mapping, Optional, Sequence
 
 import orjson
 import xxhash
@@ -136,20 +136,24 @@ class IdAllocator:
     different salts produce identical integer ids.
     """
 
-    __slots__ = ("_ids", "_last_keys", "_last_ids")
+    __slots__ = ("_ids", "_last")
 
     def __init__(self) -> None:
         self._ids: dict[bytes, int] = {}
-        self._last_keys: Sequence[bytes] = ()
-        self._last_ids: list[int] = []
+        self._last: dict[Hashable, tuple[Sequence[bytes], list[int]]] = {}
 
-    def ids(self, block_keys: Sequence[bytes]) -> list[int]:
-        """Ids of `block_keys`, allocating the next integers to keys not seen before."""
-        # Consecutive requests of a conversation repeat the previous one's keys as a prefix: its
-        # ids are copied (the keys were all allocated then), only the rest is looked up.
-        shared = common_prefix(self._last_keys, block_keys)
+    def ids(self, block_keys: Sequence[bytes], context: Hashable = None) -> list[int]:
+        """Ids of `block_keys`, allocating the next integers to keys not seen before.
+
+        `context` names the stream the request belongs to (e.g. a conversation lane) when the
+        caller interleaves streams; it only makes the call faster, never changes the ids.
+        """
+        # A request repeats its stream's previous request's keys as a prefix: their ids are copied
+        # (those keys were all allocated then), only the rest is looked up.
+        last_keys, last_ids = self._last.get(context, ((), []))
+        shared = common_prefix(last_keys, block_keys)
         table = self._ids
-        ids = self._last_ids[:shared]
+        ids = last_ids[:shared]
         ids += map(table.get, block_keys[shared:])
         if None in ids:
             for position in range(ids.index(None), len(ids)):
@@ -157,7 +161,7 @@ class IdAllocator:
                     # len(table) + 1 is evaluated before the insert, so new ids stay dense; a key
                     # repeated within `block_keys` gets the id its first occurrence allocated.
                     ids[position] = table.setdefault(block_keys[position], len(table) + 1)
-        self._last_keys, self._last_ids = block_keys, ids
+        self._last[context] = (block_keys, ids)
         return ids
 
     def __len__(self) -> int:

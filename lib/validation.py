@@ -132,6 +132,7 @@ class _Compared:
     prompt: HashedRequest
     stream: str
     ttl_s: float
+    lane: str
 
 
 def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiComparison:
@@ -152,7 +153,7 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
                 comparison += Comparison(request.hit_blocks, request.blocks, usage.cache_read_input_tokens, usage.prompt_tokens)
                 prompt = matches.hashed.get(db_request.request_id)
                 if prompt is not None and usage.prompt_tokens:
-                    compared.setdefault(db_request.request_id, _Compared(db_request, prompt, trace.trace_id, ttl_s))
+                    compared.setdefault(db_request.request_id, _Compared(db_request, prompt, trace.trace_id, ttl_s, lane))
             without_usage = sum(m is not None and m.usage is None for m in matched)
             if without_usage:
                 problems.add("matched_without_usage", f"{trace.file} {lane}", without_usage)
@@ -177,7 +178,7 @@ def _common_block_size(traces: Sequence[TraceLanes]) -> int:
 
 def _with_ids(items: list[_Compared]) -> list[tuple[_Compared, list[int]]]:
     ids = IdAllocator()
-    return [(item, ids.ids(item.prompt.hashes.block_keys)) for item in items]
+    return [(item, ids.ids(item.prompt.hashes.block_keys, (item.stream, item.lane))) for item in items]
 
 
 def _api_request(item: _Compared, ids: list[int]) -> ApiRequest:
