@@ -185,15 +185,18 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int) -
         if not script.is_file() or traces is None:
             extra["validate"] = "skipped: validate_trace_cache.py is absent" if not script.is_file() else "skipped: needs traces"
         else:
-            results.append(measure("validate_trace_cache", [py, str(script), str(traces), "--db", str(db),
-                                                            "--jsonl-dir", str(jsonl)]))
+            for count in sorted({1, workers}):
+                results.append(measure(f"validate_trace_cache -w{count}", [
+                    py, str(script), str(traces), "--db", str(db), "--jsonl-dir", str(jsonl), "--workers", str(count)]))
     if "visualizer" in tools:
         script = ROOT / "complete_cache_visualizer.py"
         if not script.is_file():
             extra["visualizer"] = "skipped: complete_cache_visualizer.py is absent"
         else:
-            results.append(measure("complete_cache_visualizer combined", [
-                py, str(script), str(db), "--conversation-id", "combined", "--output", str(work / "combined.html")]))
+            for count in sorted({1, workers}):
+                results.append(measure(f"complete_cache_visualizer combined -w{count}", [
+                    py, str(script), str(db), "--conversation-id", "combined", "--output", str(work / f"combined_w{count}.html"),
+                    "--workers", str(count)]))
     return results, extra
 
 
@@ -238,7 +241,7 @@ def format_table(floor: Measurement, results: list[Measurement], rows: int, db_m
 @click.option("--tools", "tool_list", default=",".join(TOOLS), show_default=True,
               help=f"Comma-separated subset of: {', '.join(TOOLS)}.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1),
-              help="Worker count compared with 1 on the trace builder.")
+              help="Worker count compared with 1 on the trace builder, validator and visualizer.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Capture seed.")
 @click.option("--regenerate", is_flag=True, help="Regenerate the capture even when a cached one exists.")
 @click.option("--keep", is_flag=True, help="Keep the work copy (DB with indexes, traces) after the run.")
@@ -273,10 +276,11 @@ def main(size: str, tool_list: str, workers: int, seed: int, regenerate: bool, k
                f"{floor.summary.get('chunks', 0)} stream chunks.")
     click.echo(format_table(floor, results, rows, db_mb))
     by_name = {run.name: run for run in results}
-    single, multi = by_name.get("build_minimal_traces -w1"), by_name.get(f"build_minimal_traces -w{workers}")
-    if single and multi and workers > 1:
-        click.echo(f"Trace builder: {workers} workers {single.wall_s / multi.wall_s:.2f}x faster than 1; "
-                   f"outputs byte-identical: {extra.get('identical')}.")
+    for tool in ("build_minimal_traces", "validate_trace_cache", "complete_cache_visualizer combined"):
+        single, multi = by_name.get(f"{tool} -w1"), by_name.get(f"{tool} -w{workers}")
+        if single and multi and workers > 1:
+            identical = f"; outputs byte-identical: {extra.get('identical')}" if tool == "build_minimal_traces" else ""
+            click.echo(f"{tool}: {workers} workers {single.wall_s / multi.wall_s:.2f}x faster than 1{identical}.")
     for key in ("validate", "visualizer"):
         if key in extra:
             click.echo(f"{key}: {extra[key]}")

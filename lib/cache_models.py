@@ -25,7 +25,7 @@ import math
 import sys
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Container, Optional, Sequence
 
 import numpy as np
 
@@ -43,6 +43,8 @@ DEFAULT_TTLS_S: tuple[Optional[float], ...] = (
 
 # An infinite TTL as the largest finite float: a gap of math.inf (never readable) still misses.
 _NO_EXPIRY = sys.float_info.max
+# Blocks after the common prefix that prefix_hits looks up by scanning the previous list, not a set.
+_SCAN_LIMIT = 8
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,11 @@ def prefix_hits(previous_ids: Sequence[int], ids: Sequence[int]) -> int:
     # part in C (the validator runs this over ~90M ids), then walk only what follows it.
     shared = min(len(previous_ids), len(ids))
     hits = shared if list(ids[:shared]) == list(previous_ids[:shared]) else 0
-    previous = set(previous_ids)
-    for block in ids[hits:]:
+    rest = ids[hits:]
+    # Most walks stop at the request's first new block: a few C-level list scans are cheaper than
+    # building a set of the previous ids every time; long walks get the set.
+    previous: Container[int] = previous_ids if len(rest) <= _SCAN_LIMIT else set(previous_ids)
+    for block in rest:
         if block not in previous:
             break
         hits += 1

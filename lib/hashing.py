@@ -153,14 +153,15 @@ class IdAllocator:
         last_keys, last_ids = self._last.get(context, ((), []))
         shared = common_prefix(last_keys, block_keys)
         table = self._ids
-        ids = last_ids[:shared]
-        ids += map(table.get, block_keys[shared:])
-        if None in ids:
-            for position in range(ids.index(None), len(ids)):
-                if ids[position] is None:
+        tail = list(map(table.get, block_keys[shared:]))
+        if None in tail:
+            for position in range(tail.index(None), len(tail)):
+                if tail[position] is None:
                     # len(table) + 1 is evaluated before the insert, so new ids stay dense; a key
                     # repeated within `block_keys` gets the id its first occurrence allocated.
-                    ids[position] = table.setdefault(block_keys[position], len(table) + 1)
+                    tail[position] = table.setdefault(block_keys[shared + position], len(table) + 1)
+        ids = last_ids[:shared]
+        ids += tail
         self._last[context] = (block_keys, ids)
         return ids
 

@@ -69,8 +69,13 @@ def input_types_for(index: int, facts: RequestFacts, previous: Optional[RequestF
     if previous is None or index == 0:
         return ["text"]
     if previous.hash_ids:
-        kept = len(set(previous.hash_ids).intersection(facts.hash_ids))
-        if kept < MAJOR_RESET_KEPT_SHARE * len(previous.hash_ids):
+        before, now = previous.hash_ids, facts.hash_ids
+        # Usually the previous request is a prefix of this one: all its distinct ids are kept.
+        if len(now) >= len(before) and now[: len(before)] == before:
+            kept = len(set(before))
+        else:
+            kept = len(set(before).intersection(now))
+        if kept < MAJOR_RESET_KEPT_SHARE * len(before):
             return sorted(set(facts.all_message_types)) or ["text"]
     if previous.stop_reason == "end_turn":
         return ["text"]
