@@ -16,6 +16,7 @@ walks back over section and message ends, like the API's content-block lookback.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
@@ -97,11 +98,17 @@ class Analysis:
     duration_s: float
 
 
-def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: AnalysisOptions) -> Analysis:
-    """Simulate the selection's turns (those with a usable body) and gather every dashboard figure."""
+def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: AnalysisOptions, *,
+            executor: Optional[Executor] = None) -> Analysis:
+    """Simulate the selection's turns (those with a usable body) and gather every dashboard figure.
+
+    With an `executor` (the hashing workers, idle by now) the capacity curve, the longest single
+    model, is computed there while this process runs the others; the result is the same.
+    """
     turns = build_turns(selection.requests, hashed, block_size=options.block_size)
     events = [CacheEvent(t.start_s, t.ready_s, t.ids, t.hashed.token_count, t.item.lane, t.request.model)
               for t in turns]
+    capacity: Optional[Future] = executor.submit(_capacity, events, options) if executor and events else None
     ttls = _sweep_ttls(options)
     sweep = sweep_ttl(events, ttls, block_size=options.block_size)
     main = sweep[ttls.index(options.cache_ttl_s)]
@@ -115,7 +122,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
                          for t, hits in zip(turns, main.request_hit_blocks)),
         ttl_rows=tuple(_ttl_row(result) for result in sweep),
         working_set=_thin(main, options.max_series_points),
-        capacity=_capacity(events, options) if events else None,
+        capacity=capacity.result() if capacity else _capacity(events, options) if events else None,
         timings=_timings(points),
         gaps_s=tuple(b.start_s - a.start_s for a, b in zip(turns, turns[1:])),
         subagents=_subagent_lanes(selection, turns),
