@@ -26,6 +26,7 @@ from lib.capture_jsonl import JsonlSession, new_uuid
 from lib.capture_response import ApiReply, ApiUsage, error_response, proxy_response, random_token
 from lib.capture_writer import (BETA_MAIN, BETA_SUBAGENT, BETA_UTILITY, CaptureWriter, ProxyRow, go_json,
                                 hashed_api_key, proxy_body, request_headers, sorted_keys)
+from lib.example_lanes import IdSource
 from lib.example_prompts import EXPLORE_TOOLS, PARENT_TOOLS, explore_system, parent_system, tool_definitions
 from lib.example_text import prose, python_module
 
@@ -181,29 +182,13 @@ class _Lane:
                 f'"system":{self.system}{stream},"tools":{self.tools}}}')
 
 
-class _Ids:
-    """Anthropic-style ids from one seeded stream."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def message(self) -> str:
-        return "msg_01" + random_token(self.rng, 22)
-
-    def tool_use(self) -> str:
-        return "toolu_01" + random_token(self.rng, 22)
-
-    def request(self) -> str:
-        return "req_011C" + random_token(self.rng, 20)
-
-
 class _Session:
     """A parent conversation with sub-agents, yielding row specs in time order."""
 
     def __init__(self, static: _Static, number: int, start_s: float, jsonl_dir: Path) -> None:
         self.static = static
         self.rng = random.Random(f"{static.seed}:session:{number}")
-        self.ids = _Ids(self.rng)
+        self.ids = IdSource(self.rng)
         self.number = number
         self.turns = int(math.exp(self.rng.uniform(math.log(100), math.log(1000))))
         self.cap_tokens = self.rng.randint(150_000, 200_000)
