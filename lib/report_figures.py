@@ -13,36 +13,13 @@ CARD_TARGET_SHARE = 0.95
 
 
 @dataclass(frozen=True)
-class SplitTotals:
-    """Summed cache read / creation / new of one side (API, API model or TTL model)."""
-
-    cache_read_tokens: int
-    cache_creation_tokens: int
-    new_tokens: int
-
-    @property
-    def prompt_tokens(self) -> int:
-        """All prompt tokens."""
-        return self.cache_read_tokens + self.cache_creation_tokens + self.new_tokens
-
-    @property
-    def hit_rate(self) -> float:
-        """cache read / prompt tokens (0 when empty)."""
-        return self.cache_read_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
-
-    def share(self, tokens: int) -> float:
-        """`tokens` as a fraction of the prompt tokens."""
-        return tokens / self.prompt_tokens if self.prompt_tokens else 0.0
-
-
-@dataclass(frozen=True)
 class Comparison:
     """API vs both simulations over the same requests (those with API usage), SPEC §7.3."""
 
     requests: int
-    api: SplitTotals
-    api_model: SplitTotals
-    ttl_model: SplitTotals
+    api: CacheSplit
+    api_model: CacheSplit
+    ttl_model: CacheSplit
 
     @staticmethod
     def accuracy(simulated: float, api: float) -> Optional[float]:
@@ -60,9 +37,9 @@ class Comparison:
         return self.accuracy(self.ttl_model.hit_rate, self.api.hit_rate)
 
 
-def _sum(splits: Iterable[CacheSplit]) -> SplitTotals:
+def _sum(splits: Iterable[CacheSplit]) -> CacheSplit:
     splits = list(splits)
-    return SplitTotals(sum(s.cache_read_tokens for s in splits), sum(s.cache_creation_tokens for s in splits),
+    return CacheSplit(sum(s.cache_read_tokens for s in splits), sum(s.cache_creation_tokens for s in splits),
                        sum(s.new_tokens for s in splits))
 
 

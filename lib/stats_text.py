@@ -11,8 +11,8 @@ from typing import Iterable, Optional, Sequence
 from .analysis import Analysis
 from .dashboard import format_pct, format_seconds, format_tokens, format_ttl
 from .records import ProxyRequest
-from .report_figures import Comparison, SplitTotals, compare, lane_counts, notes
-from .report_model import LANE_PARENT
+from .report_figures import Comparison, compare, lane_counts, notes
+from .report_model import LANE_PARENT, CacheSplit
 from .responses import KIND_ERROR, KIND_OK, KIND_PENDING
 from .stats import percentiles
 
@@ -71,15 +71,20 @@ def _request_counts(analysis: Analysis) -> list[str]:
     return [f"{label:<32}{count:>7}" + (f"  ({note})" if note else "") for label, count, note in entries]
 
 
+def _share(tokens: int, split: CacheSplit) -> float:
+    """`tokens` as a fraction of the split's prompt tokens (0 for an empty prompt)."""
+    return tokens / split.prompt_tokens if split.prompt_tokens else 0.0
+
+
 def _input_tokens(comparison: Comparison, analysis: Analysis) -> list[str]:
     ttl = format_ttl(analysis.options.cache_ttl_s)
-    sides: list[tuple[str, SplitTotals]] = [("API", comparison.api), ("API model", comparison.api_model),
+    sides: list[tuple[str, CacheSplit]] = [("API", comparison.api), ("API model", comparison.api_model),
                                              (f"TTL model {ttl}", comparison.ttl_model)]
     header = ("", *[name for name, _ in sides])
     rows = [header]
     for label, attribute in (("cache read", "cache_read_tokens"), ("cache creation", "cache_creation_tokens"),
                              ("new (uncached)", "new_tokens")):
-        rows.append((label, *[f"{format_tokens(getattr(t, attribute))} ({format_pct(t.share(getattr(t, attribute)))})"
+        rows.append((label, *[f"{format_tokens(getattr(t, attribute))} ({format_pct(_share(getattr(t, attribute), t))})"
                               for _, t in sides]))
     rows.append(("total prompt", *[format_tokens(t.prompt_tokens) for _, t in sides]))
     rows.append(("hit rate", *[format_pct(t.hit_rate) for _, t in sides]))
