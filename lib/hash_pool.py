@@ -73,8 +73,7 @@ def _hash_chunk(hasher: RequestHasher, proxy: Any, requests: Sequence[Any]) -> t
     """Each request's (problem, prompt) and the (tokens requested, tokens tokenized) it took."""
     stats = hasher.stats
     before = (stats.tokens_requested, stats.tokens_tokenized)
-    results = [(reason, hasher.hash_body(body, nan_free=True) if body is not None else None)
-               for _, body, reason in iter_bodies(proxy, requests)]
+    results = [hasher.hash_raw(raw) for _, raw in iter_bodies(proxy, requests)]
     return results, (stats.tokens_requested - before[0], stats.tokens_tokenized - before[1])
 
 

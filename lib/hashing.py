@@ -332,12 +332,26 @@ class PrefixHasher:
         self._states: OrderedDict[bytes, _ChainState] = OrderedDict()
         self._state_weight = 0
 
-    def hash_request(self, segments: Sequence[bytes]) -> RequestHashes:
-        """Token count, full-block keys and tail key of the concatenated `segments` (SPEC §4.5–4.6)."""
-        digests = [_digest(segment) for segment in segments]
-        chain = [self._root]
-        for digest in digests:
-            chain.append(_digest(chain[-1] + digest, self._seed))
+    @property
+    def root(self) -> bytes:
+        """The chain digest of the empty segment prefix (first item of a `chain` list)."""
+        return self._root
+
+    def hash_request(self, segments: Sequence[bytes], digests: Optional[Sequence[bytes]] = None,
+                     chain: Optional[list[bytes]] = None) -> RequestHashes:
+        """Token count, full-block keys and tail key of the concatenated `segments` (SPEC §4.5–4.6).
+
+        `digests` are the segments' `segment_digest`s if known. `chain` holds the chain digests
+        of a leading run of the segments (the root first), e.g. kept from an earlier request with
+        the same leading segments; it is completed in place, one digest per segment prefix.
+        """
+        if digests is None:
+            digests = [_digest(segment) for segment in segments]
+        if chain is None:
+            chain = [self._root]
+        seed = self._seed
+        for digest in digests[len(chain) - 1 :]:
+            chain.append(_digest(chain[-1] + digest, seed))
         state, start = self._empty, 0
         for end in range(len(segments), 0, -1):
             found = self._states.get(chain[end])

@@ -9,13 +9,15 @@ from __future__ import annotations
 import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any, Iterator, Optional, Sequence
 
 import orjson
 import xxhash
 
+from .body_layout import BodyLayout, BodyReader, Reuse, layout_of, locate_messages
 from .db import decode_text, repair_text
-from .hashing import PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section
+from .hashing import PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section, segment_digest
 from .records import ProxyRequest
 from .tokenizer import load_encoder
 
@@ -24,9 +26,6 @@ BODY_BATCH_ROWS = 64
 MAX_BREAKPOINTS = 4
 # Normalized bytes kept by the section memo (LRU); ~the unique content a few conversations need.
 DEFAULT_MAX_MEMO_BYTES = 128_000_000
-# orjson writes NaN and ±Infinity as `null`; sections containing it are never memoized, so a NaN
-# (possible in bodies parsed by json.loads) and a null can never share a memo entry.
-_NULL = b"null"
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,13 @@ class HashedRequest:
         return self.hashes.token_count
 
 
-def _content_types(message: Any) -> list[str]:
+def _content_types(message: Any) -> frozenset[str]:
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, str):
-        return ["text"]
+        return frozenset(("text",))
     if isinstance(content, list):
-        return [block.get("type", "") for block in content if isinstance(block, dict) and block.get("type")]
-    return []
+        return frozenset(block.get("type", "") for block in content if isinstance(block, dict) and block.get("type"))
+    return frozenset()
 
 
 def _compute_section(value: Any) -> _Section:
@@ -62,7 +61,7 @@ def _compute_section(value: Any) -> _Section:
     # orjson's result can sit in a much larger buffer (32 KB for a 3 KB output); the memo keeps
     # an exact-size copy, or it would hold ~10x the bytes it accounts for.
     segment = bytes(memoryview(normalize_section(value)))
-    return _Section(segment, _has_cache_control(value), tuple(_content_types(value)))
+    return _Section(segment, segment_digest(segment), _has_cache_control(value), _content_types(value))
 
 
 def _has_cache_control(value: Any) -> bool:
@@ -78,18 +77,61 @@ class _Section:
     """What hashing derives from one tools/system section or message, memoized by its raw JSON."""
 
     segment: bytes
+    digest: bytes
     is_marked: bool
-    content_types: tuple[str, ...]
+    content_types: frozenset[str]
     token_count: int = -1  # filled on first use by the owning RequestHasher's tokenizer
+
+
+@dataclass(slots=True)
+class _Prompt:
+    """Per-section results of one body, in section order; the next body of its conversation
+    reuses the leading part it shares (see lib/body_layout.py)."""
+
+    fixed: int  # tools/system sections before the messages
+    tool_tokens: int
+    system_tokens: int
+    sections: list[_Section]
+    segments: list[bytes]
+    digests: list[bytes]
+    marks: list[bool]
+    chain: list[bytes]  # the hasher's chain digests: root, then one per section
+    types: list[frozenset[str]]  # content types of messages[: i + 1]
+    positions: list[int]  # token offsets at section ends, filled as far as needed
+
+    def extended(self, shared: int, kept: int, sections: list[_Section]) -> _Prompt:
+        """The first `shared` sections (`kept` of them messages) followed by `sections`."""
+        prompt = _Prompt(self.fixed, self.tool_tokens, self.system_tokens, self.sections[:shared],
+                         self.segments[:shared], self.digests[:shared], self.marks[:shared],
+                         self.chain[: shared + 1], self.types[:kept], self.positions[:shared])
+        prompt.add(sections)
+        return prompt
+
+    def add(self, sections: list[_Section], *, messages: bool = True) -> None:
+        """Append sections (`messages`: they are messages, whose content types count)."""
+        self.sections += sections
+        self.segments += [section.segment for section in sections]
+        self.digests += [section.digest for section in sections]
+        self.marks += [section.is_marked for section in sections]
+        types = self.types
+        for section in sections if messages else ():
+            if not types:
+                types.append(section.content_types)
+            elif section.content_types <= types[-1]:
+                types.append(types[-1])
+            else:
+                types.append(types[-1] | section.content_types)
 
 
 class RequestHasher:
     """Hashes request bodies with one memoized tokenizer and prefix hasher for the whole run.
 
-    Every request repeats its conversation's history, so the per-section work (normalization, the
-    cache_control walk, content types) is memoized too: orjson's compact bytes of a parsed section
-    identify it exactly (key order kept, one shortest text per float), are produced in C, and key an
-    LRU of `_Section`s bounded by `max_memo_bytes`. Results are identical to computing each time.
+    Every request repeats its conversation's history, so the per-section work is memoized twice:
+    a body extending a recent body of its conversation reuses that body's per-section results for
+    the shared messages without parsing them (`BodyReader`), and any other section (normalization,
+    the cache_control walk, content types) is looked up by the xxh3-128 of orjson's compact bytes
+    of it (key order kept, one shortest text per float) in an LRU bounded by `max_memo_bytes`.
+    Results are identical to computing everything each time.
     """
 
     def __init__(self, *, block_size: int = 64, salt: Optional[str] = None, tokenizer: str = "cl100k_base",
@@ -100,6 +142,7 @@ class RequestHasher:
         self.block_size = block_size
         self.max_memo_bytes = max_memo_bytes
         self.keep_boundaries = keep_boundaries
+        self.reader = BodyReader()
         self._memo: OrderedDict[bytes, _Section] = OrderedDict()
         self._memo_bytes = 0
 
@@ -110,25 +153,25 @@ class RequestHasher:
     def _tokens(self, section: _Section) -> int:
         """Token count of a section, remembered on it (the memo belongs to this hasher's tokenizer)."""
         if section.token_count < 0:
-            section.token_count = len(self.tokenizer.token_bytes(section.segment)) // 4
+            section.token_count = len(self.tokenizer.token_bytes(section.segment, section.digest)) // 4
         return section.token_count
 
-    def _section(self, value: Any, nan_free: bool) -> _Section:
-        """Normalized segment, cache_control flag and content types of one section (memoized)."""
+    def _section(self, value: Any) -> tuple[_Section, Optional[bytes]]:
+        """One section's results (memoized) and orjson's bytes of it (None if orjson cannot write it).
+
+        Bodies are parsed by orjson, which rejects NaN and Infinity, so orjson's bytes (where a
+        NaN would read `null`) identify the value exactly.
+        """
         try:
             raw = orjson.dumps(value)
         except orjson.JSONEncodeError:
             # What orjson cannot write (lone surrogates, huge ints...) is rare: compute it directly.
-            return _compute_section(value)
-        # Scanning every message for "null" costs ~0.5 s per GB of bodies; orjson.loads rejects
-        # NaN and Infinity, so a body it parsed (`nan_free`) cannot hold the ambiguity.
-        if not nan_free and _NULL in raw:
-            return _compute_section(value)
+            return _compute_section(value), None
         key = xxhash.xxh3_128_digest(raw)
         found = self._memo.get(key)
         if found is not None:
             self._memo.move_to_end(key)
-            return found
+            return found, raw
         section = _compute_section(value)
         cost = len(section.segment) + 64  # the entry's own overhead, so tiny sections still count
         if cost <= self.max_memo_bytes:
@@ -137,63 +180,88 @@ class RequestHasher:
             while self._memo_bytes > self.max_memo_bytes:
                 _, evicted = self._memo.popitem(last=False)
                 self._memo_bytes -= len(evicted.segment) + 64
-        return section
+        return section, raw
 
-    def hash_body(self, body: dict[str, Any], *, nan_free: bool = False) -> HashedRequest:
-        """Hash one request body parsed from JSON: sections tools, system, then each message (SPEC §4.1).
+    def hash_raw(self, raw: Optional[bytes]) -> tuple[Optional[str], Optional[HashedRequest]]:
+        """(None, hashed prompt) of a stored body, or (why it is unusable, None).
 
-        Breakpoints are the token offsets at the end of each section or message that carries a
-        `cache_control` (rounded to that segment's end: the API's exact offset inside a segment
-        is not recoverable from segment-wise tokens); the last four are kept. `nan_free` says the
-        body came from orjson.loads (no NaN or Infinity in it), which makes memo keys cheaper.
+        Sections are tools, system, then each message (SPEC §4.1). Breakpoints are the token
+        offsets at the end of each section or message that carries a `cache_control` (rounded to
+        that segment's end: the API's exact offset inside a segment is not recoverable from
+        segment-wise tokens); the last four are kept.
         """
-        sections: list[_Section] = []
-        tool_tokens = system_tokens = 0
+        if raw is None:
+            return "body_missing", None
+        reuse = self.reader.reuse(raw)
+        if reuse is not None:
+            return None, self._hashed(self._extend(raw, reuse))
+        body, reason = _parse_body(raw)
+        if body is None:
+            return reason, None
+        prompt = _Prompt(0, 0, 0, [], [], [], [], [self.hasher.root], [], [])
+        fixed: list[_Section] = []
         for name in ("tools", "system"):
             value = body.get(name)
             if value:
-                section = self._section(value, nan_free)
-                sections.append(section)
+                section, _ = self._section(value)
+                fixed.append(section)
                 if name == "tools":
-                    tool_tokens = self._tokens(section)
+                    prompt.tool_tokens = self._tokens(section)
                 else:
-                    system_tokens = self._tokens(section)
-        messages = body.get("messages") or []
-        if not isinstance(messages, list):
-            messages = []
-        all_types: set[str] = set()
-        last_types: tuple[str, ...] = ()
-        for message in messages:
-            section = self._section(message, nan_free)
-            sections.append(section)
-            all_types.update(section.content_types)
-            last_types = section.content_types
-        hashes = self.hasher.hash_request([section.segment for section in sections])
-        breakpoints: list[int] = []
-        boundaries: list[int] = []
+                    prompt.system_tokens = self._tokens(section)
+        prompt.add(fixed, messages=False)
+        prompt.fixed = len(fixed)
+        results = [self._section(message) for message in body["messages"]]
+        prompt.add([section for section, _ in results])
+        dumped = [value for _, value in results]
+        if None not in dumped:
+            layout = layout_of(raw, dumped, prompt)
+            if layout is not None:
+                self.reader.remember(layout)
+        return None, self._hashed(prompt)
+
+    def _extend(self, raw: bytes, reuse: Reuse) -> _Prompt:
+        """The prompt of a body read against a layout; the body becomes a layout if located."""
+        old, kept = reuse.layout, reuse.kept
+        results = [self._section(message) for message in reuse.new_messages]
+        prompt = old.derived.extended(old.derived.fixed + kept, kept, [section for section, _ in results])
+        dumped = [value for _, value in results]
+        start = old.bounds[kept] + (1 if kept else 0)  # past the comma after the last kept message
+        ends = locate_messages(raw, start, dumped) if None not in dumped else None
+        if ends is not None and (ends[-1] if ends else old.bounds[kept]) == reuse.close:
+            # With no message shared the old layout is another conversation's: it stays.
+            self.reader.remember(BodyLayout(raw, old.bounds[: kept + 1] + ends, prompt), replaces=old if kept else None)
+        return prompt
+
+    def _hashed(self, prompt: _Prompt) -> HashedRequest:
+        hashes = self.hasher.hash_request(prompt.segments, prompt.digests, prompt.chain)
+        breakpoints: tuple[int, ...] = ()
+        boundaries: tuple[int, ...] = ()
         # Without a breakpoint nothing is read or written, so the boundaries would go unused.
-        if any(section.is_marked for section in sections):
-            position = 0
-            for section in sections:
+        if any(prompt.marks):
+            positions = prompt.positions
+            position = positions[-1] if positions else 0
+            for section in prompt.sections[len(positions):]:
                 position += self._tokens(section)
-                if section.is_marked:
-                    breakpoints.append(position)
-                if self.keep_boundaries:
-                    boundaries.append(position)
+                positions.append(position)
+            breakpoints = tuple(compress(positions, prompt.marks))[-MAX_BREAKPOINTS:]
+            if self.keep_boundaries:
+                boundaries = tuple(positions)
+        messages = prompt.sections[prompt.fixed:]
         return HashedRequest(
             hashes=hashes,
-            tool_tokens=tool_tokens,
-            system_tokens=system_tokens,
-            breakpoints=tuple(breakpoints[-MAX_BREAKPOINTS:]),
-            last_message_types=tuple(sorted(set(last_types))),
-            all_message_types=tuple(sorted(all_types)),
-            boundaries=tuple(boundaries),
+            tool_tokens=prompt.tool_tokens,
+            system_tokens=prompt.system_tokens,
+            breakpoints=breakpoints,
+            last_message_types=tuple(sorted(messages[-1].content_types)) if messages else (),
+            all_message_types=tuple(sorted(prompt.types[-1])) if prompt.types else (),
+            boundaries=boundaries,
         )
 
 
 def iter_bodies(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest]
-                ) -> Iterator[tuple[ProxyRequest, Optional[dict[str, Any]], Optional[str]]]:
-    """(request, parsed body, None) or (request, None, why the body is unusable), fetched in batches."""
+                ) -> Iterator[tuple[ProxyRequest, Optional[bytes]]]:
+    """(request, its stored body's bytes or None), fetched in batches."""
     for start in range(0, len(requests), BODY_BATCH_ROWS):
         chunk = requests[start : start + BODY_BATCH_ROWS]
         marks = ",".join("?" * len(chunk))
@@ -201,14 +269,11 @@ def iter_bodies(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest]
         found = dict(proxy.execute(f"SELECT rowid, CAST(body AS BLOB) FROM requests WHERE rowid IN ({marks})",
                                    [r.row_id for r in chunk]))
         for request in chunk:
-            body, reason = _parse_body(found.get(request.row_id))
-            yield request, body, reason
+            yield request, found.get(request.row_id)
 
 
-def _parse_body(raw: Optional[bytes]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+def _parse_body(raw: bytes) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     """The parsed body (from its stored bytes), or None and the problem reason that makes it unusable."""
-    if raw is None:
-        return None, "body_missing"
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
