@@ -12,7 +12,7 @@ import math
 import os
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import orjson
 
@@ -159,7 +159,6 @@ def _script_json(data: Any) -> str:
 
 def _page_data(model: ReportModel) -> dict[str, Any]:
     """The columnar data the page script draws from (compact: one array per field)."""
-    data = model.to_dict()
     return {
         "lanes": list(model.lanes),
         "cache_ttl_label": format_ttl(model.cache_ttl_s),
@@ -170,7 +169,7 @@ def _page_data(model: ReportModel) -> dict[str, Any]:
              "is_selected": row.ttl_s is not None and math.isclose(row.ttl_s, model.cache_ttl_s)}
             for row in model.ttl_sweep
         ],
-        "working_set": _columns(data["working_set"], ("t_s", "tokens")),
+        "working_set": _columns(model.working_set, ("t_s", "tokens")),
         "capacity": _capacity_data(model),
         "timings": [
             {"name": item.name, "label": item.label, **_histogram(item.values_s)}
@@ -181,7 +180,7 @@ def _page_data(model: ReportModel) -> dict[str, Any]:
              "finish": lane.finish_s, "requests": lane.requests}
             for lane in model.subagents
         ],
-        "concurrency": _columns(data["concurrency"], ("t_s", "active")),
+        "concurrency": _columns(model.concurrency, ("t_s", "active")),
     }
 
 
@@ -206,10 +205,9 @@ def _request_columns(model: ReportModel) -> dict[str, list[Any]]:
     }
 
 
-def _columns(rows: Iterable[dict[str, Any]], names: tuple[str, ...]) -> dict[str, list[Any]]:
-    """Turn a list of row dicts into one list per name."""
-    rows = list(rows)
-    return {name: [row[name] for row in rows] for name in names}
+def _columns(rows: Sequence[Any], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """One list per attribute name of the records `rows` (orjson writes non-finite floats as null)."""
+    return {name: [getattr(row, name) for row in rows] for name in names}
 
 
 def _capacity_data(model: ReportModel) -> Optional[dict[str, Any]]:
