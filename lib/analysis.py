@@ -16,9 +16,8 @@ walks back over section and message ends, like the API's content-block lookback.
 from __future__ import annotations
 
 import math
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from .api_cache_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_
 from .cache_models import DEFAULT_TTLS_S, CacheEvent, TTLResult, sweep_ttl
 from .capacity_models import CapacityPoint as CurvePoint
 from .dashboard import format_ttl
+from .forked import ForkedCall
 from .capacity_models import capacity_curve, capacity_needed, lru_profile
 from .hashing import IdAllocator
 from .records import ProxyRequest
@@ -99,21 +99,23 @@ class Analysis:
 
 
 def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: AnalysisOptions, *,
-            executor: Optional[Executor] = None) -> Analysis:
+            parallel: bool = False) -> Analysis:
     """Simulate the selection's turns (those with a usable body) and gather every dashboard figure.
 
-    With an `executor` (the hashing workers, idle by now) the capacity curve, the longest single
-    model, is computed there while this process runs the others; the result is the same.
+    With `parallel` the TTL sweep and the capacity curve run in forked children (which inherit the
+    block ids instead of receiving them) while this process runs the API model; same results.
     """
     turns = build_turns(selection.requests, hashed, block_size=options.block_size)
     events = [CacheEvent(t.start_s, t.ready_s, t.ids, t.hashed.token_count, t.item.lane, t.request.model)
               for t in turns]
-    capacity: Optional[Future] = executor.submit(_capacity, events, options) if executor and events else None
     ttls = _sweep_ttls(options)
-    sweep = sweep_ttl(events, ttls, block_size=options.block_size)
-    main = sweep[ttls.index(options.cache_ttl_s)]
+    run = ForkedCall if parallel and events else _InProcess
+    capacity = run(_capacity, events, options) if events else None
+    sweeping = run(sweep_ttl, events, ttls, block_size=options.block_size)
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
     points = _points(turns, predictions)
+    sweep = sweeping.result()
+    main = sweep[ttls.index(options.cache_ttl_s)]
     return Analysis(
         selection=selection,
         options=options,
@@ -122,7 +124,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
                          for t, hits in zip(turns, main.request_hit_blocks)),
         ttl_rows=tuple(_ttl_row(result) for result in sweep),
         working_set=_thin(main, options.max_series_points),
-        capacity=capacity.result() if capacity else _capacity(events, options) if events else None,
+        capacity=capacity.result() if capacity else None,
         timings=_timings(points),
         gaps_s=tuple(b.start_s - a.start_s for a, b in zip(turns, turns[1:])),
         subagents=_subagent_lanes(selection, turns),
@@ -136,6 +138,16 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     )
 
 
+class _InProcess:
+    """ForkedCall's interface, computed here and now."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._value = function(*args, **kwargs)
+
+    def result(self) -> Any:
+        return self._value
+
+
 def build_turns(items: Sequence[SelectedRequest], hashed: Mapping[str, HashedRequest], *,
                 block_size: int) -> list[Turn]:
     """Turns in arrival order with dense block ids, one id namespace per model (SPEC §4.7)."""
@@ -145,14 +157,20 @@ def build_turns(items: Sequence[SelectedRequest], hashed: Mapping[str, HashedReq
     origin = usable[0].request.timestamp
     models = sorted({item.request.model for item in usable})
     allocators = {model: IdAllocator() for model in models}
+    previous: dict[tuple, np.ndarray] = {}
     turns = []
     for item in usable:
         request = item.request
         prompt = hashed[request.request_id]
-        lane = (item.conversation_id, item.lane)
-        local = np.asarray(allocators[request.model].ids(prompt.hashes.block_keys, lane), dtype=np.int64)
+        keys = prompt.hashes.block_keys
+        lane = (item.conversation_id, item.lane, request.model)
+        # A lane's request repeats its previous request's keys as a prefix: only the ids after it
+        # are looked up and converted.
+        shared, new_ids = allocators[request.model].new_ids(keys, lane)
         # Interleave the per-model namespaces: ids stay small (dense within a factor of #models).
-        ids = (local - 1) * len(models) + models.index(request.model) + 1
+        tail = (np.asarray(new_ids, dtype=np.int64) - 1) * len(models) + models.index(request.model) + 1
+        ids = np.concatenate((previous[lane][:shared], tail)) if shared else tail
+        previous[lane] = ids
         start_s = (request.timestamp - origin).total_seconds()
         turns.append(Turn(item, prompt, ids, start_s, _ready_s(request, start_s, origin), _end_s(request, start_s, origin)))
     return turns

@@ -118,6 +118,15 @@ def _prefix_equal(raw: bytes, layout: memoryview, end: int) -> bool:
     return raw.startswith(layout[:end])
 
 
+def _messages_equal(raw: bytes, old: memoryview, bounds: Sequence[int], count: int) -> bool:
+    """Whether `raw` starts with the first `count` messages of `old` (and what precedes them).
+
+    Message `count` alone is compared first: a failed probe then costs one message, not the body.
+    """
+    start, end = bounds[count - 1], bounds[count]
+    return raw.startswith(old[start:end], start) and _prefix_equal(raw, old, start)
+
+
 def _shared_messages(raw: bytes, old: memoryview, bounds: Sequence[int], high: int) -> int:
     """The largest j <= `high` with raw[:bounds[j]] == old[:bounds[j]] (true for j = 0).
 
@@ -127,13 +136,13 @@ def _shared_messages(raw: bytes, old: memoryview, bounds: Sequence[int], high: i
     low, step = 0, 1
     while low < high:
         probe = max(low + 1, high - step + 1)
-        if _prefix_equal(raw, old, bounds[probe]):
+        if _messages_equal(raw, old, bounds, probe):
             low = probe
             break
         high, step = probe - 1, step * 2
     while low < high:
         probe = (low + high + 1) // 2
-        if _prefix_equal(raw, old, bounds[probe]):
+        if _messages_equal(raw, old, bounds, probe):
             low = probe
         else:
             high = probe - 1

@@ -165,11 +165,6 @@ class HashPool:
             # The first submit starts every worker (fork): they load the tokenizer meanwhile.
             self._pool.submit(os.getpid)
 
-    @property
-    def executor(self) -> Optional[ProcessPoolExecutor]:
-        """The worker processes (None with 1 worker), free for other pure work between hashing runs."""
-        return self._pool
-
     def __enter__(self) -> HashPool:
         return self
 

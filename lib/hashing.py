@@ -26,6 +26,7 @@ import os
 import struct
 from array import array
 from collections import OrderedDict
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Hashable, Mapping, Optional, Sequence
 
@@ -136,11 +137,12 @@ class IdAllocator:
     different salts produce identical integer ids.
     """
 
-    __slots__ = ("_ids", "_last")
+    __slots__ = ("_ids", "_last_keys", "_last_ids")
 
     def __init__(self) -> None:
         self._ids: dict[bytes, int] = {}
-        self._last: dict[Hashable, tuple[Sequence[bytes], list[int]]] = {}
+        self._last_keys: dict[Hashable, Sequence[bytes]] = {}
+        self._last_ids: dict[Hashable, list[int]] = {}
 
     def ids(self, block_keys: Sequence[bytes], context: Hashable = None) -> list[int]:
         """Ids of `block_keys`, allocating the next integers to keys not seen before.
@@ -148,10 +150,20 @@ class IdAllocator:
         `context` names the stream the request belongs to (e.g. a conversation lane) when the
         caller interleaves streams; it only makes the call faster, never changes the ids.
         """
-        # A request repeats its stream's previous request's keys as a prefix: their ids are copied
-        # (those keys were all allocated then), only the rest is looked up.
-        last_keys, last_ids = self._last.get(context, ((), []))
-        shared = common_prefix(last_keys, block_keys)
+        last_ids = self._last_ids.get(context, [])
+        shared, tail = self.new_ids(block_keys, context)
+        ids = last_ids[:shared]
+        ids += tail
+        self._last_ids[context] = ids
+        return ids
+
+    def new_ids(self, block_keys: Sequence[bytes], context: Hashable = None) -> tuple[int, list[int]]:
+        """(n, ids of block_keys[n:]): the first n keys are those of `context`'s previous request
+        through this method, whose ids the caller has. Use either this or `ids` for one context.
+        """
+        # A request repeats its stream's previous request's keys as a prefix: those keys were all
+        # allocated then, only the rest is looked up.
+        shared = common_prefix(self._last_keys.get(context, ()), block_keys)
         table = self._ids
         tail = list(map(table.get, block_keys[shared:]))
         if None in tail:
@@ -160,10 +172,8 @@ class IdAllocator:
                     # len(table) + 1 is evaluated before the insert, so new ids stay dense; a key
                     # repeated within `block_keys` gets the id its first occurrence allocated.
                     tail[position] = table.setdefault(block_keys[shared + position], len(table) + 1)
-        ids = last_ids[:shared]
-        ids += tail
-        self._last[context] = (block_keys, ids)
-        return ids
+        self._last_keys[context] = block_keys
+        return shared, tail
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -306,7 +316,7 @@ class _ChainState:
             if state.new_keys:
                 parts.append(state.new_keys)
             state = state.parent
-        return [key for part in reversed(parts) for key in part]
+        return list(itertools.chain.from_iterable(reversed(parts)))
 
 
 class PrefixHasher:

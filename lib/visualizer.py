@@ -132,7 +132,7 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
             entries = []
             for selection in selections:
                 hashed = _hash(pool, selection, progress)
-                analysis = analyze(selection, hashed, options.analysis, executor=pool.executor)
+                analysis = analyze(selection, hashed, options.analysis, parallel=options.workers > 1)
                 result, entry = _write(analysis, options, batch=mode == ALL)
                 summary.reports.append(result)
                 entries.append(entry)
