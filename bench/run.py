@@ -39,15 +39,19 @@ class Measurement:
     cpu_s: float
     max_rss_mb: float
     tree_rss_mb: float
+    tree_pss_mb: float
     exit_code: int
     summary: dict = field(default_factory=dict)
     note: str = ""
 
 
-def _tree_rss_bytes(root_pid: int) -> int:
-    """Resident bytes of a process and all its descendants (/proc scan; workers count too)."""
+def _tree_memory_bytes(root_pid: int) -> tuple[int, int]:
+    """(summed RSS, summed PSS) of a process and all its descendants (/proc scan; workers count too).
+
+    RSS counts a page shared by forked processes once per process; PSS splits it among them, so
+    the PSS sum is the memory the tree really holds.
+    """
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -57,14 +61,24 @@ def _tree_rss_bytes(root_pid: int) -> int:
         except OSError:
             continue  # the process exited while we looked
         parents[int(entry)] = int(fields[1])
-        rss[int(entry)] = int(fields[21]) * PAGE_BYTES
     members, frontier = {root_pid}, [root_pid]
     while frontier:
         pid = frontier.pop()
         children = [child for child, parent in parents.items() if parent == pid and child not in members]
         members.update(children)
         frontier.extend(children)
-    return sum(rss.get(pid, 0) for pid in members)
+    rss = pss = 0
+    for pid in members:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as stream:
+                for line in stream:
+                    if line.startswith(b"Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith(b"Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return rss, pss
 
 
 def measure(name: str, command: list[str], *, cwd: Path = ROOT) -> Measurement:
@@ -78,12 +92,13 @@ def measure(name: str, command: list[str], *, cwd: Path = ROOT) -> Measurement:
     if TIME_BIN.is_file():
         command = [str(TIME_BIN), "-f", "%M", "-o", str(rss_file), *command]
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak = [0]
+    peak = [0, 0]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(SAMPLE_INTERVAL_S):
-            peak[0] = max(peak[0], _tree_rss_bytes(process.pid))
+            rss, pss = _tree_memory_bytes(process.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -103,7 +118,8 @@ def measure(name: str, command: list[str], *, cwd: Path = ROOT) -> Measurement:
     # wait4's rusage covers the child and its reaped descendants (pool workers): CPU is summed,
     # ru_maxrss is the largest single process; the sampled tree RSS adds up concurrent processes.
     return Measurement(name, round(wall, 3), round(usage.ru_utime + usage.ru_stime, 3),
-                       round(max_rss_kb / 1024, 1), round(peak[0] / 2**20, 1), process.returncode, summary, note)
+                       round(max_rss_kb / 1024, 1), round(peak[0] / 2**20, 1), round(peak[1] / 2**20, 1),
+                       process.returncode, summary, note)
 
 
 def _drain(process: subprocess.Popen) -> tuple[bytes, bytes]:
@@ -158,6 +174,7 @@ def best_of(repeat: int, name: str, command: list[str]) -> Measurement:
     best = min(runs, key=lambda run: run.wall_s)
     best.max_rss_mb = max(run.max_rss_mb for run in runs)
     best.tree_rss_mb = max(run.tree_rss_mb for run in runs)
+    best.tree_pss_mb = max(run.tree_pss_mb for run in runs)
     return best
 
 
@@ -238,7 +255,7 @@ def _same_tree(left: Path, right: Path) -> bool:
 
 def format_table(floor: Measurement, results: list[Measurement], rows: int, db_mb: float) -> str:
     """The per-tool table: wall, CPU, RSS, throughput, memoization, ratio to the floor."""
-    header = (f"{'tool':36} {'wall s':>8} {'cpu s':>8} {'maxRSS MB':>10} {'treeRSS MB':>11} {'rows/s':>9} "
+    header = (f"{'tool':38} {'wall s':>8} {'cpu s':>8} {'maxRSS MB':>10} {'treeRSS MB':>11} {'treePSS MB':>11} {'rows/s':>9} "
               f"{'MB/s':>8} {'tokenized/requested':>24} {'x floor':>8}")
     lines = [header, "-" * len(header)]
     for run in [floor] + results:
@@ -247,7 +264,8 @@ def format_table(floor: Measurement, results: list[Measurement], rows: int, db_m
             requested, tokenized = run.summary["tokens_requested"], run.summary["tokens_tokenized"]
             tokens = f"{tokenized / 1e6:.1f}M/{requested / 1e6:.1f}M={tokenized / max(requested, 1):.1%}"
         status = "" if run.exit_code == 0 else f"  (exit {run.exit_code}: {run.note})"
-        lines.append(f"{run.name:36} {run.wall_s:8.2f} {run.cpu_s:8.2f} {run.max_rss_mb:10.1f} {run.tree_rss_mb:11.1f} "
+        lines.append(f"{run.name:38} {run.wall_s:8.2f} {run.cpu_s:8.2f} {run.max_rss_mb:10.1f} {run.tree_rss_mb:11.1f} "
+                     f"{run.tree_pss_mb:11.1f} "
                      f"{rows / run.wall_s:9.0f} {db_mb / run.wall_s:8.1f} {tokens:>24} "
                      f"{run.wall_s / floor.wall_s:8.2f}{status}")
     return "\n".join(lines)
