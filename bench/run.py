@@ -43,6 +43,7 @@ class Measurement:
     exit_code: int
     summary: dict = field(default_factory=dict)
     note: str = ""
+    floor_ratio: float = 0.0  # wall / the floor's wall measured right before it (median over repeats)
 
 
 def _tree_memory_bytes(root_pid: int) -> tuple[int, int]:
@@ -168,27 +169,51 @@ def _python() -> str:
     return sys.executable
 
 
-def best_of(repeat: int, name: str, command: list[str]) -> Measurement:
-    """The fastest of `repeat` runs (a shared machine only ever adds time), with the largest peaks seen."""
-    runs = [measure(name, command) for _ in range(repeat)]
-    best = min(runs, key=lambda run: run.wall_s)
-    best.max_rss_mb = max(run.max_rss_mb for run in runs)
-    best.tree_rss_mb = max(run.tree_rss_mb for run in runs)
-    best.tree_pss_mb = max(run.tree_pss_mb for run in runs)
-    return best
+class Timer:
+    """Runs measurements, each paired with a floor run just before it.
+
+    The machine is shared and its speed drifts by up to 2x over minutes (other virtual machines on
+    the host), so a tool's time is only comparable with a floor measured at the same moment: each
+    repeat runs the floor, then the tool, and the tool's ratio is the median of those pairs.
+    """
+
+    def __init__(self, db: Path, repeat: int) -> None:
+        self.floor_command = [_python(), str(ROOT / "bench" / "floor.py"), str(db)]
+        self.repeat = repeat
+        self.floors: list[Measurement] = []
+
+    def floor(self) -> Measurement:
+        run = measure("floor (read+parse)", self.floor_command)
+        self.floors.append(run)
+        return run
+
+    def run(self, name: str, command: list[str], *, repeat: Optional[int] = None) -> Measurement:
+        """The run with the median floor ratio of `repeat` pairs, with the largest memory peaks seen."""
+        runs = []
+        for _ in range(repeat or self.repeat):
+            floor = self.floor()
+            run = measure(name, command)
+            run.floor_ratio = run.wall_s / floor.wall_s
+            runs.append(run)
+        chosen = sorted(runs, key=lambda item: item.floor_ratio)[(len(runs) - 1) // 2]
+        chosen.max_rss_mb = max(run.max_rss_mb for run in runs)
+        chosen.tree_rss_mb = max(run.tree_rss_mb for run in runs)
+        chosen.tree_pss_mb = max(run.tree_pss_mb for run in runs)
+        return chosen
+
+    def floor_summary(self) -> Measurement:
+        """The median floor run of the session (the table's first row)."""
+        chosen = sorted(self.floors, key=lambda item: item.wall_s)[(len(self.floors) - 1) // 2]
+        chosen.floor_ratio = 1.0
+        return chosen
 
 
-def run_floor(db: Path, repeat: int) -> Measurement:
-    """The floor, best of at least 2 runs (the tools run on a warm page cache too)."""
-    return best_of(max(repeat, 2), "floor (read+parse)", [_python(), str(ROOT / "bench" / "floor.py"), str(db)])
-
-
-def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, repeat: int
+def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, timer: Timer
               ) -> tuple[list[Measurement], dict]:
     """Run the pipeline in order on a fresh copy of the DB (index tables go into the copy).
 
     The two index builders run once (a second run would find nothing new to do), also when not
-    timed; the other tools are idempotent and keep the best of `repeat` runs.
+    timed; the other tools are idempotent and run `timer.repeat` times.
     """
     db = work / "requests.db"
     jsonl = capture / "jsonl"
@@ -197,18 +222,21 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, r
     py = _python()
     # The later tools read both indexes, as in the user's workflow: an index not being timed is
     # still built (untimed), or the visualizer would see every request as unlinked.
-    message_index = measure("build_message_index", [py, "build_message_index.py", str(db), "--json"])
-    if "message_index" in tools:
-        results.append(message_index)
-    conversation_index = measure("build_conversation_index",
-                                 [py, "build_conversation_index.py", str(db), "--projects-path", str(jsonl), "--json"])
-    if "conversation_index" in tools:
-        results.append(conversation_index)
+    index_commands = {
+        "message_index": ("build_message_index", [py, "build_message_index.py", str(db), "--json"]),
+        "conversation_index": ("build_conversation_index",
+                               [py, "build_conversation_index.py", str(db), "--projects-path", str(jsonl), "--json"]),
+    }
+    for key, (name, command) in index_commands.items():
+        if key in tools:
+            results.append(timer.run(name, command, repeat=1))
+        else:
+            measure(name, command)
     trace_dirs: dict[int, Path] = {}
     if "traces" in tools:
         for count in sorted({1, workers}):
             trace_dirs[count] = work / f"traces_w{count}"
-            results.append(best_of(repeat, f"build_minimal_traces -w{count}", [
+            results.append(timer.run(f"build_minimal_traces -w{count}", [
                 py, "build_minimal_traces.py", str(db), "--jsonl-dir", str(jsonl), "--output-dir", str(trace_dirs[count]),
                 "--include-subagents", "--salt", SALT, "--workers", str(count), "--json"]))
         if len(trace_dirs) == 2:
@@ -220,7 +248,7 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, r
             extra["validate"] = "skipped: validate_trace_cache.py is absent" if not script.is_file() else "skipped: needs traces"
         else:
             for count in sorted({1, workers}):
-                results.append(best_of(repeat, f"validate_trace_cache -w{count}", [
+                results.append(timer.run(f"validate_trace_cache -w{count}", [
                     py, str(script), str(traces), "--db", str(db), "--jsonl-dir", str(jsonl), "--workers", str(count)]))
     if "visualizer" in tools:
         script = ROOT / "complete_cache_visualizer.py"
@@ -228,7 +256,7 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, r
             extra["visualizer"] = "skipped: complete_cache_visualizer.py is absent"
         else:
             for count in sorted({1, workers}):
-                results.append(best_of(repeat, f"complete_cache_visualizer combined -w{count}", [
+                results.append(timer.run(f"complete_cache_visualizer combined -w{count}", [
                     py, str(script), str(db), "--conversation-id", "combined", "--output", str(work / f"combined_w{count}.html"),
                     "--workers", str(count)]))
     return results, extra
@@ -267,7 +295,7 @@ def format_table(floor: Measurement, results: list[Measurement], rows: int, db_m
         lines.append(f"{run.name:38} {run.wall_s:8.2f} {run.cpu_s:8.2f} {run.max_rss_mb:10.1f} {run.tree_rss_mb:11.1f} "
                      f"{run.tree_pss_mb:11.1f} "
                      f"{rows / run.wall_s:9.0f} {db_mb / run.wall_s:8.1f} {tokens:>24} "
-                     f"{run.wall_s / floor.wall_s:8.2f}{status}")
+                     f"{run.floor_ratio:8.2f}{status}")
     return "\n".join(lines)
 
 
@@ -278,7 +306,7 @@ def format_table(floor: Measurement, results: list[Measurement], rows: int, db_m
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1),
               help="Worker count compared with 1 on the trace builder, validator and visualizer.")
 @click.option("--repeat", default=DEFAULT_REPEAT, show_default=True, type=click.IntRange(1),
-              help="Runs per measurement of the floor and the idempotent tools; the fastest is kept.")
+              help="Runs of each idempotent tool, each after its own floor run; the median ratio is kept.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Capture seed.")
 @click.option("--regenerate", is_flag=True, help="Regenerate the capture even when a cached one exists.")
 @click.option("--keep", is_flag=True, help="Keep the work copy (DB with indexes, traces) after the run.")
@@ -306,9 +334,11 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
     # freshly copied file, which a real capture already on disk would not.
     _fsync(work / "requests.db")
     db_mb = (work / "requests.db").stat().st_size / 1e6
-    floor = run_floor(work / "requests.db", repeat)
+    timer = Timer(work / "requests.db", repeat)
+    timer.floor()  # warms the page cache, as the tools' own earlier runs will have
+    results, extra = run_tools(capture, work, tools, workers, timer)
+    floor = timer.floor_summary()
     rows = floor.summary.get("rows", capture_summary["rows"])
-    results, extra = run_tools(capture, work, tools, workers, repeat)
     click.echo(f"Capture: {capture} — {rows} rows, {db_mb:.0f} MB DB, {capture_summary['jsonl_files']} JSONL files, "
                f"{floor.summary.get('chunks', 0)} stream chunks.")
     click.echo(format_table(floor, results, rows, db_mb))
@@ -317,13 +347,15 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
         single, multi = by_name.get(f"{tool} -w1"), by_name.get(f"{tool} -w{workers}")
         if single and multi and workers > 1:
             identical = f"; outputs byte-identical: {extra.get('identical')}" if tool == "build_minimal_traces" else ""
-            click.echo(f"{tool}: {workers} workers {single.wall_s / multi.wall_s:.2f}x faster than 1{identical}.")
+            click.echo(f"{tool}: {workers} workers {single.floor_ratio / multi.floor_ratio:.2f}x faster than 1 "
+                       f"(ratio of their floor ratios){identical}.")
     for key in ("validate", "visualizer"):
         if key in extra:
             click.echo(f"{key}: {extra[key]}")
     if json_out is not None:
         json_out.write_text(json.dumps({"size": size, "seed": seed, "repeat": repeat, "rows": rows, "db_mb": db_mb,
                                         "capture": capture_summary, "floor": asdict(floor),
+                                        "floors": [asdict(run) for run in timer.floors],
                                         "results": [asdict(run) for run in results], "extra": extra}, indent=2))
     if not keep:
         shutil.rmtree(work, ignore_errors=True)

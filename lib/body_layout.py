@@ -3,9 +3,10 @@
 Consecutive requests of a conversation repeat its history byte for byte: a stored body is the
 previous one with messages appended and the last message's cache_control moved. Once a body is
 parsed and its messages located in its bytes (a `BodyLayout`), a later body that has the same
-bytes up to the end of message j and the same bytes from the `]` closing the messages array to
-the end holds that body's first j messages, then whatever lies between: only that part is parsed.
-So parsing costs grow with the new content of a capture; memcmp still touches every byte.
+bytes up to the end of message j (j = 0: up to the array) and the same bytes from the `]` closing
+the messages array to the end (tools, system...) holds that body's first j messages, then whatever
+lies between: only that part is parsed. So parsing costs grow with the new content of a capture;
+memcmp still touches every byte.
 
 The result always equals parsing the whole body: a layout is kept only after checking that its
 array is the top-level `messages` value (the head and the tail around it parse as the rest of
