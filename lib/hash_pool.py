@@ -165,6 +165,14 @@ class HashPool:
             # The first submit starts every worker (fork): they load the tokenizer meanwhile.
             self._pool.submit(os.getpid)
 
+    def map(self, function: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """`function` over `items` in the workers (here with 1 worker), results in order.
+
+        With workers every item is handed out at once, so the caller can do other work before
+        consuming the results; `function` must be a picklable module-level function.
+        """
+        return self._pool.map(function, items) if self._pool is not None else map(function, items)
+
     def __enter__(self) -> HashPool:
         return self
 

@@ -33,7 +33,24 @@ class Conversation:
 
 def read_conversations(logs: Iterable[LogFile], problems: ProblemCounter) -> dict[str, Conversation]:
     """Read every conversation of these files; message ids seen in several conversations are counted."""
-    conversations = {cid: read_conversation(files, problems) for cid, files in group_logs(logs).items()}
+    return merge_conversations(map(read_log_group, group_logs(logs).values()), problems)
+
+
+def read_log_group(files: list[LogFile]) -> tuple[Conversation, ProblemCounter]:
+    """One conversation's files (a `group_logs` group) read on their own: conversations are
+    independent, so groups can be read in worker processes and merged in order."""
+    problems = ProblemCounter()
+    return read_conversation(files, problems), problems
+
+
+def merge_conversations(groups: Iterable[tuple[Conversation, ProblemCounter]],
+                        problems: ProblemCounter) -> dict[str, Conversation]:
+    """`read_log_group` results, in group order, as `read_conversations` returns them (problems
+    merged in that order, so counts and examples are those of one sequential read)."""
+    conversations: dict[str, Conversation] = {}
+    for conversation, found in groups:
+        problems.merge(found)
+        conversations[conversation.conversation_id] = conversation
     owner: dict[str, str] = {}
     for conversation in conversations.values():
         for turn in _all_turns(conversation):

@@ -20,8 +20,8 @@ from .atomic import atomic_writer, write_atomic
 from .db import open_index_db, open_proxy_db
 from .errors import InputError
 from .hash_pool import HashPool, HashSettings, run_salt
-from .jsonl import read_conversations
-from .log_files import discover_logs
+from .jsonl import merge_conversations, read_log_group
+from .log_files import discover_logs, group_logs
 from .message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from .mooncake import MooncakeCollector
 from .problems import ProblemCounter
@@ -135,20 +135,26 @@ def _hashed_plans(plans: list[TracePlan], pool: HashPool, problems: ProblemCount
 
 
 def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str], options: TraceOptions,
-                 say: Callable[[str], None], problems: ProblemCounter) -> tuple[list[TracePlan], Any, dict[str, str]]:
-    """Plans of the run (conversations from the JSONL, requests from the message index) and twins."""
+                 pool: HashPool, say: Callable[[str], None], problems: ProblemCounter
+                 ) -> tuple[list[TracePlan], Any, dict[str, str]]:
+    """Plans of the run (conversations from the JSONL, requests from the message index) and twins.
+
+    With workers, they read the JSONL (one conversation each at a time) while this process reads
+    the message index: they would otherwise wait idle for the first requests to hash.
+    """
     proxy = open_proxy_db(db_path)
     index = open_index_db(db_path, index_db)
     try:
         ensure_message_index(proxy, index, say=say)
-        conversations = read_conversations(discover_logs(jsonl_dir, problems), problems)
+        groups = pool.map(read_log_group, group_logs(discover_logs(jsonl_dir, problems)).values())
+        message_ids = load_message_ids(index)
+        requests = {r.request_id: r for r in iter_indexed_requests(proxy, index)}
+        twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
+        conversations = merge_conversations(groups, problems)
         wanted = options.plan.conversation_id
         if wanted and wanted not in conversations:
             # An empty output with exit 0 would hide a typo in the id.
             raise InputError(f"--conversation-id {wanted}: no such conversation in the JSONL logs ({len(conversations)} found)")
-        message_ids = load_message_ids(index)
-        requests = {r.request_id: r for r in iter_indexed_requests(proxy, index)}
-        twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
     finally:
         index.close()
         proxy.close()
@@ -192,7 +198,7 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
     settings = HashSettings(salt=run_salt(options.salt), block_size=options.block_size, tokenizer=options.tokenizer)
     # Started before the inputs are read, so the workers load the tokenizer meanwhile.
     with HashPool(db_path, settings, workers=options.workers) as pool:
-        plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, say, summary.problems)
+        plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, pool, say, summary.problems)
         summary.conversations = plan_summary.conversations
         summary.dropped_min_requests = plan_summary.dropped_min_requests
         target.mkdir(parents=True, exist_ok=True)

@@ -311,6 +311,22 @@ def test_workers_do_not_change_the_output_even_with_a_random_salt(pool: str, han
     assert parents(segment_2)[0]["hash_ids"][:15] == list(range(1, 16))
 
 
+def test_jsonl_read_by_workers_counts_the_same_problems_in_the_same_order(hand: tuple[Path, Path], tmp_path: Path):
+    """With workers the conversations' logs are read in the worker processes and merged in order."""
+    db, jsonl = hand
+    for name, junk in ((f"{SESSION}.jsonl", b'{"type": "future-entry"}\n{"type": "assistant", "mess'),
+                       (f"{OTHER_SESSION}.jsonl", b'{"type": "future-entry"}\n{"type": "future-entry"}\n')):
+        with (jsonl / name).open("ab") as stream:
+            stream.write(junk)
+    one = run(db, jsonl, tmp_path / "one", workers=1, include_subagents=True)
+    two = run(db, jsonl, tmp_path / "two", workers=2, include_subagents=True)
+    assert one.problems.as_dict() == two.problems.as_dict()
+    assert one.problems.as_dict()["unknown_entry_type:future-entry"] == {
+        "count": 3, "examples": [f"{SESSION}.jsonl:7", f"{OTHER_SESSION}.jsonl:3", f"{OTHER_SESSION}.jsonl:4"]}
+    assert one.problems.count("truncated_jsonl_line") == 1
+    assert tree(tmp_path / "one") == tree(tmp_path / "two")
+
+
 # --- options --------------------------------------------------------------------------------------
 
 
