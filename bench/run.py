@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -167,6 +168,32 @@ def ensure_capture(size: str, seed: int, *, regenerate: bool) -> tuple[Path, dic
 
 def _python() -> str:
     return sys.executable
+
+
+def _spin(iterations: int) -> float:
+    """Seconds a pure-Python loop takes (no memory traffic: only the core's own speed)."""
+    started = time.perf_counter()
+    total = 0
+    for value in range(iterations):
+        total += value
+    return time.perf_counter() - started
+
+
+def parallel_capacity(iterations: int = 10_000_000, rounds: int = 3) -> float:
+    """How many cores' worth of work 2 concurrent processes got, vs 1 alone (2.0 on an idle 2-core host).
+
+    On a shared virtual machine the second vCPU can be much slower while neighbours are busy; the
+    speed-up of any tool with 2 workers is bounded by this figure, measured around the runs
+    (median of `rounds` alternations of one process alone and two together).
+    """
+    ratios = []
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        for _ in range(rounds):
+            alone = pool.apply(_spin, (iterations,))
+            started = time.perf_counter()
+            pool.map(_spin, [iterations, iterations], chunksize=1)
+            ratios.append(2 * alone / (time.perf_counter() - started))
+    return round(sorted(ratios)[len(ratios) // 2], 2)
 
 
 class Timer:
@@ -334,14 +361,18 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
     # freshly copied file, which a real capture already on disk would not.
     _fsync(work / "requests.db")
     db_mb = (work / "requests.db").stat().st_size / 1e6
+    capacity_before = parallel_capacity()
     timer = Timer(work / "requests.db", repeat)
     timer.floor()  # warms the page cache, as the tools' own earlier runs will have
     results, extra = run_tools(capture, work, tools, workers, timer)
     floor = timer.floor_summary()
+    capacity_after = parallel_capacity()
     rows = floor.summary.get("rows", capture_summary["rows"])
     click.echo(f"Capture: {capture} — {rows} rows, {db_mb:.0f} MB DB, {capture_summary['jsonl_files']} JSONL files, "
                f"{floor.summary.get('chunks', 0)} stream chunks.")
     click.echo(format_table(floor, results, rows, db_mb))
+    click.echo(f"Host parallel capacity (2 processes of pure CPU work vs 1; 2.00 = two full cores): "
+               f"{capacity_before:.2f} before the runs, {capacity_after:.2f} after.")
     by_name = {run.name: run for run in results}
     for tool in ("build_minimal_traces", "validate_trace_cache", "complete_cache_visualizer combined"):
         single, multi = by_name.get(f"{tool} -w1"), by_name.get(f"{tool} -w{workers}")
@@ -353,7 +384,8 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
         if key in extra:
             click.echo(f"{key}: {extra[key]}")
     if json_out is not None:
-        json_out.write_text(json.dumps({"size": size, "seed": seed, "repeat": repeat, "rows": rows, "db_mb": db_mb,
+        json_out.write_text(json.dumps({"size": size, "seed": seed, "repeat": repeat,
+                                        "parallel_capacity": [capacity_before, capacity_after], "rows": rows, "db_mb": db_mb,
                                         "capture": capture_summary, "floor": asdict(floor),
                                         "floors": [asdict(run) for run in timer.floors],
                                         "results": [asdict(run) for run in results], "extra": extra}, indent=2))
