@@ -25,6 +25,8 @@ from bench.synthetic_capture import generate_capture, parse_size  # noqa: E402
 OUT = ROOT / "bench" / "out"
 TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualizer")
 DEFAULT_REPEAT = 3
+# A pair counts as run on two full cores when 2 processes got at least this many cores' worth.
+FULL_CAPACITY = 1.8
 SAMPLE_INTERVAL_S = 0.1
 SALT = "bench"  # a fixed salt makes trace outputs comparable across worker counts
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -45,6 +47,8 @@ class Measurement:
     summary: dict = field(default_factory=dict)
     note: str = ""
     floor_ratio: float = 0.0  # wall / the floor's wall measured right before it (median over repeats)
+    capacity: float = 0.0  # the host's parallel capacity measured right before the pair
+    full_cores: bool = True  # chosen among pairs that had two full cores (capacity >= FULL_CAPACITY)
 
 
 def _tree_memory_bytes(root_pid: int) -> tuple[int, int]:
@@ -214,15 +218,25 @@ class Timer:
         self.floors.append(run)
         return run
 
-    def run(self, name: str, command: list[str], *, repeat: Optional[int] = None) -> Measurement:
-        """The run with the median floor ratio of `repeat` pairs, with the largest memory peaks seen."""
+    def run(self, name: str, command: list[str], *, repeat: Optional[int] = None, parallel: bool = False
+            ) -> Measurement:
+        """The run with the median floor ratio of `repeat` pairs, with the largest memory peaks seen.
+
+        For a `parallel` tool the host's parallel capacity is measured before each pair and the
+        median is taken over the pairs that had two full cores, if any.
+        """
         runs = []
         for _ in range(repeat or self.repeat):
+            capacity = parallel_capacity(rounds=1) if parallel else 0.0
             floor = self.floor()
             run = measure(name, command)
             run.floor_ratio = run.wall_s / floor.wall_s
+            run.capacity = capacity
             runs.append(run)
-        chosen = sorted(runs, key=lambda item: item.floor_ratio)[(len(runs) - 1) // 2]
+        full = [run for run in runs if run.capacity >= FULL_CAPACITY] if parallel else runs
+        candidates = full or runs
+        chosen = sorted(candidates, key=lambda item: item.floor_ratio)[(len(candidates) - 1) // 2]
+        chosen.full_cores = bool(full)
         chosen.max_rss_mb = max(run.max_rss_mb for run in runs)
         chosen.tree_rss_mb = max(run.tree_rss_mb for run in runs)
         chosen.tree_pss_mb = max(run.tree_pss_mb for run in runs)
@@ -263,7 +277,7 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
     if "traces" in tools:
         for count in sorted({1, workers}):
             trace_dirs[count] = work / f"traces_w{count}"
-            results.append(timer.run(f"build_minimal_traces -w{count}", [
+            results.append(timer.run(f"build_minimal_traces -w{count}", parallel=count > 1, command=[
                 py, "build_minimal_traces.py", str(db), "--jsonl-dir", str(jsonl), "--output-dir", str(trace_dirs[count]),
                 "--include-subagents", "--salt", SALT, "--workers", str(count), "--json"]))
         if len(trace_dirs) == 2:
@@ -275,7 +289,7 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
             extra["validate"] = "skipped: validate_trace_cache.py is absent" if not script.is_file() else "skipped: needs traces"
         else:
             for count in sorted({1, workers}):
-                results.append(timer.run(f"validate_trace_cache -w{count}", [
+                results.append(timer.run(f"validate_trace_cache -w{count}", parallel=count > 1, command=[
                     py, str(script), str(traces), "--db", str(db), "--jsonl-dir", str(jsonl), "--workers", str(count)]))
     if "visualizer" in tools:
         script = ROOT / "complete_cache_visualizer.py"
@@ -283,7 +297,7 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
             extra["visualizer"] = "skipped: complete_cache_visualizer.py is absent"
         else:
             for count in sorted({1, workers}):
-                results.append(timer.run(f"complete_cache_visualizer combined -w{count}", [
+                results.append(timer.run(f"complete_cache_visualizer combined -w{count}", parallel=count > 1, command=[
                     py, str(script), str(db), "--conversation-id", "combined", "--output", str(work / f"combined_w{count}.html"),
                     "--workers", str(count)]))
     return results, extra
@@ -309,20 +323,23 @@ def _same_tree(left: Path, right: Path) -> bool:
 
 
 def format_table(floor: Measurement, results: list[Measurement], rows: int, db_mb: float) -> str:
-    """The per-tool table: wall, CPU, RSS, throughput, memoization, ratio to the floor."""
+    """The per-tool table: wall, CPU, RSS, throughput, memoization, ratio to the floor, host capacity."""
     header = (f"{'tool':38} {'wall s':>8} {'cpu s':>8} {'maxRSS MB':>10} {'treeRSS MB':>11} {'treePSS MB':>11} {'rows/s':>9} "
-              f"{'MB/s':>8} {'tokenized/requested':>24} {'x floor':>8}")
+              f"{'MB/s':>8} {'tokenized/requested':>24} {'x floor':>8} {'cap':>6}")
     lines = [header, "-" * len(header)]
     for run in [floor] + results:
         tokens = ""
         if "tokens_requested" in run.summary:
             requested, tokenized = run.summary["tokens_requested"], run.summary["tokens_tokenized"]
             tokens = f"{tokenized / 1e6:.1f}M/{requested / 1e6:.1f}M={tokenized / max(requested, 1):.1%}"
+        capacity = f"{run.capacity:.2f}{'' if run.full_cores else '*'}" if run.capacity else ""
         status = "" if run.exit_code == 0 else f"  (exit {run.exit_code}: {run.note})"
         lines.append(f"{run.name:38} {run.wall_s:8.2f} {run.cpu_s:8.2f} {run.max_rss_mb:10.1f} {run.tree_rss_mb:11.1f} "
                      f"{run.tree_pss_mb:11.1f} "
                      f"{rows / run.wall_s:9.0f} {db_mb / run.wall_s:8.1f} {tokens:>24} "
-                     f"{run.floor_ratio:8.2f}{status}")
+                     f"{run.floor_ratio:8.2f} {capacity:>6}{status}")
+    lines.append(f"cap: the host's parallel capacity (2 processes of pure CPU work vs 1) right before the reported "
+                 f"pair; multi-worker figures come from pairs with cap >= {FULL_CAPACITY} (* = there was none).")
     return "\n".join(lines)
 
 
