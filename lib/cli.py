@@ -7,7 +7,6 @@ import sys
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import click
-from tqdm import tqdm
 
 from .errors import CheckFailed, InputError
 from .timestamps import parse_timestamp
@@ -75,6 +74,9 @@ class Output:
         """Wrap an iterable in a tqdm bar on stderr when progress is enabled."""
         if not self.show_progress:
             return iterable
+        # Imported here: tqdm's import costs ~40 ms (it reads its package metadata), paid only with a bar.
+        from tqdm import tqdm
+
         return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False, unit="row")
 
     def text(self, message: str) -> None:
