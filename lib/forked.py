@@ -3,7 +3,7 @@
 A process pool must pickle a task's arguments; the visualizer's cache models take every request's
 block ids (millions of them), so sending them costs about what the model saves. A forked child
 already has them in memory (copy-on-write) and sends back only its small result. Where fork is
-unavailable the function simply runs in this process; the result is the same.
+unavailable or fails the function simply runs in this process; the result is the same.
 """
 from __future__ import annotations
 
@@ -23,7 +23,13 @@ class ForkedCall(Generic[T]):
             self._payload = _outcome(function, args, kwargs)
             return
         read_end, write_end = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to spare (e.g. a process limit): compute here, same result
+            os.close(read_end)
+            os.close(write_end)
+            self._payload = _outcome(function, args, kwargs)
+            return
         if pid == 0:  # the child: compute, write, leave without running the parent's exit handlers
             status = 1
             try:

@@ -55,3 +55,12 @@ def test_an_unpicklable_exception_still_reaches_the_parent():
 def test_a_child_that_dies_is_reported():
     with pytest.raises(RuntimeError, match="exit status 3"):
         ForkedCall(_die).result()
+
+
+def test_without_a_process_to_spare_the_call_runs_here(monkeypatch: pytest.MonkeyPatch):
+    def refuse() -> int:
+        raise BlockingIOError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    total, pid = ForkedCall(_summary, np.arange(4), scale=3).result()
+    assert (total, pid) == (18, os.getpid())
