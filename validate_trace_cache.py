@@ -43,7 +43,8 @@ def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db
     report = validate_traces(traces, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
                              mooncake_block_size=mooncake_block_size,
                              needs_api=min_accuracy is not None or max_error is not None, say=out.text,
-                             workers=workers)
+                             workers=workers,
+                             progress=lambda items, total: out.progress(items, total=total, desc="hashing"))
     if csv_path:
         write_atomic(Path(csv_path), report.stats.csv_text().encode())
     out.summary(report.as_dict(), report.text())

@@ -132,7 +132,8 @@ class MatchResult:
 
 
 def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optional[str], index_db: Optional[str],
-                 block_size: int, say: Callable[[str], None], workers: int = 1) -> MatchResult:
+                 block_size: int, say: Callable[[str], None], workers: int = 1,
+                 progress: Optional[Callable[[Iterable, int], Iterable]] = None) -> MatchResult:
     """Match every trace's requests to DB rows and hash the matched prompts (one salt for all, `workers` processes)."""
     result = MatchResult()
     settings = HashSettings(salt=MATCH_SALT, block_size=block_size, keep_boundaries=True)
@@ -155,7 +156,7 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
                     for r in requests_of_lane:
                         wanted.setdefault(r.request_id, (r, (file, lane)))
             result.hashed = pool.hash_all([r for r, _ in wanted.values()], result.problems,
-                                          group=lambda request: wanted[request.request_id][1])
+                                          group=lambda request: wanted[request.request_id][1], progress=progress)
         finally:
             index.close()
             proxy.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from .errors import CheckFailed, InputError
 from .trace_files import DirectoryCheck, check_directory
@@ -106,11 +106,13 @@ def _api_text(api: ApiComparison) -> str:
 
 def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Optional[str] = None,
                     index_db: Optional[str] = None, mooncake_block_size: int = 512, needs_api: bool = False,
-                    say: Callable[[str], None] = lambda _: None, workers: int = 1) -> ValidationReport:
+                    say: Callable[[str], None] = lambda _: None, workers: int = 1,
+                    progress: Optional[Callable[[Iterable, int], Iterable]] = None) -> ValidationReport:
     """Schema-check and summarize every trace under `path`; with a DB, compare with the API.
 
     `needs_api`: a threshold on the comparison was asked for, so a missing DB is a usage error.
-    `workers`: processes hashing the matched prompts (the report is the same for any count).
+    `workers`: processes hashing the matched prompts (the report is the same for any count);
+    `progress` wraps the hashing results (a progress bar).
     """
     started = time.perf_counter()
     if jsonl_dir and not db_path:
@@ -134,7 +136,7 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
     if db_path:
         block_size = next((trace.block_size for trace in lanes if trace.block_size), 64)
         matches = match_traces(lanes, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
-                               block_size=block_size, say=say, workers=workers)
+                               block_size=block_size, say=say, workers=workers, progress=progress)
         api = compare_with_api(lanes, matches)
     return ValidationReport(str(path), schema, stats.table(), api, time.perf_counter() - started)
 
