@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional
 
 import orjson
 
@@ -53,7 +53,7 @@ class MooncakeCollector:
             # The previous request's partial tail block changes as soon as the context grows, so
             # "extended" means all its *full* blocks are kept; a rewritten context is sent whole.
             kept_full = previous.input_length // self.block_size
-            if hashes.token_count >= previous.input_length and _shared_prefix(previous.hash_ids, hash_ids) >= kept_full:
+            if hashes.token_count >= previous.input_length and hash_ids[:kept_full] == previous.hash_ids[:kept_full]:
                 delta_length = hashes.token_count - previous.input_length
                 # AIPerf checks len(hash_ids) == ceil(input_length / block) on every row, deltas too:
                 # the new tokens are described by this request's last blocks.
@@ -93,12 +93,3 @@ class MooncakeCollector:
 
 def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
-
-
-def _shared_prefix(first: Sequence[int], second: Sequence[int]) -> int:
-    count = 0
-    for a, b in zip(first, second):
-        if a != b:
-            break
-        count += 1
-    return count

@@ -21,6 +21,7 @@ from lib.trace_files import check_directory, iter_jsonl
 from lib.trace_plan import PlanOptions
 from lib.traces import MANIFEST, MOONCAKE_FILE, MOONCAKE_SESSIONS_FILE, SIDECAR_DIR, TraceOptions, TraceSummary, build_traces
 from tests.jsonl_builders import OTHER_SESSION, SESSION
+from tests.test_hashing import common_prefix
 from tests.proxy_builders import jsonl_output_types, manifest_turns
 from tests import trace_inputs
 from tests.trace_inputs import AGENT_ID, hand_capture, twin_capture
@@ -72,13 +73,6 @@ def tree(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def shared_prefix(first: list[int], second: list[int]) -> int:
-    count = 0
-    for a, b in zip(first, second):
-        if a != b:
-            break
-        count += 1
-    return count
 
 
 @pytest.fixture
@@ -151,12 +145,12 @@ def test_fixture_ids_are_local_dense_and_shared_by_subagents(fixture_db: Path, f
     # The Explore agents share their tools (2738 tokens, 42 blocks) and the start of the system
     # prompt; its first block, the billing header, carries a per-agent `cch=` value.
     firsts = [m["requests"][0]["hash_ids"] for m in subs]
-    assert [shared_prefix(firsts[0], other) for other in firsts[1:]] == [43, 43]
+    assert [common_prefix(firsts[0], other) for other in firsts[1:]] == [43, 43]
     assert subs[0]["tool_tokens"] == 2738
     for document_requests in [parents(document)] + [m["requests"] for m in subs]:
         for previous, request in zip(document_requests, document_requests[1:]):
             # Every turn of the fixture extends its predecessor's prompt.
-            assert shared_prefix(previous["hash_ids"], request["hash_ids"]) >= len(previous["hash_ids"]) - 1
+            assert common_prefix(previous["hash_ids"], request["hash_ids"]) >= len(previous["hash_ids"]) - 1
 
 
 def all_requests_in_file_order(document: dict) -> list[dict]:
@@ -198,9 +192,9 @@ def test_pinned_token_counts_of_the_hand_made_segments():
             "FOLLOW_UP", "COMPACTED", "SUB_ASK", "SUB_CALL", "SUB_RESULT", "OTHER_ASK")] == [
         TOOLS, SYSTEM, ASK, TOOL_CALL, TOOL_RESULT, ANSWER, FOLLOW_UP, COMPACTED, SUB_ASK, SUB_CALL, SUB_RESULT, OTHER_ASK]
     ask, compacted = (tokens.tokens(normalize_section(getattr(trace_inputs, n))) for n in ("ASK", "COMPACTED"))
-    assert shared_prefix(ask, compacted) == COMMON_MESSAGE_START
+    assert common_prefix(ask, compacted) == COMMON_MESSAGE_START
     system, sub_system = (tokens.tokens(normalize_section(getattr(trace_inputs, n))) for n in ("SYSTEM", "SUB_SYSTEM"))
-    assert shared_prefix(system, sub_system) == COMMON_SYSTEM_START
+    assert common_prefix(system, sub_system) == COMMON_SYSTEM_START
 
 
 def test_hand_made_conversation_shares_exactly_the_hand_computed_prefix(hand: tuple[Path, Path], tmp_path: Path):
@@ -224,7 +218,7 @@ def test_hand_made_conversation_shares_exactly_the_hand_computed_prefix(hand: tu
     # r2 extends r1 (cache_control moved, thinking signature dropped): exactly n1 // 4 = 19 shared ids.
     fresh = max(s2["hash_ids"]) + 1
     assert r2["hash_ids"] == r1["hash_ids"] + list(range(fresh, fresh + n2 // 4 - n1 // 4))
-    assert shared_prefix(r2["hash_ids"], r3["hash_ids"]) == n2 // 4 == 37
+    assert common_prefix(r2["hash_ids"], r3["hash_ids"]) == n2 // 4 == 37
     # After compaction only tools, system and the common message start survive: (37+16+9) // 4 = 15.
     kept = (TOOLS + SYSTEM + COMMON_MESSAGE_START) // 4
     assert r4["hash_ids"][:kept] == r1["hash_ids"][:kept]
@@ -257,7 +251,7 @@ def test_global_scope_shares_identical_prefixes_across_conversations(hand: tuple
     rows = [row for _, row in iter_jsonl(local / MOONCAKE_FILE)]
     a1, b1 = rows[0], rows[-1]
     assert a1["input_length"] == TOOLS + SYSTEM + ASK and b1["input_length"] == TOOLS + SYSTEM + OTHER_ASK
-    assert shared_prefix(a1["hash_ids"], b1["hash_ids"]) == kept * 4 // 8
+    assert common_prefix(a1["hash_ids"], b1["hash_ids"]) == kept * 4 // 8
 
 
 # --- determinism ---------------------------------------------------------------------------------
@@ -397,7 +391,7 @@ def test_token_count_api_uses_the_api_prompt_size(fixture_db: Path, fixture_dir:
     assert all(len(r["hash_ids"]) == r["in"] // 64 for r in all_requests(document))
     # Scaling keeps block boundaries stable: each turn shares most of its predecessor's ids.
     for previous, request in zip(requests, requests[1:]):
-        assert shared_prefix(previous["hash_ids"], request["hash_ids"]) >= 0.85 * len(previous["hash_ids"])
+        assert common_prefix(previous["hash_ids"], request["hash_ids"]) >= 0.85 * len(previous["hash_ids"])
     assert summary.tokens_tokenized > 0
     assert check_directory(out).problems == []
 
