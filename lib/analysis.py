@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -109,7 +109,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     events = [CacheEvent(t.start_s, t.ready_s, t.ids, t.hashed.token_count, t.item.lane, t.request.model)
               for t in turns]
     ttls = _sweep_ttls(options)
-    run = ForkedCall if parallel and events else _InProcess
+    run = ForkedCall if parallel and events else ForkedCall.here
     capacity = run(_capacity, events, options) if events else None
     sweeping = run(sweep_ttl, events, ttls, block_size=options.block_size)
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
@@ -136,16 +136,6 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
         token_ratio=_token_ratio(turns),
         duration_s=max((t.end_s for t in turns), default=0.0),
     )
-
-
-class _InProcess:
-    """ForkedCall's interface, computed here and now."""
-
-    def __init__(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self._value = function(*args, **kwargs)
-
-    def result(self) -> Any:
-        return self._value
 
 
 def build_turns(items: Sequence[SelectedRequest], hashed: Mapping[str, HashedRequest], *,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -19,8 +19,9 @@ class ForkedCall(Generic[T]):
 
     def __init__(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> None:
         self._pid = 0
+        self._outcome: Optional[tuple[bool, Any]] = None
         if not hasattr(os, "fork"):
-            self._payload = _outcome(function, args, kwargs)
+            self._outcome = _attempt(function, args, kwargs)
             return
         read_end, write_end = os.pipe()
         try:
@@ -28,43 +29,57 @@ class ForkedCall(Generic[T]):
         except OSError:  # no process to spare (e.g. a process limit): compute here, same result
             os.close(read_end)
             os.close(write_end)
-            self._payload = _outcome(function, args, kwargs)
+            self._outcome = _attempt(function, args, kwargs)
             return
         if pid == 0:  # the child: compute, write, leave without running the parent's exit handlers
             status = 1
             try:
                 os.close(read_end)
                 with os.fdopen(write_end, "wb") as stream:
-                    stream.write(_outcome(function, args, kwargs))
+                    stream.write(_pickled(_attempt(function, args, kwargs)))
                 status = 0
             finally:
                 os._exit(status)
         os.close(write_end)
         self._pid = pid
         self._read_end = read_end
-        self._payload = b""
+
+    @classmethod
+    def here(cls, function: Callable[..., T], *args: Any, **kwargs: Any) -> ForkedCall[T]:
+        """The same call computed in this process, now (nothing forked or pickled)."""
+        call = cls.__new__(cls)
+        call._pid = 0
+        call._outcome = _attempt(function, args, kwargs)
+        return call
 
     def result(self) -> T:
         """The function's return value; its exception is raised here."""
-        if self._pid:
+        if self._outcome is None:
             with os.fdopen(self._read_end, "rb") as stream:
-                self._payload = stream.read()
+                payload = stream.read()
             _, status = os.waitpid(self._pid, 0)
             self._pid = 0
-            if not self._payload:
+            if not payload:
                 raise RuntimeError(f"forked computation died (exit status {os.waitstatus_to_exitcode(status)})")
-        is_value, value = pickle.loads(self._payload)
+            self._outcome = pickle.loads(payload)
+        is_value, value = self._outcome
         if not is_value:
             raise value
         return value
 
 
-def _outcome(function: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
-    """(True, result) or (False, the exception), pickled."""
+def _attempt(function: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[bool, Any]:
+    """(True, result) or (False, the exception)."""
     try:
-        return pickle.dumps((True, function(*args, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as error:  # noqa: BLE001 - re-raised in the parent by result()
-        try:
-            return pickle.dumps((False, error), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - an unpicklable exception still reaches the parent
-            return pickle.dumps((False, RuntimeError(f"{type(error).__name__}: {error}")))
+        return True, function(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - re-raised by result()
+        return False, error
+
+
+def _pickled(outcome: tuple[bool, Any]) -> bytes:
+    """`outcome` for the pipe; what cannot be pickled still reaches the parent as an error."""
+    try:
+        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:  # noqa: BLE001
+        failure = outcome[1] if not outcome[0] else error
+        return pickle.dumps((False, RuntimeError(f"{type(failure).__name__}: {failure}")))

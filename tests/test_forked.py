@@ -64,3 +64,11 @@ def test_without_a_process_to_spare_the_call_runs_here(monkeypatch: pytest.Monke
     monkeypatch.setattr(os, "fork", refuse)
     total, pid = ForkedCall(_summary, np.arange(4), scale=3).result()
     assert (total, pid) == (18, os.getpid())
+
+
+def test_here_computes_in_this_process_with_the_same_interface():
+    total, pid = ForkedCall.here(_summary, np.arange(4), scale=2).result()
+    assert (total, pid) == (12, os.getpid())
+    failing = ForkedCall.here(_fail, "raised at result()")
+    with pytest.raises(ValueError, match="raised at result"):
+        failing.result()
