@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import click
 
@@ -200,6 +200,30 @@ def parallel_capacity(iterations: int = 10_000_000, rounds: int = 3) -> float:
     return round(sorted(ratios)[len(ratios) // 2], 2)
 
 
+@dataclass
+class Scaling:
+    """A tool's speed-up with `workers` over 1: the median of back-to-back pairs (all listed)."""
+
+    tool: str
+    workers: int
+    speedup: float
+    pair_ratios: list[float]
+    full_cores: bool
+
+
+def _chosen(runs: list[Measurement], *, parallel: bool) -> Measurement:
+    """The median run by floor ratio (among those with two full cores, for a parallel tool), with the
+    largest memory peaks of all runs."""
+    full = [run for run in runs if run.capacity >= FULL_CAPACITY] if parallel else runs
+    candidates = full or runs
+    chosen = sorted(candidates, key=lambda item: item.floor_ratio)[(len(candidates) - 1) // 2]
+    chosen.full_cores = bool(full)
+    chosen.max_rss_mb = max(run.max_rss_mb for run in runs)
+    chosen.tree_rss_mb = max(run.tree_rss_mb for run in runs)
+    chosen.tree_pss_mb = max(run.tree_pss_mb for run in runs)
+    return chosen
+
+
 class Timer:
     """Runs measurements, each paired with a floor run just before it.
 
@@ -218,29 +242,42 @@ class Timer:
         self.floors.append(run)
         return run
 
-    def run(self, name: str, command: list[str], *, repeat: Optional[int] = None, parallel: bool = False
-            ) -> Measurement:
-        """The run with the median floor ratio of `repeat` pairs, with the largest memory peaks seen.
-
-        For a `parallel` tool the host's parallel capacity is measured before each pair and the
-        median is taken over the pairs that had two full cores, if any.
-        """
+    def run(self, name: str, command: list[str], *, repeat: Optional[int] = None) -> Measurement:
+        """The run with the median floor ratio of `repeat` pairs, with the largest memory peaks seen."""
         runs = []
         for _ in range(repeat or self.repeat):
-            capacity = parallel_capacity(rounds=1) if parallel else 0.0
             floor = self.floor()
-            run = measure(name, command)
-            run.floor_ratio = run.wall_s / floor.wall_s
-            run.capacity = capacity
-            runs.append(run)
-        full = [run for run in runs if run.capacity >= FULL_CAPACITY] if parallel else runs
-        candidates = full or runs
-        chosen = sorted(candidates, key=lambda item: item.floor_ratio)[(len(candidates) - 1) // 2]
-        chosen.full_cores = bool(full)
-        chosen.max_rss_mb = max(run.max_rss_mb for run in runs)
-        chosen.tree_rss_mb = max(run.tree_rss_mb for run in runs)
-        chosen.tree_pss_mb = max(run.tree_pss_mb for run in runs)
-        return chosen
+            runs.append(self._timed(name, command, floor))
+        return _chosen(runs, parallel=False)
+
+    def run_scaling(self, name: str, commands: dict[int, list[str]]) -> tuple[list[Measurement], Scaling]:
+        """Each worker count's run (as `run`) and the speed-up of the most workers over 1.
+
+        A repeat measures the host's parallel capacity, runs the floor, then every worker count
+        back to back (in alternating order, so a drift in host speed does not favour one), so the
+        speed-up compares runs seconds apart rather than minutes. The runs with workers, and the
+        speed-up, are taken from the repeats that had two full cores, if any.
+        """
+        counts = sorted(commands)
+        runs: dict[int, list[Measurement]] = {count: [] for count in counts}
+        for index in range(self.repeat):
+            capacity = parallel_capacity(rounds=1)
+            floor = self.floor()
+            for count in counts if index % 2 == 0 else reversed(counts):
+                run = self._timed(f"{name} -w{count}", commands[count], floor)
+                run.capacity = capacity if count > 1 else 0.0
+                runs[count].append(run)
+        most = counts[-1]
+        chosen = [_chosen(runs[count], parallel=count > 1) for count in counts]
+        pairs = list(zip(runs[counts[0]], runs[most]))
+        full = [(single, multi) for single, multi in pairs if multi.capacity >= FULL_CAPACITY]
+        ratios = [round(single.wall_s / multi.wall_s, 2) for single, multi in full or pairs]
+        return chosen, Scaling(name, most, sorted(ratios)[(len(ratios) - 1) // 2], ratios, bool(full))
+
+    def _timed(self, name: str, command: list[str], floor: Measurement) -> Measurement:
+        run = measure(name, command)
+        run.floor_ratio = run.wall_s / floor.wall_s
+        return run
 
     def floor_summary(self) -> Measurement:
         """The median floor run of the session (the table's first row)."""
@@ -250,7 +287,7 @@ class Timer:
 
 
 def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, timer: Timer
-              ) -> tuple[list[Measurement], dict]:
+              ) -> tuple[list[Measurement], list[Scaling], dict]:
     """Run the pipeline in order on a fresh copy of the DB (index tables go into the copy).
 
     The two index builders run once (a second run would find nothing new to do), also when not
@@ -259,6 +296,7 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
     db = work / "requests.db"
     jsonl = capture / "jsonl"
     results: list[Measurement] = []
+    scalings: list[Scaling] = []
     extra: dict = {}
     py = _python()
     # The later tools read both indexes, as in the user's workflow: an index not being timed is
@@ -273,34 +311,40 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
             results.append(timer.run(name, command, repeat=1))
         else:
             measure(name, command)
-    trace_dirs: dict[int, Path] = {}
+    counts = sorted({1, workers})
+
+    def timed(name: str, command_for: Callable[[int], list[str]]) -> None:
+        if len(counts) == 1:
+            results.append(timer.run(f"{name} -w1", command_for(1)))
+            return
+        runs, scaling = timer.run_scaling(name, {count: command_for(count) for count in counts})
+        results.extend(runs)
+        scalings.append(scaling)
+
+    trace_dirs = {count: work / f"traces_w{count}" for count in counts}
     if "traces" in tools:
-        for count in sorted({1, workers}):
-            trace_dirs[count] = work / f"traces_w{count}"
-            results.append(timer.run(f"build_minimal_traces -w{count}", parallel=count > 1, command=[
-                py, "build_minimal_traces.py", str(db), "--jsonl-dir", str(jsonl), "--output-dir", str(trace_dirs[count]),
-                "--include-subagents", "--salt", SALT, "--workers", str(count), "--json"]))
+        timed("build_minimal_traces", lambda count: [
+            py, "build_minimal_traces.py", str(db), "--jsonl-dir", str(jsonl), "--output-dir", str(trace_dirs[count]),
+            "--include-subagents", "--salt", SALT, "--workers", str(count), "--json"])
         if len(trace_dirs) == 2:
             extra["identical"] = _same_tree(trace_dirs[1], trace_dirs[workers])
-    traces = trace_dirs.get(1)
+    traces = trace_dirs[1] if "traces" in tools else None
     if "validate" in tools:
         script = ROOT / "validate_trace_cache.py"
         if not script.is_file() or traces is None:
             extra["validate"] = "skipped: validate_trace_cache.py is absent" if not script.is_file() else "skipped: needs traces"
         else:
-            for count in sorted({1, workers}):
-                results.append(timer.run(f"validate_trace_cache -w{count}", parallel=count > 1, command=[
-                    py, str(script), str(traces), "--db", str(db), "--jsonl-dir", str(jsonl), "--workers", str(count)]))
+            timed("validate_trace_cache", lambda count: [
+                py, str(script), str(traces), "--db", str(db), "--jsonl-dir", str(jsonl), "--workers", str(count)])
     if "visualizer" in tools:
         script = ROOT / "complete_cache_visualizer.py"
         if not script.is_file():
             extra["visualizer"] = "skipped: complete_cache_visualizer.py is absent"
         else:
-            for count in sorted({1, workers}):
-                results.append(timer.run(f"complete_cache_visualizer combined -w{count}", parallel=count > 1, command=[
-                    py, str(script), str(db), "--conversation-id", "combined", "--output", str(work / f"combined_w{count}.html"),
-                    "--workers", str(count)]))
-    return results, extra
+            timed("complete_cache_visualizer combined", lambda count: [
+                py, str(script), str(db), "--conversation-id", "combined", "--output", str(work / f"combined_w{count}.html"),
+                "--workers", str(count)])
+    return results, scalings, extra
 
 
 def _fsync(path: Path) -> None:
@@ -381,7 +425,7 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
     capacity_before = parallel_capacity()
     timer = Timer(work / "requests.db", repeat)
     timer.floor()  # warms the page cache, as the tools' own earlier runs will have
-    results, extra = run_tools(capture, work, tools, workers, timer)
+    results, scalings, extra = run_tools(capture, work, tools, workers, timer)
     floor = timer.floor_summary()
     capacity_after = parallel_capacity()
     rows = floor.summary.get("rows", capture_summary["rows"])
@@ -390,13 +434,12 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
     click.echo(format_table(floor, results, rows, db_mb))
     click.echo(f"Host parallel capacity (2 processes of pure CPU work vs 1; 2.00 = two full cores): "
                f"{capacity_before:.2f} before the runs, {capacity_after:.2f} after.")
-    by_name = {run.name: run for run in results}
-    for tool in ("build_minimal_traces", "validate_trace_cache", "complete_cache_visualizer combined"):
-        single, multi = by_name.get(f"{tool} -w1"), by_name.get(f"{tool} -w{workers}")
-        if single and multi and workers > 1:
-            identical = f"; outputs byte-identical: {extra.get('identical')}" if tool == "build_minimal_traces" else ""
-            click.echo(f"{tool}: {workers} workers {single.floor_ratio / multi.floor_ratio:.2f}x faster than 1 "
-                       f"(ratio of their floor ratios){identical}.")
+    for scaling in scalings:
+        identical = f"; outputs byte-identical: {extra.get('identical')}" if scaling.tool == "build_minimal_traces" else ""
+        pairs = ", ".join(f"{ratio:.2f}" for ratio in scaling.pair_ratios)
+        cores = "" if scaling.full_cores else "; no pair had two full cores"
+        click.echo(f"{scaling.tool}: {scaling.workers} workers {scaling.speedup:.2f}x faster than 1 "
+                   f"(median of back-to-back pairs: {pairs}{cores}){identical}.")
     for key in ("validate", "visualizer"):
         if key in extra:
             click.echo(f"{key}: {extra[key]}")
@@ -405,7 +448,8 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
                                         "parallel_capacity": [capacity_before, capacity_after], "rows": rows, "db_mb": db_mb,
                                         "capture": capture_summary, "floor": asdict(floor),
                                         "floors": [asdict(run) for run in timer.floors],
-                                        "results": [asdict(run) for run in results], "extra": extra}, indent=2))
+                                        "results": [asdict(run) for run in results],
+                                        "scaling": [asdict(scaling) for scaling in scalings], "extra": extra}, indent=2))
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
 
