@@ -145,24 +145,30 @@ def _grouped(requests: list[ProxyRequest], group: Group) -> list[ProxyRequest]:
 class HashPool:
     """Hashes requests in `workers` processes (or in this one for 1), identically for any count.
 
-    The pool starts at construction, so workers load the tokenizer while the caller reads its
-    inputs. `hasher` is this process's own (its encoder loads only if this process tokenizes).
+    The pool starts at construction. Each worker loads the tokenizer as it starts, while the
+    caller reads its inputs; with `share_tokenizer`, this process loads it once before the workers
+    fork and they inherit it, for a caller that hands them other work first (`map`): N loads cost
+    N times the CPU, and the work queued behind them waits. `hasher` is this process's own (its
+    encoder loads only if this process tokenizes or shares).
     """
 
     def __init__(self, db_path: str, settings: HashSettings, *, workers: int = 1,
-                 chunk_requests: Optional[int] = None) -> None:
+                 chunk_requests: Optional[int] = None, share_tokenizer: bool = False) -> None:
         self.db_path = db_path
         self.settings = settings
         self.chunk_requests = chunk_requests if chunk_requests is not None else CHUNK_REQUESTS
-        self.hasher = _make_hasher(settings, LazyEncoder(settings.tokenizer))
+        encoder = LazyEncoder(settings.tokenizer)
+        self.hasher = _make_hasher(settings, encoder)
         self.tokens_requested = 0
         self.tokens_tokenized = 0
         # Opened here also to fail early (InputError) on a bad path, before any worker tries it.
         self._proxy = open_proxy_db(db_path)
         self._pool: Optional[ProcessPoolExecutor] = None
         if workers > 1:
+            if share_tokenizer:
+                encoder.load()
             self._pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(db_path, settings))
-            # The first submit starts every worker (fork): they load the tokenizer meanwhile.
+            # The first submit starts every worker (fork); each loads its tokenizer now unless shared.
             self._pool.submit(os.getpid)
 
     def map(self, function: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:

@@ -196,8 +196,9 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
     # One salt for the whole run: worker processes drawing their own random salts would give
     # equal prefixes different keys, and so different ids, across chunks hashed in other workers.
     settings = HashSettings(salt=run_salt(options.salt), block_size=options.block_size, tokenizer=options.tokenizer)
-    # Started before the inputs are read, so the workers load the tokenizer meanwhile.
-    with HashPool(db_path, settings, workers=options.workers) as pool:
+    # Started before the inputs are read: the workers read the JSONL meanwhile, with the tokenizer
+    # they inherit (loading it first in each would delay the JSONL, and so the first hashing).
+    with HashPool(db_path, settings, workers=options.workers, share_tokenizer=True) as pool:
         plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, pool, say, summary.problems)
         summary.conversations = plan_summary.conversations
         summary.dropped_min_requests = plan_summary.dropped_min_requests
