@@ -203,12 +203,14 @@ def parallel_capacity(iterations: int = 10_000_000, rounds: int = 3) -> float:
 
 @dataclass
 class Scaling:
-    """A tool's speed-up with `workers` over 1: the median of back-to-back pairs (all listed)."""
+    """A tool's speed-up with `workers` over 1: the median of back-to-back pairs (all listed, each with
+    the CPU time of its multi-worker run over that of its 1-worker run)."""
 
     tool: str
     workers: int
     speedup: float
     pair_ratios: list[float]
+    cpu_ratios: list[float]
     full_cores: bool
 
 
@@ -273,7 +275,8 @@ class Timer:
         pairs = list(zip(runs[counts[0]], runs[most]))
         full = [(single, multi) for single, multi in pairs if multi.capacity >= FULL_CAPACITY]
         ratios = [round(single.wall_s / multi.wall_s, 2) for single, multi in full or pairs]
-        return chosen, Scaling(name, most, sorted(ratios)[(len(ratios) - 1) // 2], ratios, bool(full))
+        cpu = [round(multi.cpu_s / single.cpu_s, 2) for single, multi in full or pairs]
+        return chosen, Scaling(name, most, sorted(ratios)[(len(ratios) - 1) // 2], ratios, cpu, bool(full))
 
     def _timed(self, name: str, command: list[str], floor: Measurement) -> Measurement:
         run = measure(name, command)
@@ -441,7 +444,7 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
                f"{capacity_before:.2f} before the runs, {capacity_after:.2f} after.")
     for scaling in scalings:
         identical = f"; outputs byte-identical: {extra.get('identical')}" if scaling.tool == "build_minimal_traces" else ""
-        pairs = ", ".join(f"{ratio:.2f}" for ratio in scaling.pair_ratios)
+        pairs = ", ".join(f"{ratio:.2f} (cpu x{cpu:.2f})" for ratio, cpu in zip(scaling.pair_ratios, scaling.cpu_ratios))
         cores = "" if scaling.full_cores else "; no pair had two full cores"
         click.echo(f"{scaling.tool}: {scaling.workers} workers {scaling.speedup:.2f}x faster than 1 "
                    f"(median of back-to-back pairs: {pairs}{cores}){identical}.")
