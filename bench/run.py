@@ -28,9 +28,9 @@ TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualize
 DEFAULT_REPEAT = 3
 # A pair counts as run on two full cores when 2 processes got at least this many cores' worth.
 FULL_CAPACITY = 1.8
-# The CPU the workers' own overhead adds at most (measured on pairs that ran at full speed); a pair
-# whose multi-worker run took more CPU than this over its 1-worker run ran on host-slowed cores.
-WORKER_CPU_OVERHEAD = 1.10
+# The workers' own CPU overhead is at most ~10 % (measured on pairs that ran at full speed): a pair
+# whose two runs' CPU times differ by more ran at different core speeds (the host slowed one).
+CPU_MATCH = 0.10
 SAMPLE_INTERVAL_S = 0.1
 SALT = "bench"  # a fixed salt makes trace outputs comparable across worker counts
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -216,10 +216,10 @@ class Scaling:
     cpu_ratios: list[float]
     full_cores: bool
 
-    def unslowed(self) -> Optional[float]:
-        """The median speed-up of the pairs whose multi-worker CPU stayed within the workers' own
-        overhead (None when there was none): the speed-up on cores the host did not slow."""
-        ratios = sorted(ratio for ratio, cpu in zip(self.pair_ratios, self.cpu_ratios) if cpu <= WORKER_CPU_OVERHEAD)
+    def same_speed(self) -> Optional[float]:
+        """The median speed-up of the pairs whose two runs' CPU times are within CPU_MATCH (None when
+        there was none): the pairs that ran at one core speed."""
+        ratios = sorted(ratio for ratio, cpu in zip(self.pair_ratios, self.cpu_ratios) if abs(cpu - 1) <= CPU_MATCH)
         return ratios[(len(ratios) - 1) // 2] if ratios else None
 
 
@@ -455,9 +455,9 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
         identical = f"; outputs byte-identical: {extra.get('identical')}" if scaling.tool == "build_minimal_traces" else ""
         pairs = ", ".join(f"{ratio:.2f} (cpu x{cpu:.2f})" for ratio, cpu in zip(scaling.pair_ratios, scaling.cpu_ratios))
         cores = "" if scaling.full_cores else "; no pair had two full cores"
-        unslowed = scaling.unslowed()
-        within = (f"{unslowed:.2f}x" if unslowed is not None else "none") + \
-            f" over the pairs with cpu <= x{WORKER_CPU_OVERHEAD:.2f}"
+        same_speed = scaling.same_speed()
+        within = (f"{same_speed:.2f}x" if same_speed is not None else "none") + \
+            f" over the pairs with cpu x{1 - CPU_MATCH:.2f}-{1 + CPU_MATCH:.2f}"
         click.echo(f"{scaling.tool}: {scaling.workers} workers {scaling.speedup:.2f}x faster than 1 "
                    f"(median of back-to-back pairs: {pairs}{cores}; {within}){identical}.")
     for key in ("validate", "visualizer"):
@@ -469,7 +469,7 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
                                         "capture": capture_summary, "floor": asdict(floor),
                                         "floors": [asdict(run) for run in timer.floors],
                                         "results": [asdict(run) for run in results],
-                                        "scaling": [{**asdict(scaling), "unslowed_speedup": scaling.unslowed()} for scaling in scalings], "extra": extra}, indent=2))
+                                        "scaling": [{**asdict(scaling), "same_speed_speedup": scaling.same_speed()} for scaling in scalings], "extra": extra}, indent=2))
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
 
