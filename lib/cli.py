@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import sys
 from typing import Any, Callable, Iterable, Optional, TypeVar
@@ -12,6 +13,7 @@ from .errors import CheckFailed, InputError
 from .timestamps import parse_timestamp
 
 T = TypeVar("T")
+GC_FIRST_GENERATION_THRESHOLD = 50_000
 
 
 class Command(click.Command):
@@ -23,6 +25,12 @@ class Command(click.Command):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        thresholds = gc.get_threshold()
+        # A run allocates millions of small containers (key lists, records) and keeps many of them:
+        # at the default threshold (700) the cycle collector re-scans them hundreds of times (5–10 %
+        # of a run) for cycles there are hardly any of. Reference counting still frees everything
+        # else at once; cyclic garbage waits for 50,000 allocations instead of 700.
+        gc.set_threshold(GC_FIRST_GENERATION_THRESHOLD, *thresholds[1:])
         try:
             return super().main(*args, **kwargs)
         except click.UsageError as error:
@@ -31,6 +39,8 @@ class Command(click.Command):
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(1)
+        finally:
+            gc.set_threshold(*thresholds)
 
 
 def common_options(command: Callable) -> Callable:

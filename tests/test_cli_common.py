@@ -1,12 +1,15 @@
 """The conventions all five scripts share (SPEC §3): one-line usage errors with exit 2."""
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
+import click
 import pytest
 
 from conftest import ROOT
+from lib.cli import GC_FIRST_GENERATION_THRESHOLD, Command
 
 SCRIPTS = ["build_message_index.py", "build_conversation_index.py", "build_minimal_traces.py",
            "validate_trace_cache.py", "complete_cache_visualizer.py"]
@@ -26,3 +29,17 @@ def test_help_shows_an_example_and_exits_0(script):
     run = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0
     assert "Example" in run.stdout and "examples/" in run.stdout
+
+
+
+def test_a_command_runs_with_a_raised_collector_threshold_and_restores_it():
+    seen = []
+
+    @click.command(cls=Command)
+    def probe():
+        seen.append(gc.get_threshold())
+
+    before = gc.get_threshold()
+    probe.main([], prog_name="probe")
+    assert seen == [(GC_FIRST_GENERATION_THRESHOLD, *before[1:])]
+    assert gc.get_threshold() == before
