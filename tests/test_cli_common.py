@@ -31,7 +31,6 @@ def test_help_shows_an_example_and_exits_0(script):
     assert "Example" in run.stdout and "examples/" in run.stdout
 
 
-
 def test_a_command_runs_with_a_raised_collector_threshold_and_restores_it():
     seen = []
 
