@@ -28,8 +28,8 @@ TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualize
 DEFAULT_REPEAT = 3
 # A pair counts as run on two full cores when 2 processes got at least this many cores' worth.
 FULL_CAPACITY = 1.8
-# The workers' own CPU overhead is at most ~10 % (measured on pairs that ran at full speed): a pair
-# whose two runs' CPU times differ by more ran at different core speeds (the host slowed one).
+# The workers' own CPU overhead came to 0-14 % in the steadiest runs: a pair whose two runs' CPU times
+# differ by more than this most likely ran at different core speeds (the host slowed one).
 CPU_MATCH = 0.10
 SAMPLE_INTERVAL_S = 0.1
 SALT = "bench"  # a fixed salt makes trace outputs comparable across worker counts
