@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 import click
 
@@ -35,6 +35,7 @@ SAMPLE_INTERVAL_S = 0.1
 SALT = "bench"  # a fixed salt makes trace outputs comparable across worker counts
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 TIME_BIN = Path("/usr/bin/time")
+T = TypeVar("T")
 
 
 @dataclass
@@ -204,6 +205,11 @@ def parallel_capacity(iterations: int = 10_000_000, rounds: int = 3) -> float:
     return round(sorted(ratios)[len(ratios) // 2], 2)
 
 
+def _low_median(items: list[T], key: Callable[[T], float] = lambda item: item) -> T:
+    """The middle item by `key` (the lower one of the two middle items for an even count)."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
+
+
 @dataclass
 class Scaling:
     """A tool's speed-up with `workers` over 1: the median of back-to-back pairs (all listed, each with
@@ -211,16 +217,19 @@ class Scaling:
 
     tool: str
     workers: int
-    speedup: float
     pair_ratios: list[float]
     cpu_ratios: list[float]
     full_cores: bool
 
+    @property
+    def speedup(self) -> float:
+        return _low_median(self.pair_ratios)
+
     def same_speed(self) -> Optional[float]:
         """The median speed-up of the pairs whose two runs' CPU times are within CPU_MATCH (None when
         there was none): the pairs that ran at one core speed."""
-        ratios = sorted(ratio for ratio, cpu in zip(self.pair_ratios, self.cpu_ratios) if abs(cpu - 1) <= CPU_MATCH)
-        return ratios[(len(ratios) - 1) // 2] if ratios else None
+        ratios = [ratio for ratio, cpu in zip(self.pair_ratios, self.cpu_ratios) if abs(cpu - 1) <= CPU_MATCH]
+        return _low_median(ratios) if ratios else None
 
 
 def _chosen(runs: list[Measurement], *, parallel: bool) -> Measurement:
@@ -228,7 +237,7 @@ def _chosen(runs: list[Measurement], *, parallel: bool) -> Measurement:
     largest memory peaks of all runs."""
     full = [run for run in runs if run.capacity >= FULL_CAPACITY] if parallel else runs
     candidates = full or runs
-    chosen = sorted(candidates, key=lambda item: item.floor_ratio)[(len(candidates) - 1) // 2]
+    chosen = _low_median(candidates, key=lambda item: item.floor_ratio)
     chosen.full_cores = bool(full)
     chosen.max_rss_mb = max(run.max_rss_mb for run in runs)
     chosen.tree_rss_mb = max(run.tree_rss_mb for run in runs)
@@ -285,7 +294,7 @@ class Timer:
         full = [(single, multi) for single, multi in pairs if multi.capacity >= FULL_CAPACITY]
         ratios = [round(single.wall_s / multi.wall_s, 2) for single, multi in full or pairs]
         cpu = [round(multi.cpu_s / single.cpu_s, 2) for single, multi in full or pairs]
-        return chosen, Scaling(name, most, sorted(ratios)[(len(ratios) - 1) // 2], ratios, cpu, bool(full))
+        return chosen, Scaling(name, most, ratios, cpu, bool(full))
 
     def _timed(self, name: str, command: list[str], floor: Measurement) -> Measurement:
         run = measure(name, command)
@@ -294,7 +303,7 @@ class Timer:
 
     def floor_summary(self) -> Measurement:
         """The median floor run of the session (the table's first row)."""
-        chosen = sorted(self.floors, key=lambda item: item.wall_s)[(len(self.floors) - 1) // 2]
+        chosen = _low_median(self.floors, key=lambda item: item.wall_s)
         chosen.floor_ratio = 1.0
         return chosen
 
@@ -469,7 +478,8 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
                                         "capture": capture_summary, "floor": asdict(floor),
                                         "floors": [asdict(run) for run in timer.floors],
                                         "results": [asdict(run) for run in results],
-                                        "scaling": [{**asdict(scaling), "same_speed_speedup": scaling.same_speed()} for scaling in scalings], "extra": extra}, indent=2))
+                                        "scaling": [{**asdict(scaling), "speedup": scaling.speedup, "same_speed_speedup": scaling.same_speed()}
+                                                    for scaling in scalings], "extra": extra}, indent=2))
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
 
