@@ -16,7 +16,7 @@ from typing import Optional
 
 import click
 
-from lib.cli import Command, Output, common_options
+from lib.cli import Command, Output, common_options, run
 
 
 @click.command(cls=Command, help=__doc__)
@@ -45,4 +45,4 @@ def main(db: str, projects_path: Optional[str], index_db: Optional[str], rebuild
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

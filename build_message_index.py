@@ -16,7 +16,7 @@ from typing import Optional
 
 import click
 
-from lib.cli import Command, Output, common_options
+from lib.cli import Command, Output, common_options, run
 from lib.db import open_index_db, open_proxy_db
 from lib.errors import InputError
 
@@ -49,4 +49,4 @@ def main(db: Path, index_db: Optional[Path], rebuild: bool, json_out: Optional[P
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

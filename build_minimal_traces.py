@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from lib.cli import Command, Output, TimestampType, common_options
+from lib.cli import Command, Output, TimestampType, common_options, run
 from lib.errors import InputError
 from lib.trace_plan import PlanOptions
 from lib.traces import TraceOptions, build_traces
@@ -66,4 +66,4 @@ def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from lib.analysis import AnalysisOptions
-from lib.cli import Command, Output, TimestampType, common_options
+from lib.cli import Command, Output, TimestampType, common_options, run
 from lib.errors import InputError
 from lib.visualizer import VisualizerOptions, run_visualizer
 
@@ -68,4 +68,4 @@ def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Opt
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from lib.atomic import write_atomic
-from lib.cli import Command, Output, common_options
+from lib.cli import Command, Output, common_options, run
 from lib.validation_report import check_gates, validate_traces
 
 
@@ -52,4 +52,4 @@ def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import os
 import sys
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Iterable, NoReturn, Optional, TypeVar
 
 import click
 
@@ -41,6 +42,35 @@ class Command(click.Command):
             sys.exit(1)
         finally:
             gc.set_threshold(*thresholds)
+
+
+def run(command: click.Command) -> NoReturn:
+    """Run a script's command from the command line and end the process without the interpreter's teardown.
+
+    Teardown frees every object one at a time, ~0.1 s after a large run (mostly the tokenizer's
+    100,000-entry vocabulary), for memory the system takes back at once. Every output file is
+    closed and renamed, and every database connection closed, before the command returns; only
+    stdout and stderr are left to flush. Never call this from a test or a library: it ends the process.
+    """
+    try:
+        result = command.main()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exit_request:
+        code = _exit_code(exit_request.code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that left (`| head`) or a closed stream
+            pass
+    os._exit(code)
+
+
+def _exit_code(code: Any) -> int:
+    """What the interpreter makes of `sys.exit(code)`: None is 0, a message is printed and 1."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
 
 
 def common_options(command: Callable) -> Callable:

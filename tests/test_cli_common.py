@@ -42,3 +42,41 @@ def test_a_command_runs_with_a_raised_collector_threshold_and_restores_it():
     probe.main([], prog_name="probe")
     assert seen == [(GC_FIRST_GENERATION_THRESHOLD, *before[1:])]
     assert gc.get_threshold() == before
+
+
+RUN_PROBE = """
+import atexit, sys, click
+from lib.cli import Command, run
+atexit.register(lambda: print("teardown ran"))
+
+@click.command(cls=Command)
+@click.option("--code", type=int, default=None)
+@click.option("--message", default=None)
+def probe(code, message):
+    click.echo("x" * 100_000)
+    if message is not None:
+        sys.exit(message)
+    if code is not None:
+        sys.exit(code)
+
+run(probe)
+print("after run")
+"""
+
+
+@pytest.mark.parametrize("arguments, code, stderr", [
+    ([], 0, ""), (["--code", "3"], 3, ""), (["--code", "0"], 0, ""), (["--message", "boom"], 1, "boom\n"),
+])
+def test_run_flushes_output_keeps_the_exit_code_and_skips_teardown(arguments, code, stderr):
+    # stdout is a pipe here, so block-buffered: without the flush the 100,000 characters would be lost.
+    done = subprocess.run([sys.executable, "-c", RUN_PROBE, *arguments], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == code
+    assert done.stdout == "x" * 100_000 + "\n"
+    assert done.stderr == stderr
+
+
+def test_run_keeps_usage_errors_at_exit_2():
+    done = subprocess.run([sys.executable, "-c", RUN_PROBE, "--code", "x"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("Error: Invalid value for '--code'") and done.stderr.count("\n") == 1
