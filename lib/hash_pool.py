@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Sequence
 
 from .db import open_proxy_db
-from .hashing import SALT_BYTES, RequestHashes, common_prefix
+from .hashing import SALT_BYTES, RequestHashes, chained_prefix
 from .problems import ProblemCounter
 from .records import ProxyRequest
 from .request_hashing import HashedRequest, RequestHasher, iter_bodies
@@ -92,7 +92,7 @@ def _pack(results: list[_Result]) -> list[tuple[Optional[str], Optional[tuple]]]
             packed.append((reason, None))
             continue
         hashes = prompt.hashes
-        shared = common_prefix(previous, hashes.block_keys)
+        shared = chained_prefix(previous, hashes.block_keys)
         packed.append((reason, (shared, hashes.block_keys[shared:], hashes.token_count, hashes.tail_key,
                                 prompt.tool_tokens, prompt.system_tokens, prompt.breakpoints,
                                 prompt.last_message_types, prompt.all_message_types, prompt.boundaries)))
@@ -109,7 +109,8 @@ def _unpack(packed: list[tuple[Optional[str], Optional[tuple]]]) -> list[_Result
             results.append((reason, None))
             continue
         shared, tail_keys, token_count, tail_key, *rest = fields
-        keys = previous[:shared] + tail_keys
+        keys = previous[:shared]
+        keys += tail_keys  # one copy of the shared part, where `+` would make two
         results.append((reason, HashedRequest(RequestHashes(token_count, keys, tail_key), *rest)))
         previous = keys
     return results

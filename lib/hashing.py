@@ -181,19 +181,28 @@ class IdAllocator:
 
 def common_prefix(previous: Sequence[bytes], keys: Sequence[bytes]) -> int:
     """Length of the longest common prefix of two key lists (0 when they differ at once)."""
+    low = chained_prefix(previous, keys)
+    # The slice comparison (C speed, identical objects compare by pointer) confirms the binary
+    # search for any keys (scaled keys need not be chained), since a wrong length would change ids.
+    return low if previous[:low] == keys[:low] else 0
+
+
+def chained_prefix(previous: Sequence[bytes], keys: Sequence[bytes]) -> int:
+    """`common_prefix` of two lists of chained keys (PrefixHasher's block keys), in O(log n).
+
+    A chained key is equal at a position only when the keys before it are equal too, so a binary
+    search finds where the lists part; for other keys its answer can be too long.
+    """
     low, high = 0, min(len(previous), len(keys))
     if not high or previous[0] != keys[0]:
         return 0
-    # Chained keys are equal at a position only when equal before it, so a binary search finds the
-    # end; the slice comparison (C speed, identical objects compare by pointer) confirms it for
-    # any keys, since a wrong length would change ids.
     while low < high:
         middle = (low + high + 1) // 2
         if previous[middle - 1] == keys[middle - 1]:
             low = middle
         else:
             high = middle - 1
-    return low if previous[:low] == keys[:low] else 0
+    return low
 
 
 def rebucket(block_keys: Sequence[bytes], factor: int) -> list[bytes]:

@@ -23,6 +23,7 @@ from lib.hashing import (
     RequestHashes,
     SegmentTokenizer,
     ceil_keys,
+    chained_prefix,
     make_salt,
     normalize_section,
     rebucket,
@@ -196,6 +197,17 @@ WORDS = st.lists(st.sampled_from("abcd"), max_size=7).map(" ".join)
 SEGMENTS = st.lists(WORDS, max_size=6)
 
 
+def test_chained_prefix_trusts_the_chain_and_the_id_allocator_does_not() -> None:
+    # Not chained: equal again after a difference. The binary search reports 5; ids need the truth.
+    first, second = [b"k1", b"x", b"k3", b"k4", b"k5"], [b"k1", b"y", b"k3", b"k4", b"k5"]
+    assert chained_prefix(first, second) == 5
+    allocator = IdAllocator()
+    assert allocator.ids(first) == [1, 2, 3, 4, 5]
+    assert allocator.ids(second) == [1, 6, 3, 4, 5]
+    assert chained_prefix([b"k1", b"k2"], [b"k1", b"k2", b"k3"]) == 2
+    assert chained_prefix([b"k0"], [b"k1"]) == chained_prefix([], [b"k1"]) == 0
+
+
 @FAST
 @given(prefix=SEGMENTS, left=SEGMENTS, right=SEGMENTS, block_size=st.integers(1, 4))
 def test_shared_token_prefix_is_exactly_shared_key_prefix(prefix: list[str], left: list[str], right: list[str],
@@ -209,6 +221,9 @@ def test_shared_token_prefix_is_exactly_shared_key_prefix(prefix: list[str], lef
     assert len(hashes_a.block_keys) == hashes_a.token_count // block_size == len(tokens_a) // block_size
     shared_tokens = common_prefix(tokens_a, tokens_b)
     assert common_prefix(hashes_a.block_keys, hashes_b.block_keys) == shared_tokens // block_size
+    # The same from a hasher that memoized nothing of `a`: equal keys that are not the same objects.
+    fresh_b = make_hasher(block_size=block_size).hash_request(b).block_keys
+    assert chained_prefix(hashes_a.block_keys, fresh_b) == shared_tokens // block_size
     assert (hashes_a.token_count, hashes_a.block_keys) == reference_hashes(a, block_size=block_size)
 
 
