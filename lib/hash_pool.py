@@ -186,6 +186,11 @@ class HashPool:
     def __exit__(self, error_type: Any, error: Any, traceback: Any) -> None:
         self.close(abort=error_type is not None)
 
+    def release(self) -> None:
+        """No more work will come: the workers exit now, without this process waiting for them."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
     def close(self, *, abort: bool = False) -> None:
         """Stop the workers (at once when `abort`) and close this process's connection."""
         if self._pool is not None:

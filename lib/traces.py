@@ -118,17 +118,23 @@ def _plan_requests(plan: TracePlan) -> list[ProxyRequest]:
     return list(plan.parent) + [r for sub in plan.subagents for r in sub.requests]
 
 
-def _hashed_plans(plans: list[TracePlan], pool: HashPool, problems: ProblemCounter) -> Iterator[tuple[TracePlan, Hashed]]:
+def _hashed_plans(plans: list[TracePlan], pool: HashPool, problems: ProblemCounter, *, last_pass: bool = False
+                  ) -> Iterator[tuple[TracePlan, Hashed]]:
     """Each plan with its hashed prompts, in plan order whatever the number of workers.
 
     All plans' requests go to the pool as one sequence (a long conversation is spread over
     workers in chunks); a plan's hashing problems are counted when its results are consumed.
+    On the `last_pass`, the workers are let go once the last results are in, so they exit
+    while the last plan is written.
     """
     requests = [request for plan in plans for request in _plan_requests(plan)]
     conversation = {request.request_id: plan.conversation_id for plan in plans for request in _plan_requests(plan)}
     results = pool.hash_requests(requests, problems, group=lambda request: conversation[request.request_id])
-    for plan in plans:
-        yield plan, {request.request_id: prompt for request, prompt in itertools.islice(results, len(_plan_requests(plan)))}
+    for number, plan in enumerate(plans, 1):
+        hashed = {request.request_id: prompt for request, prompt in itertools.islice(results, len(_plan_requests(plan)))}
+        if last_pass and number == len(plans):
+            pool.release()
+        yield plan, hashed
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -214,7 +220,7 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
             summary.tokens_tokenized += pool.tokens_tokenized
         requested_before, tokenized_before = pool.tokens_requested, pool.tokens_tokenized
         writer = TraceWriter(target, options, summary, calibration, twins, pool.hasher.hasher)
-        for plan, hashed in progress(_hashed_plans(plans, pool, summary.problems), len(plans)):
+        for plan, hashed in progress(_hashed_plans(plans, pool, summary.problems, last_pass=True), len(plans)):
             if options.token_count != "api":
                 _calibrate(calibration, plan, hashed)
             writer.write(plan, hashed)

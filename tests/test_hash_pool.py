@@ -30,3 +30,17 @@ def test_a_shared_tokenizer_is_loaded_once_before_the_workers_fork(share: bool, 
     else:
         assert (here.misses, here.currsize) == (0, 0)
         assert set(in_workers) == {(1, 1)}
+
+
+def test_released_workers_exit_while_this_process_goes_on(tmp_path: Path):
+    db = make_proxy_db(tmp_path / "requests.db")
+    with HashPool(str(db), HashSettings(salt="s"), workers=2) as pool:
+        assert sorted(pool.map(abs, [-2, -1])) == [1, 2]
+        workers = list(pool._pool._processes.values())
+        assert len(workers) == 2 and all(worker.is_alive() for worker in workers)
+        pool.release()
+        for worker in workers:
+            worker.join(timeout=30)
+        assert not any(worker.is_alive() for worker in workers)
+        with pytest.raises(RuntimeError, match="shutdown"):
+            pool.map(abs, [1])

@@ -281,7 +281,7 @@ class OneWorkerPerChunk:
             self.initializer(*self.initargs)
             yield function(item)
 
-    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         return None
 
 
