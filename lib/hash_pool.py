@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Sequence
@@ -165,6 +166,7 @@ class HashPool:
         # Opened here also to fail early (InputError) on a bad path, before any worker tries it.
         self._proxy = open_proxy_db(db_path)
         self._pool: Optional[ProcessPoolExecutor] = None
+        self._stopping: Optional[threading.Thread] = None
         if workers > 1:
             if share_tokenizer:
                 encoder.load()
@@ -187,15 +189,20 @@ class HashPool:
         self.close(abort=error_type is not None)
 
     def release(self) -> None:
-        """No more work will come: the workers exit now, without this process waiting for them."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        """No more work will come: the workers are stopped in the background while this process goes
+        on (e.g. writes the last results); `close` waits until they have exited and been reaped."""
+        if self._pool is not None and self._stopping is None:
+            self._stopping = threading.Thread(target=self._pool.shutdown, name="hash-pool-release")
+            self._stopping.start()
 
     def close(self, *, abort: bool = False) -> None:
         """Stop the workers (at once when `abort`) and close this process's connection."""
-        if self._pool is not None:
+        if self._stopping is not None:
+            self._stopping.join()
+            self._stopping = None
+        elif self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=abort)
-            self._pool = None
+        self._pool = None
         self._proxy.close()
 
     def _results(self, requests: Sequence[ProxyRequest], group: Optional[Group]
