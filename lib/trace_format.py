@@ -64,24 +64,37 @@ def whole_or_float(value: float, ndigits: int = 3) -> int | float:
     return int(rounded) if float(rounded).is_integer() else rounded
 
 
-def input_types_for(index: int, facts: RequestFacts, previous: Optional[RequestFacts]) -> list[str]:
-    """The input-type rule of SPEC §5.1 for request `index` of one (sub)conversation."""
-    if previous is None or index == 0:
-        return ["text"]
-    if previous.hash_ids:
-        before, now = previous.hash_ids, facts.hash_ids
-        # Usually the previous request is a prefix of this one: all its distinct ids are kept.
-        if len(now) >= len(before) and now[: len(before)] == before:
-            kept = len(set(before))
+class InputTypes:
+    """The input-type rule of SPEC §5.1 over one (sub)conversation's requests, taken in order.
+
+    The rule compares a request's ids with the previous request's distinct ids. Those are kept as a
+    set that grows by each request's new ids (a request usually extends the previous one), so a
+    request costs its new blocks, not its whole history.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Optional[RequestFacts] = None
+        self._distinct: set[int] = set()  # the previous request's distinct ids
+
+    def next(self, facts: RequestFacts) -> list[str]:
+        """The input types of `facts`, the request after the one given before."""
+        previous, self._previous = self._previous, facts
+        before, now = (previous.hash_ids if previous is not None else []), facts.hash_ids
+        extends = len(now) >= len(before) and now[: len(before)] == before
+        kept = len(self._distinct) if extends else len(self._distinct.intersection(now))
+        if extends:
+            self._distinct.update(now[len(before):])
         else:
-            kept = len(set(before).intersection(now))
-        if kept < MAJOR_RESET_KEPT_SHARE * len(before):
+            self._distinct = set(now)
+        if previous is None:
+            return ["text"]
+        if before and kept < MAJOR_RESET_KEPT_SHARE * len(before):
             return sorted(set(facts.all_message_types)) or ["text"]
-    if previous.stop_reason == "end_turn":
-        return ["text"]
-    if previous.stop_reason == "tool_use":
-        return ["tool_result"]
-    return sorted(set(facts.last_message_types)) or ["text"]
+        if previous.stop_reason == "end_turn":
+            return ["text"]
+        if previous.stop_reason == "tool_use":
+            return ["tool_result"]
+        return sorted(set(facts.last_message_types)) or ["text"]
 
 
 def native_requests(requests: Sequence[RequestFacts]) -> list[dict[str, Any]]:
@@ -91,7 +104,8 @@ def native_requests(requests: Sequence[RequestFacts]) -> list[dict[str, Any]]:
     origin = requests[0].start_s
     entries = []
     previous: Optional[RequestFacts] = None
-    for index, facts in enumerate(requests):
+    input_types = InputTypes()
+    for facts in requests:
         think_time = 0.0
         if previous is not None and previous.end_s is not None:
             think_time = max(0.0, facts.start_s - previous.end_s)
@@ -102,7 +116,7 @@ def native_requests(requests: Sequence[RequestFacts]) -> list[dict[str, Any]]:
             "in": facts.token_count,
             "out": facts.output_tokens,
             "hash_ids": list(facts.hash_ids),
-            "input_types": input_types_for(index, facts, previous),
+            "input_types": input_types.next(facts),
             "output_types": list(facts.output_types),
             "stop": facts.stop_reason or "",
             "api_time": whole_or_float(facts.api_time_s or 0.0),

@@ -7,7 +7,7 @@ import orjson
 
 from lib.hashing import RequestHashes
 from lib.mooncake import MooncakeCollector
-from lib.trace_format import RequestFacts, SubagentFacts, native_trace
+from lib.trace_format import InputTypes, RequestFacts, SubagentFacts, native_trace
 from lib.trace_schema import check_mooncake_rows, check_native_trace
 
 
@@ -41,6 +41,23 @@ def test_request_fields_think_time_and_input_types():
     assert "ttft" in requests[0] and "ttft" not in requests[1]
     assert "totals" not in document
     assert check_native_trace(document, "t.json") == []
+
+
+def test_a_major_reset_counts_the_previous_requests_distinct_ids():
+    rule = InputTypes()
+    everything = ["text", "tool_result", "tool_use"]
+    sequence = [
+        ([1, 2, 3, 4], ["text"]),
+        ([1, 2, 3, 4, 5], ["tool_result"]),  # extends: keeps all 5
+        ([1, 2, 6, 7], everything),  # keeps {1, 2} of 5 distinct ids: under half, a major reset
+        ([1, 1, 1, 1, 8], everything),  # keeps {1} of [1, 2, 6, 7]
+        ([1, 1, 1, 1, 8, 9], everything),  # extends, but its predecessor had only 2 distinct ids of 5
+        ([1, 1, 1, 1, 8, 9, 10], ["tool_result"]),  # extends: 3 distinct of 6 is half, not under
+        ([], everything),  # keeps nothing
+        ([11], ["tool_result"]),  # after an empty prompt nothing can be lost
+    ]
+    for number, (ids, expected) in enumerate(sequence):
+        assert rule.next(make_facts(start_s=number, end_s=number + 0.5, ids=ids)) == expected, number
 
 
 def test_markers_sorted_by_spawn_never_first_with_totals():
