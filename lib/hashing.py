@@ -144,26 +144,29 @@ class IdAllocator:
         self._last_keys: dict[Hashable, Sequence[bytes]] = {}
         self._last_ids: dict[Hashable, list[int]] = {}
 
-    def ids(self, block_keys: Sequence[bytes], context: Hashable = None) -> list[int]:
+    def ids(self, block_keys: Sequence[bytes], context: Hashable = None, *, chained: bool = False) -> list[int]:
         """Ids of `block_keys`, allocating the next integers to keys not seen before.
 
         `context` names the stream the request belongs to (e.g. a conversation lane) when the
         caller interleaves streams; it only makes the call faster, never changes the ids.
+        `chained`: the keys are a PrefixHasher's block keys, as were the context's previous ones.
         """
         last_ids = self._last_ids.get(context, [])
-        shared, tail = self.new_ids(block_keys, context)
+        shared, tail = self.new_ids(block_keys, context, chained=chained)
         ids = last_ids[:shared]
         ids += tail
         self._last_ids[context] = ids
         return ids
 
-    def new_ids(self, block_keys: Sequence[bytes], context: Hashable = None) -> tuple[int, list[int]]:
+    def new_ids(self, block_keys: Sequence[bytes], context: Hashable = None, *, chained: bool = False
+                ) -> tuple[int, list[int]]:
         """(n, ids of block_keys[n:]): the first n keys are those of `context`'s previous request
         through this method, whose ids the caller has. Use either this or `ids` for one context.
         """
         # A request repeats its stream's previous request's keys as a prefix: those keys were all
         # allocated then, only the rest is looked up.
-        shared = common_prefix(self._last_keys.get(context, ()), block_keys)
+        previous = self._last_keys.get(context, ())
+        shared = chained_prefix(previous, block_keys) if chained else common_prefix(previous, block_keys)
         table = self._ids
         tail = list(map(table.get, block_keys[shared:]))
         if None in tail:

@@ -128,7 +128,9 @@ class TraceWriter:
             if prompt is None:
                 continue
             hashes = self._hashes(request, prompt)
-            request_facts = _facts(request, prompt, hashes, ids.ids(hashes.block_keys, lane))
+            # Scaled keys (--token-count api) need not be chained across model families.
+            chained = self.options.token_count != "api"
+            request_facts = _facts(request, prompt, hashes, ids.ids(hashes.block_keys, lane, chained=chained))
             if self.mooncake is not None:
                 session = trace_id if lane == "parent" else f"{trace_id}/{lane}"
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,

@@ -204,6 +204,9 @@ def test_chained_prefix_trusts_the_chain_and_the_id_allocator_does_not() -> None
     allocator = IdAllocator()
     assert allocator.ids(first) == [1, 2, 3, 4, 5]
     assert allocator.ids(second) == [1, 6, 3, 4, 5]
+    trusting = IdAllocator()
+    trusting.ids(first, chained=True)
+    assert trusting.ids(second, chained=True) == [1, 2, 3, 4, 5]  # wrong: why only chained keys may say so
     assert chained_prefix([b"k1", b"k2"], [b"k1", b"k2", b"k3"]) == 2
     assert chained_prefix([b"k0"], [b"k1"]) == chained_prefix([], [b"k1"]) == 0
 
@@ -224,6 +227,9 @@ def test_shared_token_prefix_is_exactly_shared_key_prefix(prefix: list[str], lef
     # The same from a hasher that memoized nothing of `a`: equal keys that are not the same objects.
     fresh_b = make_hasher(block_size=block_size).hash_request(b).block_keys
     assert chained_prefix(hashes_a.block_keys, fresh_b) == shared_tokens // block_size
+    checked, trusting = IdAllocator(), IdAllocator()
+    assert [checked.ids(keys) for keys in (hashes_a.block_keys, fresh_b)] == \
+        [trusting.ids(keys, chained=True) for keys in (hashes_a.block_keys, fresh_b)]
     assert (hashes_a.token_count, hashes_a.block_keys) == reference_hashes(a, block_size=block_size)
 
 
