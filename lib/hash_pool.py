@@ -147,20 +147,17 @@ def _grouped(requests: list[ProxyRequest], group: Group) -> list[ProxyRequest]:
 class HashPool:
     """Hashes requests in `workers` processes (or in this one for 1), identically for any count.
 
-    The pool starts at construction. Each worker loads the tokenizer as it starts, while the
-    caller reads its inputs; with `share_tokenizer`, this process loads it once before the workers
-    fork and they inherit it, for a caller that hands them other work first (`map`): N loads cost
-    N times the CPU, and the work queued behind them waits. `hasher` is this process's own (its
-    encoder loads only if this process tokenizes or shares).
+    The pool starts at construction: each worker loads the tokenizer as it starts, while the
+    caller reads its inputs. `hasher` is this process's own (its encoder loads only if this
+    process tokenizes).
     """
 
     def __init__(self, db_path: str, settings: HashSettings, *, workers: int = 1,
-                 chunk_requests: Optional[int] = None, share_tokenizer: bool = False) -> None:
+                 chunk_requests: Optional[int] = None) -> None:
         self.db_path = db_path
         self.settings = settings
         self.chunk_requests = chunk_requests if chunk_requests is not None else CHUNK_REQUESTS
-        encoder = LazyEncoder(settings.tokenizer)
-        self.hasher = _make_hasher(settings, encoder)
+        self.hasher = _make_hasher(settings, LazyEncoder(settings.tokenizer))
         self.tokens_requested = 0
         self.tokens_tokenized = 0
         # Opened here also to fail early (InputError) on a bad path, before any worker tries it.
@@ -168,19 +165,9 @@ class HashPool:
         self._pool: Optional[ProcessPoolExecutor] = None
         self._stopping: Optional[threading.Thread] = None
         if workers > 1:
-            if share_tokenizer:
-                encoder.load()
             self._pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(db_path, settings))
-            # The first submit starts every worker (fork); each loads its tokenizer now unless shared.
+            # The first submit starts every worker (fork); each loads its tokenizer now.
             self._pool.submit(os.getpid)
-
-    def map(self, function: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        """`function` over `items` in the workers (here with 1 worker), results in order.
-
-        With workers every item is handed out at once, so the caller can do other work before
-        consuming the results; `function` must be a picklable module-level function.
-        """
-        return self._pool.map(function, items) if self._pool is not None else map(function, items)
 
     def __enter__(self) -> HashPool:
         return self

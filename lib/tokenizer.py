@@ -123,12 +123,8 @@ class LazyEncoder:
         self.name = name
         self._encoder: Optional[Encoder] = None
 
-    def load(self) -> Encoder:
-        """The encoder, loaded now if it is not yet."""
-        if self._encoder is None:
-            self._encoder = load_encoder(self.name)
-        return self._encoder
-
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (loads the encoding on the first call)."""
-        return self.load().encode(text)
+        if self._encoder is None:
+            self._encoder = load_encoder(self.name)
+        return self._encoder.encode(text)

@@ -141,18 +141,17 @@ def _hashed_plans(plans: list[TracePlan], pool: HashPool, problems: ProblemCount
 
 
 def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str], options: TraceOptions,
-                 pool: HashPool, say: Callable[[str], None], problems: ProblemCounter
+                 say: Callable[[str], None], problems: ProblemCounter
                  ) -> tuple[list[TracePlan], Any, dict[str, str]]:
     """Plans of the run (conversations from the JSONL, requests from the message index) and twins.
 
-    With workers, they read the JSONL (one conversation each at a time) while this process reads
-    the message index: they would otherwise wait idle for the first requests to hash.
+    With workers, this process reads both while they load their tokenizers.
     """
     proxy = open_proxy_db(db_path)
     index = open_index_db(db_path, index_db)
     try:
         ensure_message_index(proxy, index, say=say)
-        groups = pool.map(read_log_group, group_logs(discover_logs(jsonl_dir, problems)).values())
+        groups = map(read_log_group, group_logs(discover_logs(jsonl_dir, problems)).values())
         message_ids = load_message_ids(index)
         requests = {r.request_id: r for r in iter_indexed_requests(proxy, index)}
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
@@ -202,10 +201,11 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
     # One salt for the whole run: worker processes drawing their own random salts would give
     # equal prefixes different keys, and so different ids, across chunks hashed in other workers.
     settings = HashSettings(salt=run_salt(options.salt), block_size=options.block_size, tokenizer=options.tokenizer)
-    # Started before the inputs are read: the workers read the JSONL meanwhile, with the tokenizer
-    # they inherit (loading it first in each would delay the JSONL, and so the first hashing).
-    with HashPool(db_path, settings, workers=options.workers, share_tokenizer=True) as pool:
-        plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, pool, say, summary.problems)
+    # Started before the inputs are read, so that the workers load their tokenizers meanwhile.
+    # (Loading it here once, for the workers to inherit, and having them read the JSONL instead
+    # left the second core idle during the load: 3 % slower with 2 workers, round 5 of bench/README.md.)
+    with HashPool(db_path, settings, workers=options.workers) as pool:
+        plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, say, summary.problems)
         summary.conversations = plan_summary.conversations
         summary.dropped_min_requests = plan_summary.dropped_min_requests
         target.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,9 @@
-"""HashPool: where worker processes get their tokenizer from."""
+"""HashPool: where worker processes get their tokenizer from, and how they end."""
 from __future__ import annotations
 
 import resource
 from pathlib import Path
 
-import pytest
 
 from lib import tokenizer
 from lib.hash_pool import HashPool, HashSettings
@@ -17,20 +16,14 @@ def worker_tokenizer_loads(_: object) -> tuple[int, int]:
     return info.misses, info.currsize
 
 
-@pytest.mark.parametrize("share", [True, False])
-def test_a_shared_tokenizer_is_loaded_once_before_the_workers_fork(share: bool, tmp_path: Path):
+def test_each_worker_loads_its_own_tokenizer_and_this_process_none(tmp_path: Path):
     db = make_proxy_db(tmp_path / "requests.db")
     tokenizer._load_offline.cache_clear()
-    with HashPool(str(db), HashSettings(salt="s"), workers=2, share_tokenizer=share) as pool:
+    with HashPool(str(db), HashSettings(salt="s"), workers=2) as pool:
+        in_workers = list(pool._pool.map(worker_tokenizer_loads, range(2)))
         here = tokenizer._load_offline.cache_info()
-        in_workers = list(pool.map(worker_tokenizer_loads, range(2)))
-    if share:
-        # The workers' caches are this process's, copied by fork: no load of their own.
-        assert (here.misses, here.currsize) == (1, 1)
-        assert set(in_workers) == {(1, 1)}
-    else:
-        assert (here.misses, here.currsize) == (0, 0)
-        assert set(in_workers) == {(1, 1)}
+    assert (here.misses, here.currsize) == (0, 0)
+    assert set(in_workers) == {(1, 1)}
 
 
 def burn(count: int) -> int:
@@ -40,7 +33,7 @@ def burn(count: int) -> int:
 def test_released_workers_exit_while_this_process_goes_on_and_are_reaped_on_close(tmp_path: Path):
     db = make_proxy_db(tmp_path / "requests.db")
     pool = HashPool(str(db), HashSettings(salt="s"), workers=2)
-    assert list(pool.map(burn, [2_000_000, 2_000_000])) == [burn(2_000_000)] * 2
+    assert list(pool._pool.map(burn, [2_000_000, 2_000_000])) == [burn(2_000_000)] * 2
     workers = list(pool._pool._processes.values())
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
     pool.release()
