@@ -93,6 +93,8 @@ class TraceWriter:
         self.summary = summary
         self.calibration = calibration
         self.twins = twins
+        # Raw block keys are chained; scaled ones (--token-count api) need not be across model families.
+        self.chained_keys = options.token_count != "api"
         self.global_ids = IdAllocator()
         self.local_ids = IdAllocator()
         self.current_conversation: Optional[str] = None
@@ -128,9 +130,7 @@ class TraceWriter:
             if prompt is None:
                 continue
             hashes = self._hashes(request, prompt)
-            # Scaled keys (--token-count api) need not be chained across model families.
-            chained = self.options.token_count != "api"
-            request_facts = _facts(request, prompt, hashes, ids.ids(hashes.block_keys, lane, chained=chained))
+            request_facts = _facts(request, prompt, hashes, ids.ids(hashes.block_keys, lane, chained=self.chained_keys))
             if self.mooncake is not None:
                 session = trace_id if lane == "parent" else f"{trace_id}/{lane}"
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,

@@ -151,11 +151,11 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
     index = open_index_db(db_path, index_db)
     try:
         ensure_message_index(proxy, index, say=say)
-        groups = map(read_log_group, group_logs(discover_logs(jsonl_dir, problems)).values())
         message_ids = load_message_ids(index)
         requests = {r.request_id: r for r in iter_indexed_requests(proxy, index)}
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
-        conversations = merge_conversations(groups, problems)
+        logs = group_logs(discover_logs(jsonl_dir, problems)).values()
+        conversations = merge_conversations(map(read_log_group, logs), problems)
         wanted = options.plan.conversation_id
         if wanted and wanted not in conversations:
             # An empty output with exit 0 would hide a typo in the id.
