@@ -34,12 +34,15 @@ from lib.traces import TraceOptions, build_traces
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Hashing processes.")
 @click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,
               help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family.")
+@click.option("--subagent-clock", type=click.Choice(["spawn", "aiperf"]), default="spawn", show_default=True,
+              help="aiperf: start the parent's `t` past every sub-agent `t` so AIPerf 0.13 reads them relative "
+                   "(docs/traces.md).")
 @common_options
 def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[str], block_size: int,
          min_requests: int, include_subagents: bool, anonymize: bool, split_at_gap: Optional[float],
          local_hash_ids: bool, conversation_id: Optional[str], since, until, salt: Optional[str],
          output_format: str, mooncake_block_size: int, mooncake_sessions: bool, workers: int,
-         token_count: str, out: Output) -> None:
+         token_count: str, subagent_clock: str, out: Output) -> None:
     """Build minimal KV-cache traces from a proxy DB and Claude Code logs.
 
     \b
@@ -59,7 +62,8 @@ def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[
                        min_requests=min_requests, conversation_id=conversation_id, since=since, until=until)
     options = TraceOptions(plan=plan, block_size=block_size, hash_id_scope="local" if local_hash_ids else "global",
                            salt=salt, formats=formats, mooncake_block_size=mooncake_block_size,
-                           mooncake_sessions=mooncake_sessions, workers=workers, token_count=token_count)
+                           mooncake_sessions=mooncake_sessions, workers=workers, token_count=token_count,
+                           subagent_clock=subagent_clock)
     summary = build_traces(db, jsonl_dir, output_dir, options, index_db=index_db, say=out.text,
                            progress=lambda items, total: out.progress(items, total=total, desc="traces"))
     out.summary(summary.as_dict(), summary.describe())

@@ -147,6 +147,17 @@ def native_marker(sub: SubagentFacts, trace_origin_s: float) -> dict[str, Any]:
     }
 
 
+def aiperf_clock_offset(subagent_requests: Sequence[Sequence[dict[str, Any]]]) -> int:
+    """Whole seconds to add to the parent's timeline so every sub-agent `t` is below its marker's `t`.
+
+    AIPerf 0.13's weka loader reads a sub-agent request's `t` as relative to the marker only while
+    it is smaller than the marker's `t`, else as absolute; kv-cache-tester and Dynamo always read it
+    as relative. With every marker at `t >= offset > any sub-agent t`, all three read it relative.
+    """
+    latest = max((request["t"] for requests in subagent_requests for request in requests), default=None)
+    return 0 if latest is None else int(latest) + 1
+
+
 def _token_totals(requests: Sequence[RequestFacts]) -> dict[str, int]:
     return {"input": sum(r.token_count for r in requests), "output": sum(r.output_tokens for r in requests)}
 
@@ -161,8 +172,12 @@ def native_trace(
     parent: Sequence[RequestFacts],
     subagents: Sequence[SubagentFacts],
     include_subagents: bool,
+    aiperf_clock: bool = False,
 ) -> dict[str, Any]:
-    """One native trace document: parent requests with sub-agent markers placed by spawn time."""
+    """One native trace document: parent requests with sub-agent markers placed by spawn time.
+
+    `aiperf_clock` shifts every top-level `t` (parent requests and markers) by `aiperf_clock_offset`.
+    """
     origin = parent[0].start_s
     parent_entries = native_requests(parent)
     entries: list[tuple[float, int, dict[str, Any]]] = [
@@ -174,6 +189,10 @@ def native_trace(
         # never precedes the first parent request (SPEC §5.1: markers never first).
         entries.append((max(sub.spawn_s, origin), 1, native_marker(sub, origin)))
     entries.sort(key=lambda item: (item[0], item[1]))
+    if aiperf_clock:
+        offset = aiperf_clock_offset([marker["requests"] for _, kind, marker in entries if kind == 1])
+        for _, _, entry in entries:
+            entry["t"] = whole_or_float(entry["t"] + offset)
     models = {facts.model for facts in parent}
     for sub in markers:
         models.update(request.model for request in sub.requests)

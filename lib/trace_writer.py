@@ -204,6 +204,7 @@ class TraceWriter:
             trace_id=plan.trace_id, block_size=self.options.block_size, hash_id_scope=self.options.hash_id_scope,
             tool_tokens=parent_prompts[0].tool_tokens, system_tokens=parent_prompts[0].system_tokens,
             parent=parent_facts, subagents=subagents, include_subagents=self.options.plan.include_subagents,
+            aiperf_clock=self.options.subagent_clock == "aiperf",
         )
         # `--format mooncake` asks for the Mooncake file only; the sidecar still maps its sessions.
         file_name = f"{plan.trace_id}.json" if "kv" in self.options.formats else None

@@ -49,6 +49,9 @@ class TraceOptions:
     workers: int = 1
     token_count: str = "tokenizer"
     tokenizer: str = "cl100k_base"
+    # "spawn": sub-agent `t` from its first request, parent `t` from 0 (docs/traces.md);
+    # "aiperf": the parent's `t` start past every sub-agent's last `t`, so AIPerf 0.13 reads them relative too.
+    subagent_clock: str = "spawn"
 
     def for_manifest(self) -> dict[str, Any]:
         """The options as recorded in manifest.json: never the salt, no ids when anonymized."""

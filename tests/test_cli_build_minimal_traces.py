@@ -132,3 +132,24 @@ def test_rerun_is_idempotent_and_removes_stale_files(hand: tuple[str, str], tmp_
     code, out_text, _ = invoke(*args, "--anonymize", "--conversation-id", SESSION, "--json")
     assert code == 0 and json.loads(out_text)["stale_removed"] == 0
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+
+
+def test_subagent_clock_aiperf_on_the_example(example_db: Path, tmp_path: Path):
+    """The example's Explore agents spawn at t 48.185 and run to t 135: AIPerf 0.13 would read 34 of
+    their 84 requests as absolute. --subagent-clock aiperf starts the parent at t 136 instead."""
+    def built(*extra: str) -> dict:
+        out = tmp_path / ("out" + "".join(extra))
+        code, _, err = invoke(str(example_db), "--jsonl-dir", str(ROOT / "examples" / "jsonl"), "--output-dir", str(out),
+                              "--block-size", "64", "--include-subagents", "--anonymize", "-q", *extra)
+        assert code == 0, err
+        assert check_directory(out).problems == []
+        return orjson.loads((out / "trace_0001.json").read_bytes())
+
+    def read_as_absolute(document: dict) -> int:
+        return sum(r["t"] >= m["t"] for m in document["requests"] if m["type"] == "subagent" for r in m["requests"])
+
+    default, shifted = built(), built("--subagent-clock", "aiperf")
+    assert [r["t"] for r in default["requests"]] == [0, 11, 30, 48.185, 48.185, 48.185, 48.185, 269, 383, 706]
+    assert [r["t"] for r in shifted["requests"]] == [136, 147, 166, 184.185, 184.185, 184.185, 184.185, 405, 519, 842]
+    assert (read_as_absolute(default), read_as_absolute(shifted)) == (34, 0)
+    assert [{**r, "t": 0} for r in shifted["requests"]] == [{**r, "t": 0} for r in default["requests"]]

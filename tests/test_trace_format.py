@@ -79,6 +79,32 @@ def test_markers_sorted_by_spawn_never_first_with_totals():
     assert check_native_trace(document, "t.json") == []
 
 
+def test_aiperf_clock_starts_the_parent_past_every_subagent_t():
+    # Sub-agent requests at t 0 and 7 (relative), marker at t 2: AIPerf 0.13 would read t 7 as
+    # absolute (7 >= 2). Shifted by 8 s, the marker is at 10 and every sub-agent t is below it.
+    parent = [make_facts(start_s=10, end_s=12, ids=[1]), make_facts(start_s=60, end_s=70, ids=[1, 2])]
+    sub = SubagentFacts(spawn_s=12, agent_label="agent_001", subagent_type="Explore", duration_ms=40000,
+                        total_tokens=500, tool_use_count=3, status="completed", tool_tokens=4, system_tokens=4,
+                        requests=[make_facts(start_s=13, end_s=14, ids=[5]), make_facts(start_s=20, end_s=21, ids=[5, 6])])
+    plain = native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=8, system_tokens=4,
+                         parent=parent, subagents=[sub], include_subagents=True)
+    shifted = native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=8, system_tokens=4,
+                           parent=parent, subagents=[sub], include_subagents=True, aiperf_clock=True)
+    assert [r["t"] for r in plain["requests"]] == [0, 2, 50]
+    assert [r["t"] for r in shifted["requests"]] == [8, 10, 58]
+    marker = shifted["requests"][1]
+    assert [r["t"] for r in marker["requests"]] == [0, 7] and all(r["t"] < marker["t"] for r in marker["requests"])
+    # Only the top-level `t` moves: think times, sub-agent times and everything else are unchanged.
+    for key in plain:
+        if key != "requests":
+            assert shifted[key] == plain[key]
+    assert [{**r, "t": 0} for r in shifted["requests"]] == [{**r, "t": 0} for r in plain["requests"]]
+    assert check_native_trace(shifted, "t.json") == []
+    # Without sub-agents there is nothing to move.
+    assert native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=8, system_tokens=4,
+                        parent=parent, subagents=[], include_subagents=True, aiperf_clock=True) == build(parent)
+
+
 def test_schema_check_reports_file_index_and_rule():
     document = build([make_facts(start_s=0, end_s=1, ids=[1, 2]), make_facts(start_s=5, end_s=6, ids=[1, 2, 3])])
     document["requests"][1]["extra"] = 1
