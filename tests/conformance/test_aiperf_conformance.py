@@ -225,8 +225,9 @@ def test_mooncake_sessions_rebuild_native_in(source, aiperf_env):
     assert figures["over_1pct"] == 0
 
 
-def _profile(aiperf_env: dict[str, str], trace_dir: Path, work: Path, requests: int) -> dict[str, Any]:
-    """`aiperf profile` of a trace directory against the mock server; what it completed."""
+def _profile(aiperf_env: dict[str, str], input_path: Path, work: Path, requests: int,
+             dataset_type: str = "weka_trace") -> dict[str, Any]:
+    """`aiperf profile` of one of our outputs against the mock server; what it completed."""
     log = work / "mock.jsonl"
     server = subprocess.Popen([AIPERF_PYTHON, str(HERE / "mock_openai.py"), "--log", str(log), "--idle", "60",
                                "--lifetime", str(PROFILE_TIMEOUT_S + 30)], stdout=subprocess.PIPE, text=True)
@@ -237,8 +238,8 @@ def _profile(aiperf_env: dict[str, str], trace_dir: Path, work: Path, requests: 
         # run never ends (docs/traces.md); the delay cap keeps the step short.
         profile = subprocess.run(
             [AIPERF_PYTHON, "-m", "aiperf", "profile", "--model", "mock", "--url", f"127.0.0.1:{port}",
-             "--endpoint-type", "chat", "--tokenizer", "cl100k_base", "--input-file", str(trace_dir),
-             "--custom-dataset-type", "weka_trace", "--request-count", str(requests),
+             "--endpoint-type", "chat", "--tokenizer", "cl100k_base", "--input-file", str(input_path),
+             "--custom-dataset-type", dataset_type, "--request-count", str(requests),
              "--inter-turn-delay-cap-seconds", "0.5", "--ui-type", "none", "--no-server-metrics",
              "--no-gpu-telemetry", "--artifact-dir", str(work / "artifacts")],
             env=aiperf_env, capture_output=True, text=True, timeout=PROFILE_TIMEOUT_S)
@@ -247,8 +248,13 @@ def _profile(aiperf_env: dict[str, str], trace_dir: Path, work: Path, requests: 
         server.terminate()
         server.wait(timeout=10)
     records = _rows(next((work / "artifacts").rglob("profile_export.jsonl")))
-    return {"returncode": profile.returncode, "seconds": round(elapsed, 1), "served": len(_rows(log)),
-            "records": len(records), "errors": sum(record.get("error") is not None for record in records)}
+    served = _rows(log)
+    conversations: dict[str, list[int]] = {}
+    for row in served:
+        conversations.setdefault(row["headers"].get("x-correlation-id", ""), []).append(row["messages"])
+    return {"returncode": profile.returncode, "seconds": round(elapsed, 1), "served": len(served),
+            "records": len(records), "errors": sum(record.get("error") is not None for record in records),
+            "messages_per_conversation": sorted(conversations.values())}
 
 
 @pytest.mark.parametrize("layout", ["default", "aiperf"])
@@ -258,8 +264,21 @@ def test_aiperf_profile_completes_every_request(source, aiperf_env, layout, tmp_
     requests = sum(1 if entry["type"] != "subagent" else len(entry["requests"])
                    for trace in traces for entry in trace["requests"])
     result = _profile(aiperf_env, source[layout], tmp_path, requests)
+    del result["messages_per_conversation"]
     FIGURES[f"{source['name']}/{layout} aiperf profile (requests in traces: {requests})"] = result
     assert result == {**result, "returncode": 0, "served": requests, "records": requests, "errors": 0}
+
+
+def test_aiperf_profile_replays_sessions_with_history(source, aiperf_env, tmp_path):
+    """mooncake_sessions.jsonl replayed: every request completes, and turn k of a session sends the
+    history, the live answers and its delta (2k + 1 messages), the arithmetic the sessions test uses."""
+    rows = _rows(source["default"] / "mooncake_sessions.jsonl")
+    result = _profile(aiperf_env, source["default"] / "mooncake_sessions.jsonl", tmp_path, len(rows), "mooncake_trace")
+    turns = sorted(sum(row["session_id"] == session for row in rows) for session in {row["session_id"] for row in rows})
+    assert result["messages_per_conversation"] == sorted([2 * k + 1 for k in range(n)] for n in turns)
+    del result["messages_per_conversation"]
+    FIGURES[f"{source['name']} aiperf profile of mooncake_sessions.jsonl (rows: {len(rows)})"] = result
+    assert result == {**result, "returncode": 0, "served": len(rows), "records": len(rows), "errors": 0}
 
 
 def test_mock_server_stops_itself(tmp_path):
