@@ -32,7 +32,7 @@ FIXTURE_DIR = ROOT.parent / "shared" / "fixtures" / "real-proxy-fixed"
 AIPERF_PYTHON = os.environ.get("AIPERF_PYTHON", "")
 WALKTHROUGH_FLAGS = ["--block-size", "64", "--include-subagents", "--anonymize"]
 TOLERANCE = 0.01
-PROFILE_TIMEOUT_S = 240
+PROFILE_TIMEOUT_S = 180
 
 pytestmark = pytest.mark.skipif(
     not (AIPERF_PYTHON and Path(AIPERF_PYTHON).is_file()),
