@@ -54,9 +54,11 @@ def load(input_path: str, dataset_type: str, out_path: Path) -> int:
     _, bound, _ = app.parse_args([
         "profile", "--model", "mock", "--url", "127.0.0.1:9", "--endpoint-type", "chat",
         "--tokenizer", "cl100k_base", "--input-file", input_path, "--custom-dataset-type", dataset_type,
+        "--random-seed", "0",  # AIPerf draws the synthesized prompts at random: one draw, every run
     ])
     plan = build_benchmark_plan(resolve_config(bound.arguments["cli_config"], None))
     run = _make_benchmark_run(plan.configs[0], artifact_dir=out_path.parent / "aiperf-artifacts")
+    random_generator.reset()  # resolving --random-seed may have set it up already
     random_generator.init(run.random_seed)
     tokenizer_config = run.cfg.tokenizer
     tokenizer = Tokenizer.from_pretrained(

@@ -70,7 +70,7 @@ def source(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     tmp = tmp_path_factory.mktemp(request.param)
     if request.param == "example":
         subprocess.run([sys.executable, str(ROOT / "examples" / "generate_example.py"), "--variant", "fixed",
-                        "--scale", "0.05", "--output-dir", str(tmp / "capture"), "-q"], check=True)
+                        "--scale", "0.2", "--output-dir", str(tmp / "capture"), "-q"], check=True)
         db, jsonl = tmp / "capture" / "requests.db", tmp / "capture" / "jsonl"
     else:
         if not (FIXTURE_DIR / "requests.db").is_file():
@@ -88,8 +88,9 @@ def _probe(aiperf_env: dict[str, str], path: Path, dataset_type: str) -> list[di
     # Next to the output directory, never in it: the weka loader reads every *.json there.
     directory = path if path.is_dir() else path.parent
     out = directory.parent / f"{directory.name}-{path.name}.{dataset_type}.aiperf.json"
-    subprocess.run([AIPERF_PYTHON, str(HERE / "aiperf_probe.py"), "load", str(path), dataset_type, str(out)],
-                   env=aiperf_env, capture_output=True, timeout=300)
+    probe = subprocess.run([AIPERF_PYTHON, str(HERE / "aiperf_probe.py"), "load", str(path), dataset_type, str(out)],
+                           env=aiperf_env, capture_output=True, text=True, timeout=300)
+    assert out.is_file(), f"aiperf_probe.py exited {probe.returncode}: {probe.stderr[-2000:]}"
     result = json.loads(out.read_text())
     assert "error" not in result, f"AIPerf rejected {path.name}: {result.get('error')}"
     return result["conversations"]
@@ -239,7 +240,7 @@ def _profile(aiperf_env: dict[str, str], input_path: Path, work: Path, requests:
         profile = subprocess.run(
             [AIPERF_PYTHON, "-m", "aiperf", "profile", "--model", "mock", "--url", f"127.0.0.1:{port}",
              "--endpoint-type", "chat", "--tokenizer", "cl100k_base", "--input-file", str(input_path),
-             "--custom-dataset-type", dataset_type, "--request-count", str(requests),
+             "--custom-dataset-type", dataset_type, "--request-count", str(requests), "--random-seed", "0",
              "--inter-turn-delay-cap-seconds", "0.5", "--ui-type", "none", "--no-server-metrics",
              "--no-gpu-telemetry", "--artifact-dir", str(work / "artifacts")],
             env=aiperf_env, capture_output=True, text=True, timeout=PROFILE_TIMEOUT_S)
