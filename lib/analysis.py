@@ -36,6 +36,7 @@ from .report_model import (
 )
 from .request_hashing import HashedRequest
 from .selection import QUALITY_LABELS, SelectedRequest, Selection
+from .turn_timing import without_twin_write
 
 ONE_HOUR_S = 3600.0
 # Belady needs one full pass per capacity (~0.2 ms per request each); past this many requests
@@ -113,7 +114,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     capacity = run(_capacity, events, options) if events else None
     sweeping = run(sweep_ttl, events, ttls, block_size=options.block_size)
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
-    points = _points(turns, predictions)
+    points = _points(turns, predictions, cleaned_old_proxy=selection.cleaned_old_proxy)
     sweep = sweeping.result()
     main = sweep[ttls.index(options.cache_ttl_s)]
     return Analysis(
@@ -129,7 +130,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
         gaps_s=tuple(b.start_s - a.start_s for a, b in zip(turns, turns[1:])),
         subagents=_subagent_lanes(selection, turns),
         concurrency=_concurrency(turns),
-        models=_models(turns),
+        models=_models(turns, points),
         quality=tuple(QualityCount(QUALITY_LABELS.get(reason, reason.replace("_", " ")), entry["count"],
                                    tuple(entry["examples"]))
                       for reason, entry in _ordered(selection.problems.as_dict())),
@@ -214,19 +215,26 @@ def _scaled(split: CacheSplit, turn: Turn) -> CacheSplit:
     return CacheSplit(read, creation, usage.prompt_tokens - read - creation)
 
 
-def _points(turns: Sequence[Turn], predictions: Sequence[PredictedUsage]) -> tuple[RequestPoint, ...]:
-    """One RequestPoint per turn; context and growth in API tokens where the API reported usage."""
+def _points(turns: Sequence[Turn], predictions: Sequence[PredictedUsage], *,
+            cleaned_old_proxy: bool = False) -> tuple[RequestPoint, ...]:
+    """One RequestPoint per turn; context and growth in API tokens where the API reported usage.
+
+    On a cleaned old-proxy capture a linked turn's usage has its deleted twin's write taken back.
+    """
     points = []
     previous_context: dict[str, int] = {}
     previous_end: dict[str, float] = {}
     for index, (turn, predicted) in enumerate(zip(turns, predictions)):
         request, lane = turn.request, turn.item.lane
         usage = request.usage
+        simulated = _scaled(CacheSplit(predicted.cache_read, predicted.cache_creation, predicted.input), turn)
+        if cleaned_old_proxy and usage and turn.item.conversation_id is not None:
+            usage = without_twin_write(usage, simulated.cache_read_tokens)
         context = usage.prompt_tokens if usage else turn.hashed.token_count
         think = previous_end.get(lane)
         points.append(RequestPoint(
             index=index, t_s=turn.start_s, lane=lane, model=request.model,
-            simulated=_scaled(CacheSplit(predicted.cache_read, predicted.cache_creation, predicted.input), turn),
+            simulated=simulated,
             api=CacheSplit(usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
             if usage else None,
             context_tokens=context, growth_tokens=context - previous_context.get(lane, context),
@@ -360,18 +368,18 @@ def _concurrency(turns: Sequence[Turn]) -> tuple[ConcurrencyPoint, ...]:
     return tuple(series)
 
 
-def _models(turns: Sequence[Turn]) -> tuple[ModelUsage, ...]:
-    """Requests and API tokens per model, most requests first."""
+def _models(turns: Sequence[Turn], points: Sequence[RequestPoint]) -> tuple[ModelUsage, ...]:
+    """Requests and API tokens per model (the points' API split, estimated where it is), most requests first."""
     totals: dict[str, list[int]] = {}
-    for turn in turns:
+    for turn, point in zip(turns, points):
         usage = turn.request.usage
         row = totals.setdefault(turn.request.model or "unknown", [0, 0, 0, 0, 0])
         row[0] += 1
-        if usage:
+        if usage and point.api:
             row[1] += usage.input_tokens
             row[2] += usage.output_tokens
-            row[3] += usage.cache_read_input_tokens
-            row[4] += usage.cache_creation_input_tokens
+            row[3] += point.api.cache_read_tokens
+            row[4] += point.api.cache_creation_tokens
     ordered = sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))
     return tuple(ModelUsage(model, *values) for model, values in ordered)
 

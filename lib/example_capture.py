@@ -54,7 +54,7 @@ def _row(call: ApiCall, *, is_twin: bool, is_streaming: bool, variant: str, rng:
                               api_key_hash=API_KEY_HASH, beta=lane.beta)
     timing = call.twin if is_twin and call.twin else call
     reply = ApiReply(model=lane.model, message_id=timing.message_id, request_id=timing.request_id,
-                     content=call.content, stop_reason=call.stop_reason, usage=call.usage,
+                     content=call.content, stop_reason=call.stop_reason, usage=timing.usage,
                      started_at=epoch_to_datetime(timing.start_s), ttft_ms=timing.ttft_ms,
                      response_time_ms=timing.api_ms, context_management="context-management" in lane.beta)
     response = proxy_response(reply, rng, is_streaming=is_streaming, utc_offset=UTC_OFFSET)

@@ -24,6 +24,7 @@ from .problems import ProblemCounter
 from .records import ProxyRequest, SubagentLink
 from .report_model import LANE_PARENT, LANE_UNLINKED
 from .responses import KIND_OK
+from .turn_timing import answers_logged_at, first_sends, is_cleaned_old_proxy, iter_turns, load_replay_twins
 
 COMBINED = "combined"
 ALL = "all"
@@ -40,6 +41,10 @@ QUALITY_LABELS: dict[str, str] = {
     "body_unparsable": "rows with an unparsable request body: left out",
     "body_without_messages": "request bodies without messages: left out",
 }
+CLEANED_OLD_PROXY_NOTE = (
+    "Cleaned old-proxy capture: every linked turn is a non-streaming replay whose streaming twin was deleted, and "
+    "each replay read its twin's cache write. The API figures of linked turns are estimated: cache read capped at "
+    "the API model's read, the rest counted as creation (docs/visualizer.md).")
 _ROW_KIND_REASONS = {"error": "error_row", "pending": "pending_row", "unparsable": "unparsable_row"}
 
 
@@ -77,6 +82,8 @@ class Selection:
     rows: list[ProxyRequest] = field(default_factory=list)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     notes: list[str] = field(default_factory=list)
+    # Every linked turn a replay whose old-proxy twin was deleted: API usage is estimated (lib/turn_timing.py).
+    cleaned_old_proxy: bool = False
 
 
 def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source: str,
@@ -85,7 +92,11 @@ def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source
     """Bring the indexes up to date (building them when missing) and load what selection needs."""
     ensure_message_index(proxy, index, say=say)
     conversations, jsonl_note = _conversations(proxy, index, projects_path, say)
-    requests = tuple(iter_indexed_requests(proxy, index, since=since, until=until))
+    # Sub-second starts, and each old-proxy turn as its first send (lib/turn_timing.py).
+    loaded = first_sends({r.request_id: r for r in iter_indexed_requests(proxy, index, since=since, until=until)},
+                         load_replay_twins(index),
+                         answers_logged_at((turn.request_id, turn.timestamp) for turn in iter_turns(conversations)))
+    requests = tuple(sorted(loaded.values(), key=lambda request: (request.timestamp, request.row_id)))
     twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE is_artifact = 1"))
     generation = read_state(index, "message_index.").get("generation", "")
     return Capture(source, requests, twins, tuple(conversations), generation, jsonl_note)
@@ -137,6 +148,7 @@ def select_combined(capture: Capture) -> Selection:
         selection.requests.append(SelectedRequest(request, lane, conversation_id))
     _count_unmatched(capture.conversations, capture, selection.problems)
     _count_shared(capture.conversations, selection.problems)
+    _mark_cleaned(selection, capture)
     return selection
 
 
@@ -159,7 +171,17 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
     if pairs:
         selection.problems.add("duplicate_pair", count=pairs)
     _sort(selection)
+    _mark_cleaned(selection, capture)
     return selection
+
+
+def _mark_cleaned(selection: Selection, capture: Capture) -> None:
+    """Recognise a cleaned old-proxy capture among the linked turns and say so in the notes."""
+    replays = {replay: artifact for artifact, replay in capture.artifact_twins.items()}
+    linked = (item.request for item in selection.requests if item.conversation_id is not None)
+    selection.cleaned_old_proxy = is_cleaned_old_proxy(linked, replays)
+    if selection.cleaned_old_proxy:
+        selection.notes.append(CLEANED_OLD_PROXY_NOTE)
 
 
 def select_all(capture: Capture, *, min_parent_requests: int) -> tuple[list[Selection], int]:

@@ -36,6 +36,7 @@ from .request_hashing import HashedRequest
 from .timestamps import parse_timestamp
 from .trace_files import iter_jsonl
 from .trace_plan import PlanOptions, TracePlan, plan_traces
+from .turn_timing import first_sends, load_replay_twins
 
 PARENT_LANE = "parent"
 SIDECAR_DIR = "_sidecar"
@@ -129,6 +130,7 @@ class MatchResult:
     traces: dict[str, TraceMatch] = field(default_factory=dict)
     hashed: dict[str, HashedRequest] = field(default_factory=dict)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    replay_twins: dict[str, str] = field(default_factory=dict)
 
 
 def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optional[str], index_db: Optional[str],
@@ -143,7 +145,10 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
         index = open_index_db(db_path, index_db)
         try:
             ensure_message_index(proxy, index, say=say)
-            requests = {request.request_id: request for request in iter_indexed_requests(proxy, index)}
+            # Old-proxy turns carry their first send's usage and start (lib/turn_timing.py).
+            result.replay_twins = load_replay_twins(index)
+            requests = first_sends({request.request_id: request for request in iter_indexed_requests(proxy, index)},
+                                   result.replay_twins)
             by_sidecar = {trace.file: _sidecar_lanes(trace, requests, result.problems) for trace in traces}
             needing_plan = [trace for trace in traces if by_sidecar[trace.file] is None]
             plans = _plans_for(needing_plan, jsonl_dir, load_message_ids(index) if needing_plan and jsonl_dir else {},

@@ -28,12 +28,18 @@ from typing import Any, Optional, Sequence
 from .api_cache_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
 from .hashing import IdAllocator
 from .problems import ProblemCounter
-from .records import ProxyRequest
+from .records import ProxyRequest, Usage
 from .request_hashing import HashedRequest
 from .stats import percentile
 from .trace_matching import MatchResult, TraceLanes
+from .turn_timing import is_cleaned_old_proxy, without_twin_write
 
 USAGE_FIELDS = ("cache_read", "cache_creation", "input")
+API_TRUTH_USAGE = "usage"  # the rows' usage; old-proxy turns that of their first send (lib/turn_timing.py)
+API_TRUTH_CLEANED = "cleaned_old_proxy_estimate"
+CLEANED_NOTE = ("API figures estimated: a cleaned old-proxy capture (every turn a non-streaming replay, its streaming "
+                "twin deleted); each replay read its twin's write, so its cache_read is capped at the API model's read "
+                "and the rest counted as creation (docs/validate.md).")
 ONE_HOUR_TTL_S = 3600.0
 
 
@@ -110,6 +116,7 @@ class ApiComparison:
     model_requests: int
     field_errors: list[FieldError]
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    api_truth: str = ""
 
     def error(self, name: str) -> Optional[FieldError]:
         """The FieldError of one usage field, None when nothing was compared."""
@@ -120,6 +127,7 @@ class ApiComparison:
             "traces": [trace.as_dict() for trace in self.traces],
             "overall": {"requests": self.requests, "matched": self.matched, **self.overall.as_dict()},
             "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors]},
+            "api_truth": self.api_truth,
             "problems": self.problems.as_dict(),
         }
 
@@ -139,34 +147,50 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     """Per trace and overall simulated vs API hit rate, and the API model's per-request error."""
     problems = ProblemCounter()
     problems.merge(matches.problems)
-    rows: list[TraceComparison] = []
     compared: dict[str, _Compared] = {}
+    lanes_of: list[tuple[TraceLanes, list[tuple[str, list]]]] = []
     for trace in traces:
         match = matches.traces[trace.file]
-        comparison = Comparison()
+        lanes = []
         for lane, lane_requests in trace.lanes.items():
             matched = match.lanes.get(lane, [])
             usable = [(r, m) for r, m in zip(lane_requests, matched) if m is not None and m.usage is not None]
             ttl_s = ONE_HOUR_TTL_S if any(m.usage.cache_creation_1h_tokens for _, m in usable) else DEFAULT_TTL_S
-            for request, db_request in usable:
-                usage = db_request.usage
-                comparison += Comparison(request.hit_blocks, request.blocks, usage.cache_read_input_tokens, usage.prompt_tokens)
+            for _, db_request in usable:
                 prompt = matches.hashed.get(db_request.request_id)
-                if prompt is not None and usage.prompt_tokens:
+                if prompt is not None and db_request.usage.prompt_tokens:
                     compared.setdefault(db_request.request_id, _Compared(db_request, prompt, trace.trace_id, ttl_s, lane))
             without_usage = sum(m is not None and m.usage is None for m in matched)
             if without_usage:
                 problems.add("matched_without_usage", f"{trace.file} {lane}", without_usage)
-        rows.append(TraceComparison(trace.trace_id, trace.file, trace.request_count, match.matched, match.route, comparison))
+            lanes.append((lane, usable))
+        lanes_of.append((trace, lanes))
     block_size = _common_block_size(traces)
     items = sorted(compared.values(), key=lambda item: (item.request.timestamp, item.request.row_id))
     predictions = predict_usage([_api_request(item, ids) for item, ids in _with_ids(items)],
                                 block_size=block_size, warm_first_breakpoint=True)
+    # A cleaned old-proxy capture: each replay read its deleted twin's write; take it back (lib/turn_timing.py).
+    cleaned = is_cleaned_old_proxy((item.request for item in items), matches.replay_twins)
+    usages = {item.request.request_id: item.request.usage for item in items}
+    if cleaned:
+        for item, predicted in zip(items, predictions):
+            read, _, _ = _scaled(predicted, item.prompt.token_count, item.request.usage.prompt_tokens)
+            usages[item.request.request_id] = without_twin_write(item.request.usage, read)
+    rows: list[TraceComparison] = []
+    for trace, lanes in lanes_of:
+        comparison = Comparison()
+        for _, usable in lanes:
+            for request, db_request in usable:
+                usage = usages.get(db_request.request_id, db_request.usage)
+                comparison += Comparison(request.hit_blocks, request.blocks, usage.cache_read_input_tokens, usage.prompt_tokens)
+        match = matches.traces[trace.file]
+        rows.append(TraceComparison(trace.trace_id, trace.file, trace.request_count, match.matched, match.route, comparison))
     overall = sum((row.comparison for row in rows), Comparison())
     return ApiComparison(
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
-        field_errors=_field_errors(items, predictions), problems=problems,
+        field_errors=_field_errors(items, predictions, usages), problems=problems,
+        api_truth=API_TRUTH_CLEANED if cleaned else API_TRUTH_USAGE,
     )
 
 
@@ -203,14 +227,15 @@ def _scaled(predicted: PredictedUsage, tokenizer_tokens: int, api_tokens: int) -
     return read, creation, api_tokens - read - creation
 
 
-def _field_errors(items: list[_Compared], predictions: list[PredictedUsage]) -> list[FieldError]:
+def _field_errors(items: list[_Compared], predictions: list[PredictedUsage],
+                  usages: dict[str, Usage]) -> list[FieldError]:
     if not items:
         return []
     errors: dict[str, list[float]] = {name: [] for name in USAGE_FIELDS}
     shares: dict[str, list[float]] = {name: [] for name in USAGE_FIELDS}
     totals = {name: [0, 0] for name in USAGE_FIELDS}
     for item, predicted in zip(items, predictions):
-        usage = item.request.usage
+        usage = usages[item.request.request_id]
         prompt_tokens = usage.prompt_tokens
         actual = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
         for name, guess, real in zip(USAGE_FIELDS, _scaled(predicted, item.prompt.token_count, prompt_tokens), actual):

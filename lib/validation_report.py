@@ -15,7 +15,7 @@ from .errors import CheckFailed, InputError
 from .trace_files import DirectoryCheck, check_directory
 from .trace_matching import TraceLanes, match_traces, trace_lanes
 from .trace_stats import StatsCollector, StatsTable
-from .validation import ApiComparison, Comparison, compare_with_api
+from .validation import API_TRUTH_CLEANED, CLEANED_NOTE, ApiComparison, Comparison, compare_with_api
 
 
 @dataclass
@@ -99,6 +99,8 @@ def _api_text(api: ApiComparison) -> str:
     lines.append(f"Overall ({len(api.traces)} trace(s), {api.requests} reqs, {api.matched} matched): "
                  f"simulated {_percent(overall.sim_pct)}, API {_percent(overall.api_pct)}, "
                  f"accuracy {_percent(overall.accuracy_pct)}")
+    if api.api_truth == API_TRUTH_CLEANED:
+        lines.append(CLEANED_NOTE)
     if api.problems:
         lines.append(f"Unmatched or degraded: {api.problems.describe()}")
     return "\n".join(lines)
