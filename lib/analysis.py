@@ -219,16 +219,18 @@ def _points(turns: Sequence[Turn], predictions: Sequence[PredictedUsage], *,
             cleaned_old_proxy: bool = False) -> tuple[RequestPoint, ...]:
     """One RequestPoint per turn; context and growth in API tokens where the API reported usage.
 
-    On a cleaned old-proxy capture a linked turn's usage has its deleted twin's write taken back.
+    On a cleaned old-proxy capture a linked turn's usage (any turn's, without links) has its deleted
+    twin's write taken back.
     """
     points = []
     previous_context: dict[str, int] = {}
     previous_end: dict[str, float] = {}
+    linked = any(turn.item.conversation_id is not None for turn in turns)
     for index, (turn, predicted) in enumerate(zip(turns, predictions)):
         request, lane = turn.request, turn.item.lane
         usage = request.usage
         simulated = _scaled(CacheSplit(predicted.cache_read, predicted.cache_creation, predicted.input), turn)
-        if cleaned_old_proxy and usage and turn.item.conversation_id is not None:
+        if cleaned_old_proxy and usage and (turn.item.conversation_id is not None or not linked):
             usage = without_twin_write(usage, simulated.cache_read_tokens)
         context = usage.prompt_tokens if usage else turn.hashed.token_count
         think = previous_end.get(lane)

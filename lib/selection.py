@@ -42,9 +42,9 @@ QUALITY_LABELS: dict[str, str] = {
     "body_without_messages": "request bodies without messages: left out",
 }
 CLEANED_OLD_PROXY_NOTE = (
-    "Cleaned old-proxy capture: every linked turn is a non-streaming replay whose streaming twin was deleted, and "
-    "each replay read its twin's cache write. The API figures of linked turns are estimated: cache read capped at "
-    "the API model's read, the rest counted as creation (docs/visualizer.md).")
+    "Cleaned old-proxy capture: every linked turn (every turn, without JSONL links) is a non-streaming replay whose "
+    "streaming twin was deleted, and each replay read its twin's cache write. Their API figures are estimated: "
+    "cache read capped at the API model's read, the rest counted as creation (docs/visualizer.md).")
 _ROW_KIND_REASONS = {"error": "error_row", "pending": "pending_row", "unparsable": "unparsable_row"}
 
 
@@ -82,7 +82,8 @@ class Selection:
     rows: list[ProxyRequest] = field(default_factory=list)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     notes: list[str] = field(default_factory=list)
-    # Every linked turn a replay whose old-proxy twin was deleted: API usage is estimated (lib/turn_timing.py).
+    # Every linked turn (every turn, without links) a replay whose old-proxy twin was deleted: API usage is
+    # estimated (lib/turn_timing.py).
     cleaned_old_proxy: bool = False
 
 
@@ -178,8 +179,9 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
 def _mark_cleaned(selection: Selection, capture: Capture) -> None:
     """Recognise a cleaned old-proxy capture among the linked turns and say so in the notes."""
     replays = {replay: artifact for artifact, replay in capture.artifact_twins.items()}
-    linked = (item.request for item in selection.requests if item.conversation_id is not None)
-    selection.cleaned_old_proxy = is_cleaned_old_proxy(linked, replays)
+    # Without JSONL links every turn is judged (a fixed-proxy capture still has its streaming rows).
+    linked = [item.request for item in selection.requests if item.conversation_id is not None]
+    selection.cleaned_old_proxy = is_cleaned_old_proxy(linked or [item.request for item in selection.requests], replays)
     if selection.cleaned_old_proxy:
         selection.notes.append(CLEANED_OLD_PROXY_NOTE)
 

@@ -78,7 +78,8 @@ def _share(tokens: int, split: CacheSplit) -> float:
 
 def _input_tokens(comparison: Comparison, analysis: Analysis) -> list[str]:
     ttl = format_ttl(analysis.options.cache_ttl_s)
-    sides: list[tuple[str, CacheSplit]] = [("API", comparison.api), ("API model", comparison.api_model),
+    api_label = "API (estimated)" if analysis.selection.cleaned_old_proxy else "API"
+    sides: list[tuple[str, CacheSplit]] = [(api_label, comparison.api), ("API model", comparison.api_model),
                                              (f"TTL model {ttl}", comparison.ttl_model)]
     header = ("", *[name for name, _ in sides])
     rows = [header]
@@ -91,6 +92,8 @@ def _input_tokens(comparison: Comparison, analysis: Analysis) -> list[str]:
     rows.append(("accuracy", "", format_pct(comparison.api_model_accuracy), format_pct(comparison.ttl_model_accuracy)))
     lines = _table(rows)
     lines.append(f"Over the {comparison.requests} requests with API usage; accuracy = 1 − |sim − api| / api on hit rates.")
+    if analysis.selection.cleaned_old_proxy:
+        lines.append("API estimated: a cleaned old-proxy capture, see Data quality.")
     if analysis.token_ratio is not None:
         lines.append(f"Simulated splits scaled per request to the API's prompt size (cl100k_base/API ratio "
                      f"{analysis.token_ratio:.3f}).")
