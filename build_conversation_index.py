@@ -30,7 +30,7 @@ from lib.cli import Command, Output, common_options, run
 @common_options
 def main(db: str, projects_path: Optional[str], index_db: Optional[str], rebuild: bool, out: Output) -> None:
     """Build or update the conversation index."""
-    from lib.conversation_index import update_conversation_index
+    from lib.capture.conversation_index import update_conversation_index
     from lib.db import open_index_db, open_proxy_db
 
     proxy = open_proxy_db(db)

@@ -31,7 +31,7 @@ from lib.errors import InputError
 @common_options
 def main(db: Path, index_db: Optional[Path], rebuild: bool, json_out: Optional[Path], out: Output) -> None:
     """Build or update the message index of DB."""
-    from lib.message_index import update_message_index, write_message_id_json
+    from lib.capture.message_index import update_message_index, write_message_id_json
 
     proxy = open_proxy_db(db)
     if index_db is not None and index_db.resolve() == db.resolve():

@@ -8,8 +8,8 @@ import click
 
 from lib.cli import Command, Output, TimestampType, common_options, run
 from lib.errors import InputError
-from lib.trace_plan import PlanOptions
-from lib.traces import TraceOptions, build_traces
+from lib.traces.plan import PlanOptions
+from lib.traces.build import TraceOptions, build_traces
 
 
 @click.command(cls=Command)

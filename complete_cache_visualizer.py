@@ -7,10 +7,10 @@ from typing import Optional
 
 import click
 
-from lib.analysis import AnalysisOptions
+from lib.report.analysis import AnalysisOptions
 from lib.cli import Command, Output, TimestampType, common_options, run
 from lib.errors import InputError
-from lib.visualizer import VisualizerOptions, run_visualizer
+from lib.report.visualizer import VisualizerOptions, run_visualizer
 
 
 @click.command(cls=Command)

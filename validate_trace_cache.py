@@ -9,7 +9,7 @@ import click
 
 from lib.atomic import write_atomic
 from lib.cli import Command, Output, common_options, run
-from lib.validation_report import check_gates, validate_traces
+from lib.validate.validator import check_gates, validate_traces
 
 
 @click.command(cls=Command)

@@ -10,7 +10,7 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.cli import Output, common_options  # noqa: E402
-from lib.example_capture import VARIANTS, generate_example  # noqa: E402
+from lib.synthetic.example import VARIANTS, generate_example  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterable, NoReturn, Optional, TypeVar
 
 import click
 
-from .errors import CheckFailed, InputError
-from .timestamps import parse_timestamp
+from lib.errors import CheckFailed, InputError
+from lib.timestamps import parse_timestamp
 
 T = TypeVar("T")
 GC_FIRST_GENERATION_THRESHOLD = 50_000

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from .errors import InputError
+from lib.errors import InputError
 
 BUSY_TIMEOUT_MS = 30_000
 PROXY_COLUMNS = frozenset({"id", "timestamp", "headers", "body", "response", "model"})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from lib.cache_models import (
+from lib.cache.ttl_model import (
     CacheEvent, HitRate, conversation_hit_rate, prefix_hits, simulate_ttl, sweep_ttl, warm_prefix_blocks,
 )
 from tests.cache_references import chained_events, reference_ttl
@@ -166,7 +166,7 @@ def test_hit_rate_never_falls_as_ttl_grows(events):
 
 def test_importing_the_models_loads_no_io_or_cli_libraries():
     code = (
-        "import sys, lib.cache_models, lib.capacity_models, lib.api_cache_model, lib.stats;"
+        "import sys, lib.cache.ttl_model, lib.cache.capacity_model, lib.cache.api_model, lib.cache.percentiles;"
         "print(sorted(m for m in ('sqlite3', 'click', 'jinja2', 'tiktoken') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

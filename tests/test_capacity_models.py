@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
-from lib.cache_models import CacheEvent, HitRate, simulate_ttl
-from lib.capacity_models import capacity_curve, capacity_needed, lru_profile, simulate_lru, simulate_opt
+from lib.cache.ttl_model import CacheEvent, HitRate, simulate_ttl
+from lib.cache.capacity_model import capacity_curve, capacity_needed, lru_profile, simulate_lru, simulate_opt
 from tests.cache_references import chained_events, reference_lru, reference_opt
 
 FAST = settings(derandomize=True, max_examples=150, deadline=None)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lib.dashboard import (
+from lib.report.dashboard import (
     CHART_JS_FILENAME, SECTIONS, STATIC_DIR, format_ttl, render_index, render_report,
 )
-from lib.report_model import (
+from lib.report.model import (
     CacheSplit, IndexEntry, ReportModel, RequestPoint, SummaryCard, TimingDistribution,
 )
 from report_samples import build_sample_report

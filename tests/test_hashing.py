@@ -1,4 +1,4 @@
-"""lib/hashing.py: normalization, the block-hash chain (SPEC §4), its memos and the id scopes."""
+"""lib/hashing/block_hashes.py: normalization, the block-hash chain (SPEC §4), its memos and the id scopes."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.hashing import (
+from lib.hashing.block_hashes import (
     IdAllocator,
     PrefixHasher,
     RequestHashes,

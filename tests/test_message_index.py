@@ -1,4 +1,4 @@
-"""lib/message_index.py: the message_index table, incremental updates, twins, reconstruction."""
+"""lib/capture/message_index.py: the message_index table, incremental updates, twins, reconstruction."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from lib.db import open_index_db, open_proxy_db
-from lib.message_index import (
+from lib.capture.message_index import (
     COLUMN_NAMES,
     ensure_message_index,
     iter_indexed_requests,
     load_message_ids,
     update_message_index,
 )
-from lib.proxy_reader import arrival_key, read_proxy_requests
+from lib.capture.proxy_reader import arrival_key, read_proxy_requests
 from tests.proxy_builders import (
     insert_rows,
     jsonl_output_types,

@@ -15,11 +15,11 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lib.jsonl import read_conversation
-from lib.log_files import LogFile, iter_entries
+from lib.capture.jsonl_conversations import read_conversation
+from lib.capture.jsonl_files import LogFile, iter_entries
 from lib.problems import ProblemCounter
-from lib.proxy_reader import parse_proxy_row
-from lib.responses import KIND_ERROR, KIND_OK, KIND_PENDING, KIND_UNPARSABLE, ResponseFacts, parse_response
+from lib.capture.proxy_reader import parse_proxy_row
+from lib.capture.response_parser import KIND_ERROR, KIND_OK, KIND_PENDING, KIND_UNPARSABLE, ResponseFacts, parse_response
 from lib.timestamps import parse_timestamp, to_epoch
 from tests.test_hashing import common_prefix, make_hasher, seg
 

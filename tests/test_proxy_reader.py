@@ -1,4 +1,4 @@
-"""lib/proxy_reader.py: streaming `requests` rows into ProxyRequest records."""
+"""lib/capture/proxy_reader.py: streaming `requests` rows into ProxyRequest records."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 
 from lib.db import open_proxy_db
 from lib.problems import ProblemCounter
-from lib.proxy_reader import (
+from lib.capture.proxy_reader import (
     arrival_key,
     iter_proxy_rows,
     parse_request_body,

@@ -5,10 +5,10 @@ import math
 
 import orjson
 
-from lib.hashing import RequestHashes
-from lib.mooncake import MooncakeCollector
-from lib.trace_format import InputTypes, RequestFacts, SubagentFacts, native_trace
-from lib.trace_schema import check_mooncake_rows, check_native_trace
+from lib.hashing.block_hashes import RequestHashes
+from lib.traces.mooncake import MooncakeCollector
+from lib.traces.native_format import InputTypes, RequestFacts, SubagentFacts, native_trace
+from lib.validate.schema import check_mooncake_rows, check_native_trace
 
 
 def make_facts(*, start_s: float, end_s: float, ids: list[int], stop: str = "tool_use", streaming: bool = True,
