@@ -9,7 +9,8 @@ import click
 from lib.cli import Command, Output, TimestampType, common_options, run
 from lib.errors import InputError
 from lib.traces.plan import PlanOptions
-from lib.traces.build import TraceOptions, build_traces
+from lib.traces.build import build_traces
+from lib.traces.options import TraceOptions
 
 
 @click.command(cls=Command)

@@ -7,7 +7,8 @@ import pytest
 
 from bench.synthetic_capture import generate_capture
 from lib.traces.plan import PlanOptions
-from lib.traces.build import TraceOptions, build_traces
+from lib.traces.build import build_traces
+from lib.traces.options import TraceOptions
 
 # Re-tokenizing whole histories would put the ratio near 100 %; memoized segments keep it ~2 %.
 MAX_MEMO_RATIO = 0.10

@@ -19,7 +19,8 @@ from lib.traces.mooncake import MooncakeCollector
 from lib.hashing.tokenizer import load_encoder
 from lib.validate.trace_files import check_directory, iter_jsonl
 from lib.traces.plan import PlanOptions
-from lib.traces.build import MANIFEST, MOONCAKE_FILE, MOONCAKE_SESSIONS_FILE, SIDECAR_DIR, TraceOptions, TraceSummary, build_traces
+from lib.traces.build import MANIFEST, MOONCAKE_FILE, MOONCAKE_SESSIONS_FILE, SIDECAR_DIR, build_traces
+from lib.traces.options import TraceOptions, TraceSummary
 from tests.jsonl_builders import OTHER_SESSION, SESSION
 from tests.test_hashing import common_prefix
 from tests.proxy_builders import jsonl_output_types, manifest_turns

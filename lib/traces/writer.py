@@ -5,7 +5,7 @@ Split from lib/traces/build.py (the run): this module turns hashed requests into
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import orjson
 
@@ -15,10 +15,8 @@ from lib.traces.mooncake import MooncakeCollector
 from lib.records import ProxyRequest
 from lib.hashing.request_hashing import HashedRequest
 from lib.traces.native_format import RequestFacts, SubagentFacts, native_trace
+from lib.traces.options import TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan
-
-if TYPE_CHECKING:
-    from lib.traces.build import TraceOptions, TraceSummary
 
 SIDECAR_DIR = "_sidecar"
 Hashed = dict[str, Optional[HashedRequest]]
