@@ -44,5 +44,10 @@ def main(db: str, projects_path: Optional[str], index_db: Optional[str], rebuild
     out.summary(summary.as_dict(), summary.describe())
 
 
+def cli() -> None:
+    """The installed command (`pip install .`): the same as running this file."""
+    run(main)
+
+
 if __name__ == "__main__":
     run(main)

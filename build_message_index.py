@@ -48,5 +48,10 @@ def main(db: Path, index_db: Optional[Path], rebuild: bool, json_out: Optional[P
     out.summary(summary.as_dict(), summary.describe())
 
 
+def cli() -> None:
+    """The installed command (`pip install .`): the same as running this file."""
+    run(main)
+
+
 if __name__ == "__main__":
     run(main)

@@ -66,5 +66,10 @@ def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[
     out.summary(summary.as_dict(), summary.describe())
 
 
+def cli() -> None:
+    """The installed command (`pip install .`): the same as running this file."""
+    run(main)
+
+
 if __name__ == "__main__":
     run(main)

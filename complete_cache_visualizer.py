@@ -67,5 +67,10 @@ def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Opt
     out.summary(summary.as_dict(), summary.describe())
 
 
+def cli() -> None:
+    """The installed command (`pip install .`): the same as running this file."""
+    run(main)
+
+
 if __name__ == "__main__":
     run(main)

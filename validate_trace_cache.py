@@ -51,5 +51,10 @@ def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db
     check_gates(report, min_accuracy=min_accuracy, max_error=max_error)
 
 
+def cli() -> None:
+    """The installed command (`pip install .`): the same as running this file."""
+    run(main)
+
+
 if __name__ == "__main__":
     run(main)

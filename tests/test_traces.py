@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import sqlite3
 import subprocess
@@ -428,7 +429,7 @@ def _generate(variant: str, target: Path) -> tuple[Path, Path]:
     if importlib.util.find_spec("lib.synthetic.scenario") is None or not GENERATOR.is_file():
         pytest.skip("examples/generate_example.py is not available")
     subprocess.run([sys.executable, str(GENERATOR), "--variant", variant, "--scale", "0.05", "--output-dir", str(target), "-q"],
-                   check=True, cwd=ROOT)
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # `lib` without installing
     return target / "requests.db", target / "jsonl"
 
 
