@@ -22,11 +22,11 @@ def percentile(values: Iterable[float], q: float) -> float:
         raise ValueError("percentile of an empty sequence")
     if not 0 <= q <= 100:
         raise ValueError(f"percentile {q} outside 0..100")
-    return _interpolate(ordered, q)
+    return percentile_of_sorted(ordered, q)
 
 
-def _interpolate(ordered: Sequence[float], q: float) -> float:
-    """Percentile of already-sorted, non-empty values."""
+def percentile_of_sorted(ordered: Sequence[float], q: float) -> float:
+    """The q-th percentile (0 ≤ q ≤ 100) of already-sorted, non-empty values."""
     rank = (len(ordered) - 1) * q / 100
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
@@ -37,7 +37,7 @@ def _interpolate(ordered: Sequence[float], q: float) -> float:
 def percentiles(values: Iterable[float], qs: Sequence[float] = (10, 50, 90)) -> dict[str, Optional[float]]:
     """{'p10': …, 'p50': …, 'p90': …} for the given percentiles; None for each when empty."""
     ordered = sorted(values)
-    return {_label(q): (_interpolate(ordered, q) if ordered else None) for q in qs}
+    return {_label(q): (percentile_of_sorted(ordered, q) if ordered else None) for q in qs}
 
 
 def _label(q: float) -> str:
@@ -52,9 +52,9 @@ def summarize(values: Iterable[float]) -> dict[str, Optional[float]]:
         return dict.fromkeys(SUMMARY_KEYS)
     return {
         "min": float(ordered[0]),
-        "p25": _interpolate(ordered, 25),
-        "median": _interpolate(ordered, 50),
-        "p75": _interpolate(ordered, 75),
+        "p25": percentile_of_sorted(ordered, 25),
+        "median": percentile_of_sorted(ordered, 50),
+        "p75": percentile_of_sorted(ordered, 75),
         "max": float(ordered[-1]),
         "mean": math.fsum(ordered) / len(ordered),
     }

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import orjson
 
 from lib.atomic import write_atomic
+from lib.cache.percentiles import percentile_of_sorted
 from lib.report.model import IndexEntry, ReportModel, TimingDistribution
 
 if TYPE_CHECKING:
@@ -262,20 +263,12 @@ def _timing_row(item: TimingDistribution) -> dict[str, Any]:
     return {
         "label": item.label,
         "count": len(values),
-        "p10": _percentile(values, 0.10),
-        "p50": _percentile(values, 0.50),
-        "p90": _percentile(values, 0.90),
+        "p10": percentile_of_sorted(values, 10),
+        "p50": percentile_of_sorted(values, 50),
+        "p90": percentile_of_sorted(values, 90),
         "mean": sum(values) / len(values),
         "max": values[-1],
     }
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile of a non-empty sorted sequence (numpy's default method)."""
-    position = (len(sorted_values) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def _figure_labels(entries: Sequence[IndexEntry]) -> list[str]:

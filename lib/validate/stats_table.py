@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from lib.cache.ttl_model import HitRate, conversation_hit_rate, warm_prefix_blocks
-from lib.cache.percentiles import SUMMARY_KEYS, percentiles, summarize
+from lib.cache.percentiles import SUMMARY_KEYS, percentile_of_sorted, summarize
 
 DEFAULT_WARM_SHARE = 0.75
 
@@ -216,8 +216,7 @@ class StatsCollector:
         warm_hits = cold.hits + conversation_hit_rate(ids[:1], warm_prefix_blocks=warm_blocks).hits
         start_t = _number(parent[0], "t") or 0.0
         end_t = (_number(parent[-1], "t") or 0.0) + api[-1]
-        in_pct = percentiles(inputs)
-        out_pct = percentiles(outputs)
+        in_sorted, out_sorted = sorted(inputs), sorted(outputs)
         trace_id = document.get("id")
         return TraceFigures(
             trace_id=trace_id if isinstance(trace_id, str) else file,
@@ -225,8 +224,10 @@ class StatsCollector:
             requests=len(parent),
             start_in=int(inputs[0]),
             end_in=int(inputs[-1]),
-            in_p10=in_pct["p10"], in_p50=in_pct["p50"], in_p90=in_pct["p90"], in_mean=sum(inputs) / len(inputs),
-            out_p10=out_pct["p10"], out_p50=out_pct["p50"], out_p90=out_pct["p90"], out_mean=sum(outputs) / len(outputs),
+            in_p10=percentile_of_sorted(in_sorted, 10), in_p50=percentile_of_sorted(in_sorted, 50),
+            in_p90=percentile_of_sorted(in_sorted, 90), in_mean=sum(inputs) / len(inputs),
+            out_p10=percentile_of_sorted(out_sorted, 10), out_p50=percentile_of_sorted(out_sorted, 50),
+            out_p90=percentile_of_sorted(out_sorted, 90), out_mean=sum(outputs) / len(outputs),
             duration_min=max(0.0, end_t - start_t) / 60,
             think_time_s=sum(think) / len(think) if think else None,
             api_time_s=sum(api) / len(api),
