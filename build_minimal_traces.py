@@ -23,7 +23,8 @@ from lib.traces.options import TraceOptions
 @click.option("--include-subagents", is_flag=True, help="Add sub-agent markers with their own requests.")
 @click.option("--anonymize", is_flag=True, help="No ids, timestamps or content-derived strings in the output.")
 @click.option("--split-at-gap", type=click.FloatRange(0, min_open=True), metavar="SEC", help="Start a new trace after a longer pause.")
-@click.option("--local-hash-ids/--global-hash-ids", default=True, show_default=True, help="One id namespace per conversation, or one per run.")
+@click.option("--local-hash-ids/--global-hash-ids", default=True, show_default=True,
+              help="One id namespace per conversation, or one per run.")
 @click.option("--conversation-id", help="Only this conversation (JSONL sessionId).")
 @click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
 @click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")

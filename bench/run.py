@@ -477,7 +477,8 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
                                         "capture": capture_summary, "floor": asdict(floor),
                                         "floors": [asdict(run) for run in timer.floors],
                                         "results": [asdict(run) for run in results],
-                                        "scaling": [{**asdict(scaling), "speedup": scaling.speedup, "same_speed_speedup": scaling.same_speed()}
+                                        "scaling": [{**asdict(scaling), "speedup": scaling.speedup,
+                                                     "same_speed_speedup": scaling.same_speed()}
                                                     for scaling in scalings], "extra": extra}, indent=2))
     if not keep:
         shutil.rmtree(work, ignore_errors=True)

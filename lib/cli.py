@@ -53,7 +53,7 @@ def run(command: click.Command) -> NoReturn:
     stdout and stderr are left to flush. Never call this from a test or a library: it ends the process.
     """
     try:
-        result = command.main()
+        result: object = command.main()
         code = result if isinstance(result, int) else 0
     except SystemExit as exit_request:
         code = _exit_code(exit_request.code)

@@ -92,4 +92,4 @@ def test_hit_rate_never_falls_with_capacity_and_lru_never_beats_opt(events):
     opt = [p.opt_hit_rate for p in curve]
     assert lru == sorted(lru)
     assert opt == sorted(opt)
-    assert all(l <= o for l, o in zip(lru, opt))
+    assert all(lru_rate <= opt_rate for lru_rate, opt_rate in zip(lru, opt))

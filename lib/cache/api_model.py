@@ -22,7 +22,8 @@ Rules, in the units the API reports (tokens):
 Approximations: the API's lookback counts content blocks. A request that carries `boundaries`
 (token positions where content blocks end; the hasher gives message ends, a little coarser than the
 API's blocks) is looked back over those; without them the lookback counts blocks of `block_size`
-tokens, which misses any turn that added more than `lookback_blocks` × block_size tokens. A prefix is identified by the chained id of its last full block (SPEC §4.6), so a
+tokens, which misses any turn that added more than `lookback_blocks` × block_size tokens. A prefix is
+identified by the chained id of its last full block (SPEC §4.6), so a
 breakpoint at token position p is rounded down to block p // block_size and cache_read is a
 whole number of blocks; the < block_size tokens past the boundary count as creation.
 `warm_first_breakpoint` marks the first eligible breakpoint of each stream's first request as
@@ -36,7 +37,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from lib.cache.replay import start_order
+from lib.cache.replay import BlockIds, start_order
 
 DEFAULT_TTL_S = 300.0
 LOOKBACK_BLOCKS = 20
@@ -54,7 +55,7 @@ class ApiRequest:
     start_s: float
     ready_s: float
     model: str
-    ids: Sequence[int]
+    ids: BlockIds
     token_count: int
     breakpoints: Sequence[int]
     ttl_s: float = DEFAULT_TTL_S

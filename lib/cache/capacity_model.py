@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Union, cast
 
 import numpy as np
 
@@ -288,15 +288,16 @@ def capacity_needed(
     to the profile's own; a curve needs it given.
     """
     if isinstance(source, LRUProfile) or not source or isinstance(source[0], CacheEvent):
-        profile = source if isinstance(source, LRUProfile) else _profile_for(source, block_size)
+        profile = source if isinstance(source, LRUProfile) else _profile_for(cast("Sequence[CacheEvent]", source), block_size)
         reference = profile.infinite_hit_rate if infinite_hit_rate is None else infinite_hit_rate
         blocks = {fraction: profile.capacity_for(fraction * reference) for fraction in fractions}
         return {fraction: None if b is None else b * profile.block_size for fraction, b in blocks.items()}
     if infinite_hit_rate is None:
         raise ValueError("capacity_needed from a curve needs infinite_hit_rate")
+    curve = cast("Sequence[CapacityPoint]", source)
     return {
         fraction: min(
-            (p.capacity_tokens for p in source if p.lru_hit_rate >= fraction * infinite_hit_rate - 1e-12),
+            (p.capacity_tokens for p in curve if p.lru_hit_rate >= fraction * infinite_hit_rate - 1e-12),
             default=None,
         )
         for fraction in fractions

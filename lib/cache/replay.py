@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional, Protocol, Sequence, Union
 
 import numpy as np
+
+# A request's full-block ids: a list, or the visualizer's numpy array.
+BlockIds = Union[Sequence[int], np.ndarray]
 
 NEVER_WRITTEN = -1
 # Ids below this bound plus the number of block references index arrays directly: SPEC §4.7's
@@ -43,7 +46,7 @@ class CacheEvent:
 
     start_s: float
     ready_s: float
-    ids: Sequence[int]
+    ids: BlockIds
     token_count: int
     stream: str = ""
     model: str = ""
@@ -84,7 +87,7 @@ class DenseIds:
         self.arrays[name] = np.full(self._size, fill, dtype=dtype)
         self._fills[name] = fill
 
-    def map(self, ids: Sequence[int]) -> np.ndarray:
+    def map(self, ids: BlockIds) -> np.ndarray:
         """Dense indices of `ids` (int64), registering new ids."""
         array = np.asarray(ids, dtype=np.int64)
         if array.size == 0:
@@ -135,7 +138,14 @@ def runs_of(writers: np.ndarray) -> list[Run]:
     return [Run(value, bounds[k], bounds[k + 1]) for k, value in enumerate(values)]
 
 
-def start_order(events: Sequence[CacheEvent]) -> list[int]:
+class Started(Protocol):
+    """Anything with a start time: cache events, the API model's requests."""
+
+    @property
+    def start_s(self) -> float: ...
+
+
+def start_order(events: Sequence[Started]) -> list[int]:
     """Event indices by start time; `sorted` is stable, so ties keep input order."""
     return sorted(range(len(events)), key=lambda i: events[i].start_s)
 

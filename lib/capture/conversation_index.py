@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, cast
 
 from lib.db import table_exists, transaction
 from lib.errors import InputError
@@ -312,7 +312,8 @@ def _link_row(link: SubagentLink) -> tuple:
 def _indexed_turn(row: tuple) -> IndexedTurn:
     (cid, agent_id, number, message_id, request_id, timestamp, model, stop_reason, types, output_tokens,
      jsonl_request_id, source_file) = row
-    return IndexedTurn(cid, agent_id, number, message_id, request_id, parse_timestamp(timestamp), model or "",
+    # `timestamp` was written from a datetime (_turn_row), so it parses.
+    return IndexedTurn(cid, agent_id, number, message_id, request_id, cast(datetime, parse_timestamp(timestamp)), model or "",
                        stop_reason or "", tuple(json.loads(types or "[]")), output_tokens or 0, jsonl_request_id,
                        source_file or "")
 

@@ -219,9 +219,9 @@ class _FileReader:
         if kind == "assistant":
             self._assistant(entry, timestamp, number, where)
         elif kind == "user" and self.facts is not None:
-            self._user(entry, timestamp)
+            self._user(entry, timestamp, self.facts)
         elif kind == "progress" and self.facts is not None:
-            self._progress(entry, timestamp)
+            self._progress(entry, timestamp, self.facts)
         elif not isinstance(kind, str):
             # `"type": {}` is not a new entry type but a broken line (and would not hash).
             self.problems.add("entry_type_not_a_string", where)
@@ -240,7 +240,7 @@ class _FileReader:
         content = message.get("content")
         blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
         if self.facts is not None:
-            self._agent_uses(blocks, timestamp)
+            self._agent_uses(blocks, timestamp, self.facts)
             if entry.get("isSidechain") is True:
                 # Very old versions logged sub-agent calls inside the parent file, without an agent id.
                 self.problems.add("sidechain_line_in_parent_log", where)
@@ -269,14 +269,14 @@ class _FileReader:
                 draft.model = model or draft.model
         draft.content_types.extend(t for t in types if t and t not in draft.content_types)
 
-    def _agent_uses(self, blocks: list[dict[str, Any]], timestamp: Optional[datetime]) -> None:
+    def _agent_uses(self, blocks: list[dict[str, Any]], timestamp: Optional[datetime], facts: _ParentFacts) -> None:
         for block in blocks:
             if block.get("type") == "tool_use" and block.get("name") in AGENT_TOOL_NAMES and _text(block.get("id")):
-                tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
-                self.facts.uses.setdefault(block["id"], _AgentUse(
+                tool_input = found if isinstance(found := block.get("input"), dict) else {}
+                facts.uses.setdefault(block["id"], _AgentUse(
                     _text(tool_input.get("subagent_type")), _text(tool_input.get("description")), timestamp))
 
-    def _user(self, entry: dict[str, Any], timestamp: Optional[datetime]) -> None:
+    def _user(self, entry: dict[str, Any], timestamp: Optional[datetime], facts: _ParentFacts) -> None:
         message = entry.get("message")
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
@@ -285,21 +285,21 @@ class _FileReader:
         tool_use_result = entry.get("toolUseResult")
         for block in results:
             tool_use_id = _text(block.get("tool_use_id"))
-            if tool_use_id not in self.facts.uses or tool_use_id in self.facts.results:
+            if tool_use_id not in facts.uses or tool_use_id in facts.results:
                 continue
             # toolUseResult belongs to the line, so it describes a block only when the line has one result.
             result = tool_use_result if isinstance(tool_use_result, dict) and len(results) == 1 else {}
-            self.facts.results[tool_use_id] = _AgentResult(timestamp, result, block.get("is_error") is True)
+            facts.results[tool_use_id] = _AgentResult(timestamp, result, block.get("is_error") is True)
 
-    def _progress(self, entry: dict[str, Any], timestamp: Optional[datetime]) -> None:
+    def _progress(self, entry: dict[str, Any], timestamp: Optional[datetime], facts: _ParentFacts) -> None:
         data = entry.get("data")
         if not isinstance(data, dict) or data.get("type") != "agent_progress":
             return
         agent_id, tool_use_id = _text(data.get("agentId")), _text(entry.get("parentToolUseID"))
         if agent_id and tool_use_id:
-            self.facts.progress_agents.setdefault(tool_use_id, agent_id)
+            facts.progress_agents.setdefault(tool_use_id, agent_id)
         if agent_id and timestamp is not None:
-            self.facts.progress_starts.setdefault(agent_id, timestamp)
+            facts.progress_starts.setdefault(agent_id, timestamp)
 
     def _turn(self, draft: _TurnDraft) -> AssistantTurn:
         return AssistantTurn(
@@ -321,7 +321,7 @@ class _FileReader:
 def _usage(value: object) -> Optional[Usage]:
     if not isinstance(value, dict):
         return None
-    breakdown = value.get("cache_creation") if isinstance(value.get("cache_creation"), dict) else {}
+    breakdown = found if isinstance(found := value.get("cache_creation"), dict) else {}
     return Usage(
         input_tokens=_optional_int(value.get("input_tokens")) or 0,
         cache_read_input_tokens=_optional_int(value.get("cache_read_input_tokens")) or 0,

@@ -98,7 +98,7 @@ def parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
     if not isinstance(response, dict):
         return ResponseFacts(kind=KIND_UNPARSABLE, problems=("response_not_an_object",))
 
-    headers = response.get("headers") if isinstance(response.get("headers"), dict) else {}
+    headers = found if isinstance(found := response.get("headers"), dict) else {}
     status = _as_int(response.get("statusCode"))
     chunks = response.get("streamingChunks")
     is_streaming = response.get("isStreaming") if isinstance(response.get("isStreaming"), bool) else None
@@ -219,7 +219,7 @@ def _streaming_facts(chunks: list[Any], synthesized: dict, common: dict[str, Any
     delta_usages = [event["usage"] for event in deltas if isinstance(event.get("usage"), dict)]
     last_delta_usage = delta_usages[-1] if delta_usages else {}
 
-    values: dict[str, Optional[int]] = {}
+    values: dict[str, Any] = {}
     for field_name, key in _PROMPT_USAGE_KEYS.items():
         # message_start has the prompt-side usage; newer APIs repeat it in message_delta (SPEC §1.3).
         values[field_name] = _first_int(start_usage.get(key), last_delta_usage.get(key))
@@ -259,7 +259,7 @@ def _streaming_facts(chunks: list[Any], synthesized: dict, common: dict[str, Any
 
 def _message_facts(body: dict, *, trust_content: bool) -> dict[str, Any]:
     """Facts from a message object: the verbatim API body, or (untrusted) the proxy's synthesis."""
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    usage = found if isinstance(found := body.get("usage"), dict) else {}
     facts: dict[str, Any] = {
         "message_id": _first_str(body.get("id")),
         "model": _first_str(body.get("model")),
@@ -272,7 +272,7 @@ def _message_facts(body: dict, *, trust_content: bool) -> dict[str, Any]:
     }
     if trust_content:
         # The synthesized streaming body has stop_reason "" and text-only content (SPEC §1.3).
-        content = body.get("content") if isinstance(body.get("content"), list) else []
+        content = found if isinstance(found := body.get("content"), list) else []
         types: list[str] = []
         for block in content:
             block_type = block.get("type") if isinstance(block, dict) else None

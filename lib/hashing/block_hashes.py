@@ -28,7 +28,7 @@ from array import array
 from collections import OrderedDict
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Hashable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Mapping, Optional, Sequence, cast
 
 import orjson
 import xxhash
@@ -176,7 +176,7 @@ class IdAllocator:
                     # repeated within `block_keys` gets the id its first occurrence allocated.
                     tail[position] = table.setdefault(block_keys[shared + position], len(table) + 1)
         self._last_keys[context] = block_keys
-        return shared, tail
+        return shared, cast("list[int]", tail)  # every None was filled above
 
     def __len__(self) -> int:
         return len(self._ids)

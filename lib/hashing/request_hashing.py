@@ -10,7 +10,7 @@ import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import compress
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, cast
 
 import orjson
 import xxhash
@@ -215,7 +215,7 @@ class RequestHasher:
         prompt.add([section for section, _ in results])
         dumped = [value for _, value in results]
         if None not in dumped:
-            layout = layout_of(raw, dumped, prompt)
+            layout = layout_of(raw, cast("list[bytes]", dumped), prompt)
             if layout is not None:
                 self.reader.remember(layout)
         return None, self._hashed(prompt)
@@ -227,7 +227,7 @@ class RequestHasher:
         prompt = old.derived.extended(old.derived.fixed + kept, kept, [section for section, _ in results])
         dumped = [value for _, value in results]
         start = old.bounds[kept] + (1 if kept else 0)  # past the comma after the last kept message
-        ends = locate_messages(raw, start, dumped) if None not in dumped else None
+        ends = locate_messages(raw, start, cast("list[bytes]", dumped)) if None not in dumped else None
         if ends is not None and (ends[-1] if ends else old.bounds[kept]) == reuse.close:
             # With no message shared the old layout is another conversation's: it stays.
             self.reader.remember(BodyLayout(raw, old.bounds[: kept + 1] + ends, prompt), replaces=old if kept else None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -166,14 +167,14 @@ def build_turns(items: Sequence[SelectedRequest], hashed: Mapping[str, HashedReq
     return turns
 
 
-def _ready_s(request: ProxyRequest, start_s: float, origin: object) -> float:
+def _ready_s(request: ProxyRequest, start_s: float, origin: datetime) -> float:
     """When the request's blocks become readable: first token, else completion (SPEC §6 'Concurrency and time')."""
     if request.ttft_s is not None:
         return start_s + request.ttft_s
     return _end_s(request, start_s, origin)
 
 
-def _end_s(request: ProxyRequest, start_s: float, origin: object) -> float:
+def _end_s(request: ProxyRequest, start_s: float, origin: datetime) -> float:
     """When the response ended: start + api_time (ms precision), else completedAt (whole seconds), else start."""
     if request.api_time_s is not None:
         return start_s + request.api_time_s
@@ -303,7 +304,7 @@ def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve:
         if not grid:
             break
         known.update((p.capacity_blocks, p.opt_hit_rate) for p in
-                     capacity_curve(events, grid, block_size=block_size, with_opt=True))
+                     capacity_curve(events, grid, block_size=block_size, with_opt=True) if p.opt_hit_rate is not None)
     return [None if b is None else b[1] * block_size for b in (_bracket(known, rate) for rate in rates)]
 
 

@@ -45,12 +45,12 @@ def _sum(splits: Iterable[CacheSplit]) -> CacheSplit:
 
 def compare(analysis: Analysis) -> Comparison:
     """Totals of the API's usage and of both simulations over the requests the API reported."""
-    matched = [i for i, point in enumerate(analysis.points) if point.api is not None]
+    matched = [(i, point.api) for i, point in enumerate(analysis.points) if point.api is not None]
     return Comparison(
         requests=len(matched),
-        api=_sum(analysis.points[i].api for i in matched),
-        api_model=_sum(analysis.points[i].simulated for i in matched),
-        ttl_model=_sum(analysis.ttl_splits[i] for i in matched),
+        api=_sum(api for _, api in matched),
+        api_model=_sum(analysis.points[i].simulated for i, _ in matched),
+        ttl_model=_sum(analysis.ttl_splits[i] for i, _ in matched),
     )
 
 

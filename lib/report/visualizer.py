@@ -92,7 +92,8 @@ class VisualizerSummary:
         for report in self.reports[:5]:
             written = ", ".join(str(path) for path in (report.html, report.stats) if path)
             parts.append(
-                f"{report.name}: {report.requests} request{'' if report.requests == 1 else 's'}, API hit rate {report.api_hit_rate:.1%}, API model "
+                f"{report.name}: {report.requests} request{'' if report.requests == 1 else 's'}, "
+                f"API hit rate {report.api_hit_rate:.1%}, API model "
                 f"{report.api_model_hit_rate:.1%} (accuracy {_pct(report.api_model_accuracy)}), TTL model "
                 f"{report.ttl_model_hit_rate:.1%} (accuracy {_pct(report.ttl_model_accuracy)}); wrote {written}.")
         if len(self.reports) > 5:

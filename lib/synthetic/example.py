@@ -29,7 +29,7 @@ SLUG = "curious-mapping-heron"
 
 def _row_plan(scenario: Scenario, variant: str) -> list[tuple[float, int, ApiCall, bool, bool]]:
     """(start, order, call, is_twin, is_streaming) for every row the variant stores, in arrival order."""
-    plan = []
+    plan: list[tuple[float, int, ApiCall, bool, bool]] = []
     for lane in scenario.lanes:
         for call in lane.calls:
             if not lane.streams:
@@ -54,7 +54,7 @@ def _row(call: ApiCall, *, is_twin: bool, is_streaming: bool, variant: str, rng:
                               api_key_hash=API_KEY_HASH, beta=lane.beta)
     timing = call.twin if is_twin and call.twin else call
     reply = ApiReply(model=lane.model, message_id=timing.message_id, request_id=timing.request_id,
-                     content=call.content, stop_reason=call.stop_reason, usage=call.usage,
+                     content=call.content, stop_reason=call.stop_reason, usage=call.simulated_usage,
                      started_at=epoch_to_datetime(timing.start_s), ttft_ms=timing.ttft_ms,
                      response_time_ms=timing.api_ms, context_management="context-management" in lane.beta)
     response = proxy_response(reply, rng, is_streaming=is_streaming, utc_offset=UTC_OFFSET)
@@ -138,7 +138,7 @@ def _summary(scenario: Scenario, variant: str, rows: int, db_path: Path, lines: 
     parent = scenario.parent.calls
 
     def cache_line(call: ApiCall) -> dict:
-        usage = call.usage
+        usage = call.simulated_usage
         return {"in": usage.prompt_tokens, "cache_read": usage.cache_read_input_tokens,
                 "cache_creation": usage.cache_creation_input_tokens, "input": usage.input_tokens,
                 "hit_pct": round(100 * usage.cache_read_input_tokens / usage.prompt_tokens, 1)}

@@ -81,6 +81,13 @@ class ApiCall:
         """Completion time (epoch seconds)."""
         return self.start_s + self.api_ms / 1000
 
+    @property
+    def simulated_usage(self) -> ApiUsage:
+        """The usage `simulate_usage` gave this call."""
+        if self.usage is None:
+            raise ValueError(f"{self.message_id}: usage not simulated yet")
+        return self.usage
+
     def api_message(self) -> dict:
         """The API message as Claude Code logs it in JSONL (usage must be simulated first)."""
         usage = self.usage.upstream() if self.usage else {}

@@ -43,7 +43,8 @@ INSERT_SQL = (
 DEFAULT_BATCH_ROWS = 200
 CLAUDE_CODE_VERSION = "2.1.83"
 USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, cli)"
-BETA_MAIN = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,prompt-caching-scope-2026-01-05,effort-2025-11-24"
+BETA_MAIN = ("claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,"
+             "prompt-caching-scope-2026-01-05,effort-2025-11-24")
 BETA_SUBAGENT = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,prompt-caching-scope-2026-01-05"
 BETA_UTILITY = "claude-code-20250219,prompt-caching-scope-2026-01-05"
 TOP_LEVEL_KEYS = ("model", "messages", "max_tokens", "temperature", "system", "stream", "tools", "tool_choice")

@@ -10,6 +10,7 @@ import base64
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from lib.synthetic.jsonl_writer import agent_tool_result, new_uuid
 from lib.synthetic.proxy_db_writer import BETA_MAIN, BETA_SUBAGENT, BETA_UTILITY
@@ -89,7 +90,7 @@ class _Story:
         self.cache = PromptCacheSim()
         self.spawn_s = 0.0
 
-    def lane(self, name: str, model: str, clock_s: float, **options: object) -> Lane:
+    def lane(self, name: str, model: str, clock_s: float, **options: Any) -> Lane:
         return Lane(name=name, model=model, meter=self.meter, timing=self.timing, ids=self.ids, clock_s=clock_s,
                     old_proxy=self.old_proxy, **options)
 
@@ -112,19 +113,20 @@ def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: boo
                        client_extras=extras)
     quota.add_message("user", "quota")
     quota.send([{"type": "text", "text": "#"}], "max_tokens", think_s=0.0)
-    parent = story.lane("parent", OPUS, t0, tools=tool_definitions(PARENT_TOOLS, scale, seed),
-                        system=parent_system(scale, seed), ttl_s=TTL_1H_S, beta=BETA_MAIN,
+    tools, system = tool_definitions(PARENT_TOOLS, scale, seed), parent_system(scale, seed)
+    parent = story.lane("parent", OPUS, t0, tools=tools,
+                        system=system, ttl_s=TTL_1H_S, beta=BETA_MAIN,
                         message_cache_control={"type": "ephemeral", "ttl": "1h"},
                         client_extras={**extras, "thinking": {"type": "adaptive"},
                                        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}})
-    title = story.lane("title", HAIKU, t0 - 0.6, system=[parent.system[0], {"type": "text", "text": parent.system[1]["text"]},
+    title = story.lane("title", HAIKU, t0 - 0.6, system=[system[0], {"type": "text", "text": system[1]["text"]},
                        {"type": "text", "text": "Decide whether the user's latest message starts a new conversation "
                         "topic. Reply with a JSON object with the fields 'isNewTopic' and 'title'."}],
                        beta=BETA_UTILITY, max_tokens=512, temperature=0, client_extras=extras)
     title.add_message("user", [{"type": "text", "text": PROMPT}])
     title.send([{"type": "text", "text": '{"isNewTopic": true, "title": "Analyze vLLM Code Path"}'}], "end_turn", think_s=0.0)
     # Tools + system are warm from the user's other sessions (the seed's first request is ~84 % cached).
-    system_end = len(parent.tools) + len(parent.system)
+    system_end = len(tools) + len(system)
     story.cache.warm(parent.layout.keys[system_end], t0 - 600, TTL_1H_S)
     spawn = _parent_until_agents(story, parent)
     story.spawn_s = parent.clock_s + 0.1
@@ -178,7 +180,8 @@ def _explore_agent(story: _Story, spec: AgentSpec, spawn: list[dict], session_id
     block = spawn[AGENTS.index(spec)]
     agent_id = "a" + f"{story.ids.rng.getrandbits(64):016x}"[:16]
     # All four start in the same second, right after the launching call completes (SPEC §2).
-    lane = story.lane(agent_id, HAIKU, story.spawn_s + story.timing.uniform(0.0, 0.2), tools=tool_definitions(EXPLORE_TOOLS, story.scale, story.seed),
+    lane = story.lane(agent_id, HAIKU, story.spawn_s + story.timing.uniform(0.0, 0.2),
+                      tools=tool_definitions(EXPLORE_TOOLS, story.scale, story.seed),
                       system=explore_system(story.scale, story.seed), ttl_s=TTL_5M_S, beta=BETA_SUBAGENT,
                       message_cache_control={"type": "ephemeral"},
                       client_extras={"metadata": {"user_id": f"session_{session_id}"}})
@@ -229,12 +232,12 @@ def _parent_after_agents(story: _Story, parent: Lane, agents: list[tuple[Lane, s
         last = lane.calls[-1]
         report = last.content[0]["text"]
         duration_ms = int((last.end_s - lane.calls[0].start_s) * 1000)
-        total = last.usage.prompt_tokens + last.usage.output_tokens
+        total = last.simulated_usage.prompt_tokens + last.simulated_usage.output_tokens
         block = agent_tool_result(tool_use_id=tool_use["id"], agent_id=agent_id, report=report, total_tokens=total,
                                   tool_uses=len(lane.calls) - 1, duration_ms=duration_ms)
         structured = {"status": "completed", "prompt": tool_use["input"]["prompt"], "agentId": agent_id,
                       "content": [{"type": "text", "text": report}], "totalDurationMs": duration_ms,
-                      "totalTokens": total, "totalToolUseCount": len(lane.calls) - 1, "usage": last.usage.upstream()}
+                      "totalTokens": total, "totalToolUseCount": len(lane.calls) - 1, "usage": last.simulated_usage.upstream()}
         blocks.append(block)
         parent.log.append(("result", last.end_s + 0.05, (block, structured)))
     parent.clock_s = max(lane.clock_s for lane, _, _ in agents) + 0.05

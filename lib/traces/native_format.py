@@ -10,7 +10,8 @@ from typing import Any, Optional, Sequence
 
 NATIVE_TRACE_FIELDS = frozenset({"id", "models", "block_size", "hash_id_scope", "tool_tokens", "system_tokens", "requests"})
 NATIVE_TRACE_OPTIONAL_FIELDS = frozenset({"totals"})
-NATIVE_REQUEST_FIELDS = frozenset({"t", "type", "model", "in", "out", "hash_ids", "input_types", "output_types", "stop", "api_time", "think_time"})
+NATIVE_REQUEST_FIELDS = frozenset({"t", "type", "model", "in", "out", "hash_ids", "input_types", "output_types", "stop",
+                                   "api_time", "think_time"})
 NATIVE_STREAMING_ONLY_FIELDS = frozenset({"ttft"})
 NATIVE_MARKER_FIELDS = frozenset({
     "t", "type", "agent_id", "subagent_type", "duration_ms", "total_tokens", "tool_use_count", "status",

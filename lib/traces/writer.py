@@ -121,7 +121,8 @@ class TraceWriter:
                     sidecar: list[dict[str, Any]], trace_id: str, earlier: Sequence[RequestFacts] = ()
                     ) -> tuple[list[RequestFacts], list[HashedRequest]]:
         """Facts of one lane's requests; `earlier` are the lane's facts before a cut by sub-agent markers."""
-        facts, used = [], []
+        facts: list[RequestFacts] = []
+        used: list[HashedRequest] = []
         previous_end = _end(earlier[-1]) if earlier else None
         for request in requests:
             prompt = hashed.get(request.request_id)
@@ -213,14 +214,14 @@ class TraceWriter:
         self.summary.requests_written += len(parent_facts)
         self.summary.subagents_written += len(subagents)
         self.summary.subagent_requests_written += sum(len(sub.requests) for sub in subagents)
-        entry: dict[str, Any] = {
+        listing: dict[str, Any] = {
             "id": plan.trace_id, "file": file_name, "sidecar": f"{SIDECAR_DIR}/{plan.trace_id}.jsonl",
             "requests": len(parent_facts), "subagents": len(subagents),
             "subagent_requests": sum(len(sub.requests) for sub in subagents), "segment": plan.segment + 1,
         }
         if not self.options.plan.anonymize:
-            entry["conversation_id"] = plan.conversation_id
-        self.manifest_entries.append(entry)
+            listing["conversation_id"] = plan.conversation_id
+        self.manifest_entries.append(listing)
 
 
 def _end(facts: RequestFacts) -> float:

@@ -82,7 +82,7 @@ def trace_lanes(file: str, directory: Path, document: dict) -> TraceLanes:
         if entry.get("type") == "subagent":
             label = _unique_label(str(entry.get("agent_id", "")), lanes)
             lanes[label] = []
-            for request in entry.get("requests") if isinstance(entry.get("requests"), list) else []:
+            for request in found if isinstance(found := entry.get("requests"), list) else []:
                 if isinstance(request, dict):
                     _add_request(lanes[label], previous, label, request)
         else:

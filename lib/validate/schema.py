@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, TypeGuard
 
 from lib.traces.native_format import (
     NATIVE_MARKER_FIELDS,
@@ -36,11 +36,11 @@ class SchemaProblem:
         return f"{self.file}: {self.where}: {self.rule}"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, NUMBER) and not isinstance(value, bool)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -169,6 +169,7 @@ def check_mooncake_rows(rows: Iterable[tuple[int, Any]], file: str, *, block_siz
             messages.append(f"{where}: `hash_ids` must be a list of integers")
         # AIPerf enforces the ceil convention on session rows (per-turn deltas) as well.
         elif _is_int(length) and len(hash_ids) != math.ceil(length / block_size):
-            messages.append(f"{where}: len(hash_ids) = {len(hash_ids)} but ceil(input_length / {block_size}) = {math.ceil(length / block_size)}")
+            messages.append(f"{where}: len(hash_ids) = {len(hash_ids)} "
+                            f"but ceil(input_length / {block_size}) = {math.ceil(length / block_size)}")
         problems.extend(_problem(file, message) for message in messages)
     return problems

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
 from lib.hashing.block_hashes import IdAllocator
 from lib.problems import ProblemCounter
-from lib.records import ProxyRequest
+from lib.records import ProxyRequest, Usage
 from lib.hashing.request_hashing import HashedRequest
 from lib.cache.percentiles import percentile
 from lib.validate.matching import MatchResult, TraceLanes
@@ -146,10 +146,9 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
         comparison = Comparison()
         for lane, lane_requests in trace.lanes.items():
             matched = match.lanes.get(lane, [])
-            usable = [(r, m) for r, m in zip(lane_requests, matched) if m is not None and m.usage is not None]
-            ttl_s = ONE_HOUR_TTL_S if any(m.usage.cache_creation_1h_tokens for _, m in usable) else DEFAULT_TTL_S
-            for request, db_request in usable:
-                usage = db_request.usage
+            usable = [(r, m, m.usage) for r, m in zip(lane_requests, matched) if m is not None and m.usage is not None]
+            ttl_s = ONE_HOUR_TTL_S if any(usage.cache_creation_1h_tokens for _, _, usage in usable) else DEFAULT_TTL_S
+            for request, db_request, usage in usable:
                 comparison += Comparison(request.hit_blocks, request.blocks, usage.cache_read_input_tokens, usage.prompt_tokens)
                 prompt = matches.hashed.get(db_request.request_id)
                 if prompt is not None and usage.prompt_tokens:
@@ -210,7 +209,7 @@ def _field_errors(items: list[_Compared], predictions: list[PredictedUsage]) -> 
     shares: dict[str, list[float]] = {name: [] for name in USAGE_FIELDS}
     totals = {name: [0, 0] for name in USAGE_FIELDS}
     for item, predicted in zip(items, predictions):
-        usage = item.request.usage
+        usage = cast(Usage, item.request.usage)  # only requests with usage are compared
         prompt_tokens = usage.prompt_tokens
         actual = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
         for name, guess, real in zip(USAGE_FIELDS, _scaled(predicted, item.prompt.token_count, prompt_tokens), actual):
