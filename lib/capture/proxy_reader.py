@@ -4,11 +4,10 @@ Rows are read in rowid order (the proxy's arrival order) in small keyset-paginat
 each batch is one short SELECT, so no read lock is held between batches and the proxy (default
 rollback journal, SPEC §1.1) can keep writing, and memory never holds more than one batch of
 responses. Rows that share a second, or carry mixed offsets, are put in true arrival order by
-sorting on `arrival_key` = (timestamp as epoch seconds, rowid); consumers sort what they keep.
+the message index: (timestamp as epoch seconds, rowid).
 """
 from __future__ import annotations
 
-import functools
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -68,44 +67,11 @@ def fetch_proxy_rows(proxy: sqlite3.Connection, row_ids: Iterable[int], *, batch
         yield from (found[row_id] for row_id in chunk if row_id in found)
 
 
-def read_proxy_requests(
-    proxy: sqlite3.Connection,
-    *,
-    problems: Optional[ProblemCounter] = None,
-    since: Optional[datetime] = None,
-    until: Optional[datetime] = None,
-    after_rowid: int = 0,
-) -> Iterator[ProxyRequest]:
-    """Yield parsed requests in rowid order, filtered to since <= timestamp <= until (inclusive)."""
-    counter = problems if problems is not None else ProblemCounter()
-    for row in iter_proxy_rows(proxy, after_rowid=after_rowid):
-        request = parse_proxy_row(row, proxy=proxy, problems=counter)
-        if since is not None and request.timestamp < since:
-            continue
-        if until is not None and request.timestamp > until:
-            continue
-        yield request
+def parse_proxy_row_with_facts(row: tuple) -> tuple[ProxyRequest, ResponseFacts]:
+    """Turn one raw row into a `ProxyRequest` and its response facts (usage fields stay None when unknown).
 
-
-def arrival_key(request: ProxyRequest) -> tuple[float, int]:
-    """Sort key for true arrival order: aware timestamp, then rowid (SPEC §1.1)."""
-    return (request.timestamp.timestamp(), request.row_id)
-
-
-def parse_proxy_row(
-    row: tuple, *, proxy: Optional[sqlite3.Connection] = None, problems: Optional[ProblemCounter] = None
-) -> ProxyRequest:
-    """Turn one raw row into a `ProxyRequest`; every degradation is recorded and counted (SPEC §9)."""
-    request, _ = parse_proxy_row_with_facts(row, proxy=proxy)
-    if problems is not None:
-        count_request_problems(problems, request.request_id, request.kind, request.problems)
-    return request
-
-
-def parse_proxy_row_with_facts(
-    row: tuple, *, proxy: Optional[sqlite3.Connection] = None
-) -> tuple[ProxyRequest, ResponseFacts]:
-    """Like `parse_proxy_row`, also returning the response facts (usage fields stay None when unknown)."""
+    Every degradation is recorded in `request.problems`; `count_request_problems` counts them (SPEC §9).
+    """
     row_id, request_id, raw_timestamp, raw_headers, raw_body, raw_response, column_model = row
     request_id = str(request_id)
     row_problems: list[str] = []
@@ -152,7 +118,6 @@ def parse_proxy_row_with_facts(
         prompt_key=body.prompt_key,
         message_count=body.message_count,
         problems=tuple(row_problems),
-        load_body=functools.partial(load_body, proxy, row_id) if proxy is not None else None,
     )
     return request, facts
 
@@ -200,18 +165,6 @@ def prompt_key(body: dict) -> str:
     """Hex xxh3_64 of the body without `stream`/`max_tokens`: equal for old-proxy twins (SPEC §1.4)."""
     trimmed = {key: value for key, value in body.items() if key not in TWIN_VARYING_KEYS}
     return xxhash.xxh3_64_hexdigest(orjson.dumps(trimmed))
-
-
-def load_body(proxy: sqlite3.Connection, row_id: int) -> dict[str, Any]:
-    """Re-read and parse one request body by rowid; {} when the row is gone or the body is broken."""
-    row = proxy.execute("SELECT body FROM requests WHERE rowid = ?", (row_id,)).fetchone()
-    if row is None or row[0] is None:
-        return {}
-    try:
-        body = orjson.loads(repair_text(row[0])[0])
-    except orjson.JSONDecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _parse_headers(raw: Any) -> Optional[dict]:

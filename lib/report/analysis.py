@@ -294,7 +294,7 @@ def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve:
 
     Each rate is bracketed by two points of the curve, then the brackets are refined on grids of
     OPT_GRID capacities; every grid goes through one capacity_curve call, because the replay log
-    it builds costs ten Belady passes (a probe per simulate_opt call would rebuild it each time).
+    it builds costs ten Belady passes (a probe per capacity would rebuild it each time).
     """
     known = {p.capacity_blocks: p.opt_hit_rate for p in curve if p.opt_hit_rate is not None}
     for _ in range(OPT_REFINE_ROUNDS):

@@ -85,7 +85,7 @@ def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source
     """Bring the indexes up to date (building them when missing) and load what selection needs."""
     ensure_message_index(proxy, index, say=say)
     conversations, jsonl_note = _conversations(proxy, index, projects_path, say)
-    requests = tuple(iter_indexed_requests(proxy, index, since=since, until=until))
+    requests = tuple(iter_indexed_requests(index, since=since, until=until))
     twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE is_artifact = 1"))
     generation = read_state(index, "message_index.").get("generation", "")
     return Capture(source, requests, twins, tuple(conversations), generation, jsonl_note)

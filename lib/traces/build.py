@@ -77,7 +77,7 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
     try:
         ensure_message_index(proxy, index, say=say)
         message_ids = load_message_ids(index)
-        requests = {r.request_id: r for r in iter_indexed_requests(proxy, index)}
+        requests = {r.request_id: r for r in iter_indexed_requests(index)}
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
         logs = group_logs(discover_logs(jsonl_dir, problems)).values()
         conversations = merge_conversations(map(read_log_group, logs), problems)

@@ -143,7 +143,7 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
         index = open_index_db(db_path, index_db)
         try:
             ensure_message_index(proxy, index, say=say)
-            requests = {request.request_id: request for request in iter_indexed_requests(proxy, index)}
+            requests = {request.request_id: request for request in iter_indexed_requests(index)}
             by_sidecar = {trace.file: _sidecar_lanes(trace, requests, result.problems) for trace in traces}
             needing_plan = [trace for trace in traces if by_sidecar[trace.file] is None]
             plans = _plans_for(needing_plan, jsonl_dir, load_message_ids(index) if needing_plan and jsonl_dir else {},
