@@ -28,7 +28,7 @@ from lib.cache.capacity_model import CapacityPoint as CurvePoint
 from lib.report.dashboard import format_ttl
 from lib.report.forked import ForkedCall
 from lib.cache.capacity_model import capacity_curve, capacity_needed, lru_profile
-from lib.hashing.block_hashes import IdAllocator
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.records import ProxyRequest
 from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, LANE_UNLINKED, CacheSplit, CapacityCurve, CapacityPoint,
@@ -54,7 +54,7 @@ MAX_SERIES_POINTS = 2_000
 class AnalysisOptions:
     """Block size, the TTL of the main simulation, the sweep and the cost limits."""
 
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     cache_ttl_s: float = 300.0
     ttls_s: tuple[Optional[float], ...] = DEFAULT_TTLS_S
     opt_max_requests: int = OPT_MAX_REQUESTS

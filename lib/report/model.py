@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
+
 
 LANE_PARENT = "parent"
 LANE_UNLINKED = "unlinked"
@@ -178,7 +180,7 @@ class ReportModel:
     requests: tuple[RequestPoint, ...]
     ttl_sweep: tuple[TtlRow, ...] = ()
     cache_ttl_s: float = 300.0
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     working_set: tuple[WorkingSetPoint, ...] = ()
     capacity: Optional[CapacityCurve] = None
     timings: tuple[TimingDistribution, ...] = ()
