@@ -102,6 +102,24 @@ def common_options(command: Callable) -> Callable:
     return wrapper
 
 
+def index_db_option(command: Callable) -> Callable:
+    """--index-db FILE: the tools' index tables in a file of their own instead of the proxy DB."""
+    return click.option("--index-db", type=click.Path(dir_okay=False),
+                        help="Keep the index tables in this SQLite file instead of DB (DB stays untouched).")(command)
+
+
+def time_window_options(command: Callable) -> Callable:
+    """--since / --until: only requests in this time window (ends included)."""
+    command = click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")(command)
+    return click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")(command)
+
+
+def workers_option(command: Callable) -> Callable:
+    """--workers N: processes hashing prompts; the output never depends on N."""
+    return click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+                        help="Processes hashing prompts (the same output for any count).")(command)
+
+
 class Output:
     """Where a command's progress, text and JSON summary go."""
 

@@ -76,6 +76,23 @@ def open_index_db(proxy_db: str | Path, index_db: Optional[str | Path] = None) -
     return connection
 
 
+@contextlib.contextmanager
+def open_databases(proxy_db: str | Path, index_db: Optional[str | Path] = None
+                   ) -> Iterator[tuple[sqlite3.Connection, sqlite3.Connection]]:
+    """The proxy DB (read-only) and the DB of the index tables (see `open_index_db`); both closed on exit."""
+    proxy = open_proxy_db(proxy_db)
+    try:
+        index = open_index_db(proxy_db, index_db)
+    except BaseException:
+        proxy.close()
+        raise
+    try:
+        yield proxy, index
+    finally:
+        index.close()
+        proxy.close()
+
+
 def table_exists(connection: sqlite3.Connection, name: str) -> bool:
     """True when `name` is a table of this connection's main database."""
     row = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from lib.report.analysis import Analysis, AnalysisOptions, analyze
 from lib.atomic import write_atomic
-from lib.db import open_index_db, open_proxy_db
+from lib.db import open_databases
 from lib.errors import InputError
 from lib.problems import ProblemCounter
 from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
@@ -123,9 +123,7 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
     # reports identical); the pool starts first, so workers load the tokenizer while the capture loads.
     settings = HashSettings(salt=run_salt(None), block_size=options.analysis.block_size, keep_boundaries=True)
     with HashPool(db_path, settings, workers=options.workers) as pool:
-        proxy = open_proxy_db(db_path)
-        index = open_index_db(db_path, options.index_db)
-        try:
+        with open_databases(db_path, options.index_db) as (proxy, index):
             capture = load_capture(proxy, index, source=db_path, projects_path=options.projects_path,
                                    since=options.since, until=options.until, say=say)
             selections, dropped = _selections(capture, options)
@@ -137,9 +135,6 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
                 result, entry = _write(analysis, options, batch=mode == ALL)
                 summary.reports.append(result)
                 entries.append(entry)
-        finally:
-            index.close()
-            proxy.close()
     if mode == ALL and not options.text_only:
         from lib.report.dashboard import render_index
 

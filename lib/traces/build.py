@@ -16,7 +16,7 @@ import orjson
 
 from lib import __version__
 from lib.atomic import atomic_writer, write_atomic
-from lib.db import open_index_db, open_proxy_db
+from lib.db import open_databases
 from lib.errors import InputError
 from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
 from lib.capture.jsonl_conversations import merge_conversations, read_log_group
@@ -72,9 +72,7 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
 
     With workers, this process reads both while they load their tokenizers.
     """
-    proxy = open_proxy_db(db_path)
-    index = open_index_db(db_path, index_db)
-    try:
+    with open_databases(db_path, index_db) as (proxy, index):
         ensure_message_index(proxy, index, say=say)
         message_ids = load_message_ids(index)
         requests = {r.request_id: r for r in iter_indexed_requests(index)}
@@ -85,9 +83,6 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
         if wanted and wanted not in conversations:
             # An empty output with exit 0 would hide a typo in the id.
             raise InputError(f"--conversation-id {wanted}: no such conversation in the JSONL logs ({len(conversations)} found)")
-    finally:
-        index.close()
-        proxy.close()
     plans, plan_summary = plan_traces(conversations, message_ids, requests, options.plan)
     problems.merge(plan_summary.problems)
     return plans, plan_summary, twins

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import orjson
 
 from lib.cache.ttl_model import prefix_hits
-from lib.db import open_index_db, open_proxy_db
+from lib.db import open_databases
 from lib.capture.jsonl_conversations import read_conversations
 from lib.capture.jsonl_files import discover_logs
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
@@ -139,9 +139,7 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
     settings = HashSettings(salt=MATCH_SALT, block_size=block_size, keep_boundaries=True)
     # Started first, so the workers load the tokenizer while the index and logs are read.
     with HashPool(db_path, settings, workers=workers) as pool:
-        proxy = open_proxy_db(db_path)
-        index = open_index_db(db_path, index_db)
-        try:
+        with open_databases(db_path, index_db) as (proxy, index):
             ensure_message_index(proxy, index, say=say)
             requests = {request.request_id: request for request in iter_indexed_requests(index)}
             by_sidecar = {trace.file: _sidecar_lanes(trace, requests, result.problems) for trace in traces}
@@ -157,9 +155,6 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
                         wanted.setdefault(r.request_id, (r, (file, lane)))
             result.hashed = pool.hash_all([r for r, _ in wanted.values()], result.problems,
                                           group=lambda request: wanted[request.request_id][1], progress=progress)
-        finally:
-            index.close()
-            proxy.close()
     for trace in traces:
         lanes = by_sidecar[trace.file]
         if lanes is not None:
