@@ -22,6 +22,11 @@ SIDECAR_DIR = "_sidecar"
 Hashed = dict[str, Optional[HashedRequest]]
 
 
+def sidecar_file(trace_id: str) -> str:
+    """Where a trace's sidecar rows go, relative to the trace directory."""
+    return f"{SIDECAR_DIR}/{trace_id}.jsonl"
+
+
 def model_family(model: str) -> str:
     """`claude-opus-4-6` → `opus`: the unit of the calibrated token ratio (SPEC §4)."""
     for family in ("opus", "sonnet", "haiku"):
@@ -208,14 +213,14 @@ class TraceWriter:
         file_name = f"{plan.trace_id}.json" if "kv" in self.options.formats else None
         if file_name is not None:
             write_atomic(self.output_dir / file_name, orjson.dumps(document))
-        write_atomic(self.output_dir / SIDECAR_DIR / f"{plan.trace_id}.jsonl",
+        write_atomic(self.output_dir / sidecar_file(plan.trace_id),
                      b"".join(orjson.dumps(row) + b"\n" for row in sidecar))
         self.summary.traces_written += 1
         self.summary.requests_written += len(parent_facts)
         self.summary.subagents_written += len(subagents)
         self.summary.subagent_requests_written += sum(len(sub.requests) for sub in subagents)
         listing: dict[str, Any] = {
-            "id": plan.trace_id, "file": file_name, "sidecar": f"{SIDECAR_DIR}/{plan.trace_id}.jsonl",
+            "id": plan.trace_id, "file": file_name, "sidecar": sidecar_file(plan.trace_id),
             "requests": len(parent_facts), "subagents": len(subagents),
             "subagent_requests": sum(len(sub.requests) for sub in subagents), "segment": plan.segment + 1,
         }

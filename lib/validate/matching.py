@@ -36,9 +36,9 @@ from lib.hashing.request_hashing import HashedRequest
 from lib.timestamps import parse_timestamp
 from lib.validate.trace_files import iter_jsonl
 from lib.traces.plan import PlanOptions, TracePlan, plan_traces
+from lib.traces.writer import SIDECAR_DIR, sidecar_file
 
 PARENT_LANE = "parent"
-SIDECAR_DIR = "_sidecar"
 MANIFEST_NAMES = (f"{SIDECAR_DIR}/manifest.json", "manifest.json")  # current layout, then the older one
 ANONYMIZED_ID = re.compile(r"trace_\d{4,}(_s\d+)?")
 SEGMENT_SUFFIX = re.compile(r"_s\d+$")
@@ -173,7 +173,7 @@ def _read_sidecar(trace: TraceLanes) -> Optional[list[dict]]:
     manifest = _manifest(trace.directory)
     entries = manifest.get("traces", []) if isinstance(manifest, dict) else []
     named = next((e.get("sidecar") for e in entries if isinstance(e, dict) and e.get("id") == trace.trace_id), None)
-    path = trace.directory / (named if isinstance(named, str) else f"{SIDECAR_DIR}/{trace.trace_id}.jsonl")
+    path = trace.directory / (named if isinstance(named, str) else sidecar_file(trace.trace_id))
     if not path.is_file():
         return None
     return [row for _, row in iter_jsonl(path) if isinstance(row, dict)]
