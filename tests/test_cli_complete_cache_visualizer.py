@@ -85,7 +85,7 @@ def test_seed_command_writes_dashboard_and_stats(seed_dir: Path) -> None:
     assert (totals["rows"], totals["cache_read"], totals["output"]) == (92, 3_560_615, 26_970)
     assert _line(stats, "Rows considered").split()[-1] == "92"
     assert _line(stats, "streaming").split()[-1] == "0" and _line(stats, "non-streaming").split()[-1] == "92"
-    # The stored reads include the deleted twins' writes; the stats show the estimate (lib/turn_timing.py).
+    # The stored reads include the deleted twins' writes; the stats show the estimate (lib/capture/turn_timing.py).
     assert _line(stats, "cache read").split()[2] == "3,168,549" and "API (estimated)" in stats
     assert "total 26,970" in _line(stats, "output tokens per request")
     assert _line(stats, "claude-haiku-4-5-20251001").split()[1:3] == ["86", "417"]
@@ -161,7 +161,7 @@ def test_input_errors_exit_2_with_one_line(hand: tuple[str, str], tmp_path: Path
 def test_workers_give_the_same_reports(hand: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        mode: str) -> None:
     # Chunks of 2 requests, hashed in 2 processes with a random salt each run: same figures.
-    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 2)
+    monkeypatch.setattr("lib.hashing.hash_pool.CHUNK_REQUESTS", 2)
     db, jsonl = hand
     outputs = []
     for workers in ("1", "2"):

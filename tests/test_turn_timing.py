@@ -1,4 +1,4 @@
-"""Sub-second starts, old-proxy first sends and cleaned old-proxy estimates (lib/turn_timing.py)."""
+"""Sub-second starts, old-proxy first sends and cleaned old-proxy estimates (lib/capture/turn_timing.py)."""
 from __future__ import annotations
 
 import json
@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from complete_cache_visualizer import main as visualizer_main
-from lib.example_capture import generate_example
-from lib.example_scenario import build_scenario
-from lib.example_usage import TokenMeter, tiktoken_counter
+from lib.synthetic.example import generate_example
+from lib.synthetic.scenario import build_scenario
+from lib.synthetic.usage import TokenMeter, tiktoken_counter
 from lib.records import ProxyRequest, Usage
-from lib.turn_timing import first_send, start_lower_bound, without_twin_write
-from lib.validation import API_TRUTH_CLEANED, API_TRUTH_USAGE
-from lib.validation_report import validate_traces
+from lib.capture.turn_timing import first_send, start_lower_bound, without_twin_write
+from lib.validate.versus_api import API_TRUTH_CLEANED, API_TRUTH_USAGE
+from lib.validate.validator import validate_traces
 from tests.test_traces import markers, native, parents, run
 
 SMALL = 0.05
