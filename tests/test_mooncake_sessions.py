@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
-from lib.hashing import RequestHashes
-from lib.mooncake import MooncakeCollector
-from lib.trace_plan import PlanOptions
-from lib.traces import MOONCAKE_SESSIONS_FILE, TraceOptions, TraceSummary, build_traces
+from lib.hashing.block_hashes import RequestHashes
+from lib.traces.mooncake import MooncakeCollector
+from lib.traces.plan import PlanOptions
+from lib.traces.build import MOONCAKE_SESSIONS_FILE, build_traces
+from lib.traces.options import TraceOptions, TraceSummary
 from tests.conftest import EXAMPLES_DIR
 
 # base block 4, Mooncake block 8: two base keys per Mooncake id.
