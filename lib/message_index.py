@@ -301,7 +301,10 @@ def _table_row(row: tuple) -> tuple:
 
 def _request_from_row(values: dict[str, Any], proxy: sqlite3.Connection) -> ProxyRequest:
     """Rebuild a `ProxyRequest` from its index row; the body is re-read lazily from `requests`."""
-    timestamp = parse_timestamp(values["timestamp"]) or from_epoch(values["ts_epoch"])
+    # The stored text keeps the proxy's offset; ts_epoch is what the reader decided (it may be a fallback).
+    timestamp = parse_timestamp(values["timestamp"])
+    if timestamp is None or timestamp.timestamp() != values["ts_epoch"]:
+        timestamp = from_epoch(values["ts_epoch"])
     return ProxyRequest(
         row_id=values["row_id"], request_id=values["request_id"], timestamp=timestamp,
         completed_at=from_epoch(values["completed_epoch"]), is_streaming=bool(values["is_streaming"]),

@@ -9,6 +9,7 @@ lane `unlinked` (quota probes, titles, other sessions).
 """
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,7 @@ from .index_state import read_state
 from .log_files import default_projects_dir
 from .message_index import ensure_message_index, iter_indexed_requests
 from .problems import ProblemCounter
+from .proxy_reader import UNKNOWN_TIME
 from .records import ProxyRequest, SubagentLink
 from .report_model import LANE_PARENT, LANE_UNLINKED
 from .responses import KIND_OK
@@ -39,7 +41,10 @@ QUALITY_LABELS: dict[str, str] = {
     "body_missing": "rows without a request body: left out",
     "body_unparsable": "rows with an unparsable request body: left out",
     "body_without_messages": "request bodies without messages: left out",
+    "timestamp_unknown_row": "rows without a usable time of their own or a JSONL turn: left out",
 }
+# Body problems of a row: counted by the hashing stage as body_unparsable / body_without_messages.
+_BODY_REASONS = frozenset({"broken_request_body", "request_body_not_an_object", "body_without_messages"})
 _ROW_KIND_REASONS = {"error": "error_row", "pending": "pending_row", "unparsable": "unparsable_row"}
 
 
@@ -127,8 +132,17 @@ def select_combined(capture: Capture) -> Selection:
         selection.notes.append(capture.jsonl_note)
     if capture.generation:
         selection.notes.append(f"Proxy generation (SPEC §1.4): {capture.generation}.")
+    turn_times = _turn_times(capture.conversations)
     for request in capture.requests:
+        if request.timestamp == UNKNOWN_TIME:
+            if request.request_id not in turn_times:
+                # Placed nowhere in time: simulating it would start the report in 1970.
+                _count_row_problems(request, selection.problems)
+                selection.problems.add("timestamp_unknown_row", request.request_id)
+                continue
+            request = _with_jsonl_time(request, turn_times[request.request_id], selection.problems)
         selection.rows.append(request)
+        _count_row_problems(request, selection.problems)
         if not _is_turn(request, capture, selection.problems):
             continue
         lane, conversation_id = lanes.get(request.request_id, (LANE_UNLINKED, None))
@@ -137,6 +151,7 @@ def select_combined(capture: Capture) -> Selection:
         selection.requests.append(SelectedRequest(request, lane, conversation_id))
     _count_unmatched(capture.conversations, capture, selection.problems)
     _count_shared(capture.conversations, selection.problems)
+    _sort(selection)
     return selection
 
 
@@ -152,6 +167,7 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
     for lane, turns in ((LANE_PARENT, conversation.turns), *conversation.subagents.items()):
         for request in _resolve(turns, by_id, capture, selection.problems):
             selection.rows.append(request)
+            _count_row_problems(request, selection.problems)
             if _is_turn(request, capture, selection.problems):
                 selection.requests.append(SelectedRequest(request, lane, conversation_id))
     kept = {item.request.request_id for item in selection.requests}
@@ -188,6 +204,13 @@ def _is_turn(request: ProxyRequest, capture: Capture, problems: ProblemCounter) 
     return True
 
 
+def _count_row_problems(request: ProxyRequest, problems: ProblemCounter) -> None:
+    """The row's own degradations (bad timestamp, broken chunk, invalid UTF-8, …) for the data-quality notes."""
+    for reason in request.problems:
+        if reason not in _BODY_REASONS:
+            problems.add(reason, request.request_id)
+
+
 def _resolve(turns: Iterable[IndexedTurn], by_id: dict[str, ProxyRequest], capture: Capture,
              problems: ProblemCounter) -> list[ProxyRequest]:
     """The proxy rows of a lane's turns; unmatched ids counted, rows outside --since/--until skipped."""
@@ -199,8 +222,27 @@ def _resolve(turns: Iterable[IndexedTurn], by_id: dict[str, ProxyRequest], captu
             continue
         request = by_id.get(turn.request_id)
         if request is not None:
+            if request.timestamp == UNKNOWN_TIME:
+                request = _with_jsonl_time(request, turn.timestamp, problems)
             resolved.append(request)
     return resolved
+
+
+def _turn_times(conversations: Iterable[IndexedConversation]) -> dict[str, datetime]:
+    """request id → the JSONL time of its turn (the first conversation naming it)."""
+    times: dict[str, datetime] = {}
+    for conversation in conversations:
+        for turns in (conversation.turns, *conversation.subagents.values()):
+            for turn in turns:
+                if turn.request_id is not None:
+                    times.setdefault(turn.request_id, turn.timestamp)
+    return times
+
+
+def _with_jsonl_time(request: ProxyRequest, moment: datetime, problems: ProblemCounter) -> ProxyRequest:
+    """A row without a time of its own, placed at its JSONL turn's time (counted)."""
+    problems.add("timestamp_from_jsonl", request.request_id)
+    return dataclasses.replace(request, timestamp=moment)
 
 
 def _in_window(moment: datetime, capture: Capture) -> bool:

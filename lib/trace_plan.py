@@ -5,12 +5,14 @@ validator can re-derive the same plan to match anonymized traces back to their D
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Optional
 
 from .jsonl import Conversation
 from .problems import ProblemCounter
+from .proxy_reader import UNKNOWN_TIME
 from .records import AssistantTurn, ProxyRequest, SubagentLink
 
 
@@ -77,6 +79,10 @@ def _resolve(turns: Iterable[AssistantTurn], message_ids: dict[str, str], reques
         if request.kind != "ok":
             problems.add(f"turn_row_{request.kind}", request.request_id)
             continue
+        if request.timestamp == UNKNOWN_TIME:
+            # No time of the row's own is usable: the JSONL's time of this turn keeps it in place.
+            request = dataclasses.replace(request, timestamp=turn.timestamp)
+            problems.add("timestamp_from_jsonl", request.request_id)
         if options.since and request.timestamp < options.since or options.until and request.timestamp > options.until:
             continue
         resolved.append(request)

@@ -1,0 +1,230 @@
+"""Fault suite, data half (issue 14): inputs that gave silent wrong results, lost data or leaked ids.
+
+Each case mutates a copy of a generated capture (the example generator at --scale 0.05) or of the
+real-proxy fixture, runs the tools, and pins what they now do: a corrupt number is range-checked
+and counted under a named reason (never written as if true), an input that yields nothing says so,
+nothing is lost without being named, and nothing identifying leaves an --anonymize run.
+Crashes, recovery and orphans are in tests/test_faults_boundary.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from lib.example_capture import generate_example
+from lib.trace_files import check_directory
+from tests.tool_runner import TOOL_BY_NAME, ToolRun, Workspace, run_tool
+
+SCALE = 0.05
+SESSION = "c7eb779f-2e12-4a2b-bfa9-8e0d73c6d846"
+
+
+# --- captures and helpers -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Pristine generated captures: "cleaned" (non-streaming rows) and "fixed" (streaming chunks)."""
+    root = tmp_path_factory.mktemp("data-fault-captures")
+    result = {}
+    for variant in ("cleaned", "fixed"):
+        generate_example(root / variant, variant=variant, seed=7, scale=SCALE)
+        result[variant] = root / variant
+    return result
+
+
+def _workspace(source: Path, target: Path) -> Workspace:
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "requests.db", target / "requests.db")
+    shutil.copytree(source / "jsonl", target / "jsonl")
+    return Workspace(db=target / "requests.db", jsonl=target / "jsonl", out=target / "out")
+
+
+def _run(name: str, workspace: Workspace, *extra: str) -> ToolRun:
+    return run_tool(TOOL_BY_NAME[name], workspace, *extra)
+
+
+def _sql(db: Path, sql: str, *params: Any) -> list[tuple]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute(sql, params).fetchall()
+
+
+def _edit_response(db: Path, request_id: str, edit: Callable[[dict], None]) -> None:
+    (raw,) = _sql(db, "SELECT response FROM requests WHERE id = ?", request_id)[0]
+    response = json.loads(raw)
+    edit(response)
+    _sql(db, "UPDATE requests SET response = ? WHERE id = ?", json.dumps(response), request_id)
+
+
+def _parent_request_ids(source: Path) -> list[str]:
+    """The parent conversation's request ids in arrival order (message ids of the parent log)."""
+    parent_log = source / "jsonl" / f"{SESSION}.jsonl"
+    message_ids = []
+    for line in parent_log.read_text().splitlines():
+        entry = json.loads(line)
+        message = entry.get("message") if entry.get("type") == "assistant" else None
+        if isinstance(message, dict) and message.get("id") not in message_ids:
+            message_ids.append(message["id"])
+    rows = dict(_sql(source / "requests.db",
+                     "SELECT json_extract(response, '$.body.id'), id FROM requests WHERE json_extract(response, '$.body.id') IS NOT NULL"))
+    return [rows[m] for m in message_ids]
+
+
+def _sidecar_rows(traces: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for sidecar in sorted((traces / "_sidecar").glob("*.jsonl"))
+            for line in sidecar.read_text().splitlines()]
+
+
+def _parent_times(traces: Path) -> dict[str, float]:
+    """request id → `t` of the parent lane (trace requests and sidecar rows are in the same order)."""
+    (trace_file,) = [path for path in traces.glob("*.json")]
+    requests = [r for r in json.loads(trace_file.read_text())["requests"] if r["type"] != "subagent"]
+    parent_rows = [row for row in _sidecar_rows(traces) if row["lane"] == "parent"]
+    return {row["request_id"]: request["t"] for row, request in zip(parent_rows, requests)}
+
+
+def _numbers(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from _numbers(item, name)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _numbers(item, key)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield key, value
+
+
+# --- silent wrong results: times and numbers from the capture -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clean_times(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    """Parent-lane `t` of the unmutated cleaned capture."""
+    workspace = _workspace(sources["cleaned"], tmp_path_factory.mktemp("clean-run"))
+    assert _run("traces", workspace).exit_code == 0
+    return _parent_times(workspace.traces)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ("garbage", "bad_timestamp"),
+    ("0001-01-01T00:00:00Z", "timestamp_out_of_range"),
+    ("9999-12-31T23:59:59Z", "timestamp_out_of_range"),
+    ("1970-01-01T00:00:00Z", "timestamp_out_of_range"),
+])
+def test_corrupt_request_time_falls_back_to_completion(raw: str, reason: str, sources: dict[str, Path],
+                                                      clean_times: dict[str, float], tmp_path: Path) -> None:
+    """Before: the first parent row went to 1970 (or 9999): every other `t` became ~1.8e9 s, unflagged."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    first = _parent_request_ids(sources["cleaned"])[0]
+    _sql(workspace.db, "UPDATE requests SET timestamp = ? WHERE id = ?", raw, first)
+    run = _run("traces", workspace)
+    assert run.exit_code == 0, run.describe()
+    times = _parent_times(workspace.traces)
+    # completedAt (whole seconds) − responseTime puts the row within a second of its real arrival.
+    assert list(times) == list(clean_times)
+    assert times[first] == 0 and all(abs(times[r] - t) <= 1.0 for r, t in clean_times.items())
+    assert run.problems[reason] == {"count": 1, "examples": [first]}
+    assert run.problems["timestamp_from_completion"]["count"] == 1
+
+
+def test_unusable_request_time_without_completion_takes_the_jsonl_time(
+        sources: dict[str, Path], clean_times: dict[str, float], tmp_path: Path) -> None:
+    """Before: 1970 again. Now the JSONL time of the turn places the row; the dashboard never starts in 1970."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    second = _parent_request_ids(sources["cleaned"])[1]
+    _sql(workspace.db, "UPDATE requests SET timestamp = 'soon' WHERE id = ?", second)
+    _edit_response(workspace.db, second, lambda response: response.pop("completedAt"))
+    run = _run("traces", workspace, "--anonymize")
+    assert run.exit_code == 0, run.describe()
+    times = _parent_times_anonymized(workspace.traces)
+    assert times == sorted(times) and max(times) == max(clean_times.values())
+    assert {reason: run.problems[reason]["count"] for reason in ("bad_timestamp", "timestamp_unknown", "timestamp_from_jsonl")} \
+        == {"bad_timestamp": 1, "timestamp_unknown": 1, "timestamp_from_jsonl": 1}
+    assert all(value < 1e6 for key, value in _numbers(_trace_json(workspace.traces)) if key == "t")
+
+    viz = _run("visualizer", workspace, "--projects-path", str(workspace.jsonl))
+    assert viz.exit_code == 0, viz.describe()
+    assert viz.problems["timestamp_from_jsonl"]["count"] == 1
+    stats = workspace.html.with_name("combined_stats.txt").read_text()
+    assert "1970" not in stats and "timestamp unknown" in stats
+
+
+def test_time_of_a_row_no_log_names_is_left_out_of_the_dashboard(sources: dict[str, Path], tmp_path: Path) -> None:
+    """Before: the quota probe without a time opened the combined report at 1970-01-01."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    (probe,) = _sql(workspace.db, "SELECT id FROM requests ORDER BY rowid LIMIT 1")[0]
+    _sql(workspace.db, "UPDATE requests SET timestamp = '' WHERE id = ?", probe)
+    _edit_response(workspace.db, probe, lambda response: response.pop("responseTime"))
+    viz = _run("visualizer", workspace)
+    assert viz.exit_code == 0, viz.describe()
+    assert viz.problems["timestamp_unknown_row"] == {"count": 1, "examples": [probe]}
+    assert viz.summary["reports"][0]["requests"] == 91
+    assert "1970" not in workspace.html.with_name("combined_stats.txt").read_text()
+
+
+def _trace_json(traces: Path) -> dict:
+    (trace_file,) = traces.glob("*.json")
+    return json.loads(trace_file.read_text())
+
+
+def _parent_times_anonymized(traces: Path) -> list[float]:
+    return [r["t"] for r in _trace_json(traces)["requests"] if r["type"] != "subagent"]
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (lambda r: r.update(completedAt="2026-03-25T10:00:00-04:00"), "completed_before_request"),
+    (lambda r: r.update(completedAt="9999-01-01T00:00:00Z"), "completed_at_out_of_range"),
+    (lambda r: r.update(responseTime=-5000), "negative_response_time"),
+    (lambda r: r["body"]["usage"].update(input_tokens=-7), "negative_usage"),
+    (lambda r: r["body"]["usage"].update(cache_read_input_tokens=-1), "negative_usage"),
+    (lambda r: r["body"]["usage"].update(output_tokens=10**15), "implausible_usage"),
+], ids=["completed-before-request", "completed-year-9999", "negative-response-time", "negative-input",
+        "negative-cache-read", "absurd-output"])
+def test_implausible_numbers_are_dropped_and_counted(edit: Callable[[dict], None], reason: str,
+                                                     sources: dict[str, Path], tmp_path: Path) -> None:
+    """Before: written as if true, unflagged, and our own validator rejected the trace."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    target = _parent_request_ids(sources["cleaned"])[2]
+    _edit_response(workspace.db, target, edit)
+    run = _run("traces", workspace)
+    assert run.exit_code == 0, run.describe()
+    assert run.problems[reason] == {"count": 1, "examples": [target]}
+    # Every number the trace holds is one the validator accepts (no negative, no 10^15).
+    assert check_directory(workspace.traces).problems == []
+    row = next(row for row in _sidecar_rows(workspace.traces) if row["request_id"] == target)
+    assert all(value >= 0 for _, value in _numbers(row))
+    assert all(value <= 10**8 for key, value in _numbers(row["usage"]))
+    validator = _run("validator", workspace)
+    assert validator.exit_code == 0, validator.describe()
+    index = _run("message_index", workspace)
+    assert index.problems[reason]["count"] == 1
+
+
+def test_row_problems_reach_the_dashboards_data_quality_notes(sources: dict[str, Path], tmp_path: Path) -> None:
+    """Before: bad_timestamp, broken_stream_chunk and invalid_utf8_* were counted by the index, never shown."""
+    workspace = _workspace(sources["fixed"], tmp_path)
+    first, second, third = _parent_request_ids(sources["fixed"])[:3]
+    _sql(workspace.db, "UPDATE requests SET timestamp = 'garbage' WHERE id = ?", first)
+
+    def break_chunk(response: dict) -> None:
+        response["streamingChunks"].insert(2, "data: {not json")
+    _edit_response(workspace.db, second, break_chunk)
+    (body,) = _sql(workspace.db, "SELECT body FROM requests WHERE id = ?", third)[0]
+    corrupt = body.encode().replace(b"Explore", b"Expl\xffre", 1)
+    _sql(workspace.db, "UPDATE requests SET body = CAST(? AS TEXT) WHERE id = ?", corrupt, third)
+    viz = _run("visualizer", workspace, "--projects-path", str(workspace.jsonl))
+    assert viz.exit_code == 0, viz.describe()
+    assert {reason: viz.problems[reason] for reason in ("bad_timestamp", "broken_stream_chunk", "invalid_utf8_body")} == {
+        "bad_timestamp": {"count": 1, "examples": [first]},
+        "broken_stream_chunk": {"count": 1, "examples": [second]},
+        "invalid_utf8_body": {"count": 1, "examples": [third]},
+    }
+    stats = workspace.html.with_name("combined_stats.txt").read_text()
+    assert "bad timestamp" in stats and "broken stream chunk" in stats and "invalid utf8 body" in stats
