@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from lib.cli import Command, Output, TimestampType, common_options, run
+from lib.cli import Command, FiniteFloatRange, Output, TimestampType, common_options, run
 from lib.errors import InputError
 from lib.trace_plan import PlanOptions
 from lib.traces import TraceOptions, build_traces
@@ -21,7 +21,7 @@ from lib.traces import TraceOptions, build_traces
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1), help="Drop traces with fewer parent requests.")
 @click.option("--include-subagents", is_flag=True, help="Add sub-agent markers with their own requests.")
 @click.option("--anonymize", is_flag=True, help="No ids, timestamps or content-derived strings in the output.")
-@click.option("--split-at-gap", type=click.FloatRange(0, min_open=True), metavar="SEC", help="Start a new trace after a longer pause.")
+@click.option("--split-at-gap", type=FiniteFloatRange(0, min_open=True), metavar="SEC", help="Start a new trace after a longer pause.")
 @click.option("--local-hash-ids/--global-hash-ids", default=True, show_default=True, help="One id namespace per conversation, or one per run.")
 @click.option("--conversation-id", help="Only this conversation (JSONL sessionId).")
 @click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")

@@ -37,6 +37,7 @@ QUALITY_LABELS: dict[str, str] = {
     "duplicate_pair": "old-proxy duplicate pairs shown once (the streaming artifact is left out)",
     "unlinked": "requests no JSONL log names (quota probes, titles, other sessions): lane `unlinked`",
     "turn_not_in_db": "JSONL assistant ids inside the capture's time span not found in the DB",
+    "turn_outside_capture": "JSONL assistant ids outside the capture's time span (not in the DB)",
     "request_in_two_conversations": "requests named by two conversations (resumed sessions): kept in the first",
     "body_missing": "rows without a request body: left out",
     "body_unparsable": "rows with an unparsable request body: left out",
@@ -165,11 +166,15 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
     by_id = {request.request_id: request for request in capture.requests}
     selection = Selection(conversation_id, conversation_id, capture.source, [], conversation.links, conversations=1)
     for lane, turns in ((LANE_PARENT, conversation.turns), *conversation.subagents.items()):
-        for request in _resolve(turns, by_id, capture, selection.problems):
+        for request in _resolve(turns, by_id, capture, selection.problems, whole=True):
             selection.rows.append(request)
             _count_row_problems(request, selection.problems)
             if _is_turn(request, capture, selection.problems):
                 selection.requests.append(SelectedRequest(request, lane, conversation_id))
+    if not selection.rows:
+        turns = sum(len(t) for t in (conversation.turns, *conversation.subagents.values()))
+        selection.notes.append(f"None of the conversation's {turns} JSONL turns is in this DB "
+                               "(logs of another capture, or outside --since/--until): nothing to simulate.")
     kept = {item.request.request_id for item in selection.requests}
     pairs = sum(1 for replay in capture.artifact_twins.values() if replay in kept)
     if pairs:
@@ -212,13 +217,19 @@ def _count_row_problems(request: ProxyRequest, problems: ProblemCounter) -> None
 
 
 def _resolve(turns: Iterable[IndexedTurn], by_id: dict[str, ProxyRequest], capture: Capture,
-             problems: ProblemCounter) -> list[ProxyRequest]:
-    """The proxy rows of a lane's turns; unmatched ids counted, rows outside --since/--until skipped."""
+             problems: ProblemCounter, *, whole: bool = False) -> list[ProxyRequest]:
+    """The proxy rows of a lane's turns; unmatched ids counted, rows outside --since/--until skipped.
+
+    With `whole` (a report of this one conversation), unmatched turns outside the capture's span
+    are counted too: a conversation none of whose turns is in the DB must not look clean.
+    """
     resolved = []
     for turn in turns:
         if turn.request_id is None:
             if _in_window(turn.timestamp, capture):
                 problems.add("turn_not_in_db", turn.message_id)
+            elif whole:
+                problems.add("turn_outside_capture", turn.message_id)
             continue
         request = by_id.get(turn.request_id)
         if request is not None:

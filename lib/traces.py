@@ -21,7 +21,7 @@ from .db import open_index_db, open_proxy_db
 from .errors import InputError
 from .hash_pool import HashPool, HashSettings, run_salt
 from .jsonl import merge_conversations, read_log_group
-from .log_files import discover_logs, group_logs
+from .log_files import default_projects_dir, discover_logs, group_logs
 from .message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from .mooncake import MooncakeCollector
 from .problems import ProblemCounter
@@ -148,13 +148,18 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
     With workers, this process reads both while they load their tokenizers.
     """
     proxy = open_proxy_db(db_path)
+    # Found first: a folder without logs must fail (exit 2) before an index is written, as in the conversation index.
+    found = discover_logs(jsonl_dir, problems)
+    if not found:
+        proxy.close()
+        raise InputError(f"{jsonl_dir or default_projects_dir()}: no Claude Code JSONL logs found")
     index = open_index_db(db_path, index_db)
     try:
         ensure_message_index(proxy, index, say=say)
         message_ids = load_message_ids(index)
         requests = {r.request_id: r for r in iter_indexed_requests(proxy, index)}
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
-        logs = group_logs(discover_logs(jsonl_dir, problems)).values()
+        logs = group_logs(found).values()
         conversations = merge_conversations(map(read_log_group, logs), problems)
         wanted = options.plan.conversation_id
         if wanted and wanted not in conversations:

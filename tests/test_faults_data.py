@@ -228,3 +228,69 @@ def test_row_problems_reach_the_dashboards_data_quality_notes(sources: dict[str,
     }
     stats = workspace.html.with_name("combined_stats.txt").read_text()
     assert "bad timestamp" in stats and "broken stream chunk" in stats and "invalid utf8 body" in stats
+
+
+# --- silent wrong results: inputs that gave an empty or ungated result with exit 0 -------------------
+
+
+@pytest.mark.parametrize(("tool", "option", "value"), [
+    ("validator", "--max-error", "nan"),
+    ("validator", "--min-accuracy", "nan"),
+    ("validator", "--max-error", "inf"),
+    ("traces", "--split-at-gap", "nan"),
+    ("traces", "--split-at-gap", "inf"),
+])
+def test_non_finite_option_values_are_refused(tool: str, option: str, value: str, sources: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    """Before: nan passed FloatRange (every comparison with nan is false), so the CI gate never failed."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    if tool == "validator":
+        assert _run("traces", workspace).exit_code == 0
+    run = _run(tool, workspace, option, value)
+    assert run.exit_code == 2, run.describe()
+    assert run.stderr.strip().splitlines() == [
+        f"Error: Invalid value for '{option}': {value!r} is not a finite number (see --help)"]
+
+
+@pytest.mark.parametrize("tool", ["message_index", "conversation_index", "traces", "validator", "visualizer"])
+def test_requests_view_is_refused(tool: str, sources: dict[str, Path], tmp_path: Path) -> None:
+    """Before: rows are read by rowid, which a view lacks: 0 rows, exit 0, no problem named."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    if tool == "validator":
+        assert _run("traces", workspace).exit_code == 0
+    _sql(workspace.db, "ALTER TABLE requests RENAME TO captured")
+    _sql(workspace.db, "CREATE VIEW requests AS SELECT * FROM captured")
+    run = _run(tool, workspace)
+    assert run.exit_code == 2, run.describe()
+    assert run.stderr.strip().splitlines() == [
+        f"Error: {workspace.db}: not a claude-code-proxy DB (`requests` is a view, not the proxy's table)"]
+
+
+def test_trace_builder_refuses_a_folder_without_logs(sources: dict[str, Path], tmp_path: Path) -> None:
+    """Before: "Wrote 0 trace(s)", exit 0 (the README promises exit 2, as the conversation index does)."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    empty = tmp_path / "no-logs"
+    (empty / "project").mkdir(parents=True)
+    (empty / "project" / "notes.txt").write_text("not a log\n")
+    for tool in ("traces", "conversation_index"):
+        run = _run(tool, Workspace(workspace.db, empty, workspace.out))
+        assert run.exit_code == 2, run.describe()
+        assert run.stderr.strip().splitlines() == [f"Error: {empty}: no Claude Code JSONL logs found"]
+    assert not workspace.traces.exists()
+    assert _sql(workspace.db, "SELECT name FROM sqlite_master WHERE name = 'message_index'") == []
+
+
+def test_dashboard_of_a_conversation_none_of_whose_turns_is_in_the_db(fixture_db: Path, sources: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """Before: "0 requests" and "No data-quality problems found" for logs of another capture."""
+    workspace = Workspace(fixture_db, sources["cleaned"] / "jsonl", tmp_path / "out")
+    run = run_tool(TOOL_BY_NAME["visualizer"], workspace, "--conversation-id", SESSION,
+                   "--projects-path", str(workspace.jsonl), "--index-db", str(tmp_path / "index.db"))
+    # (the tool's own arguments name `combined`; the later --conversation-id wins)
+    assert run.exit_code == 0, run.describe()
+    (report,) = run.summary["reports"]
+    assert report["requests"] == 0
+    assert {reason: entry["count"] for reason, entry in report["problems"].items()} == {"turn_outside_capture": 90}
+    stats = workspace.html.with_name("combined_stats.txt").read_text()
+    assert "No data-quality problems found" not in stats
+    assert "None of the conversation's 90 JSONL turns is in this DB" in stats
