@@ -26,6 +26,7 @@ from .proxy_reader import UNKNOWN_TIME
 from .records import ProxyRequest, SubagentLink
 from .report_model import LANE_PARENT, LANE_UNLINKED
 from .responses import KIND_OK
+from .trace_plan import unlogged_subagent_requests
 
 COMBINED = "combined"
 ALL = "all"
@@ -42,6 +43,9 @@ QUALITY_LABELS: dict[str, str] = {
     "body_missing": "rows without a request body: left out",
     "body_unparsable": "rows with an unparsable request body: left out",
     "body_without_messages": "request bodies without messages: left out",
+    "subagent_requests_from_db": "sub-agents whose log is missing: requests found in the DB inside the link's window",
+    "subagent_lost": "sub-agents whose log is missing and whose requests could not be found in the DB",
+    "subagent_request_ambiguous": "rows inside the windows of two sub-agents without logs: left unlinked",
     "timestamp_unknown_row": "rows without a usable time of their own or a JSONL turn: left out",
 }
 # Body problems of a row: counted by the hashing stage as body_unparsable / body_without_messages.
@@ -59,6 +63,9 @@ class Capture:
     conversations: tuple[IndexedConversation, ...]
     generation: str
     jsonl_note: str = ""
+    # Sub-agents whose log is missing: (conversation id, agent id) → their requests found in the DB.
+    unlogged: dict[tuple[str, str], list[ProxyRequest]] = field(default_factory=dict)
+    unlogged_problems: ProblemCounter = field(default_factory=ProblemCounter)
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,12 @@ def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source
     requests = tuple(iter_indexed_requests(proxy, index, since=since, until=until))
     twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE is_artifact = 1"))
     generation = read_state(index, "message_index.").get("generation", "")
-    return Capture(source, requests, twins, tuple(conversations), generation, jsonl_note)
+    message_ids = {turn.message_id: turn.request_id for c in conversations
+                   for turns in (c.turns, *c.subagents.values()) for turn in turns if turn.request_id}
+    unlogged_problems = ProblemCounter()
+    unlogged = unlogged_subagent_requests(conversations, message_ids, {r.request_id: r for r in requests},
+                                          unlogged_problems)
+    return Capture(source, requests, twins, tuple(conversations), generation, jsonl_note, unlogged, unlogged_problems)
 
 
 def _conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, projects_path: Optional[str],
@@ -127,6 +139,9 @@ def _index_default_logs(proxy: sqlite3.Connection, index: sqlite3.Connection, sa
 def select_combined(capture: Capture) -> Selection:
     """Every turn of the capture through one shared cache; error rows and twin artifacts only counted."""
     lanes = _lane_map(capture.conversations)
+    for (conversation_id, agent_id), found in capture.unlogged.items():
+        for request in found:
+            lanes.setdefault(request.request_id, (agent_id, conversation_id))
     selection = Selection(COMBINED, "combined", capture.source, [], conversations=len(capture.conversations))
     selection.links = tuple(link for c in capture.conversations for link in c.links)
     if capture.jsonl_note:
@@ -152,6 +167,7 @@ def select_combined(capture: Capture) -> Selection:
         selection.requests.append(SelectedRequest(request, lane, conversation_id))
     _count_unmatched(capture.conversations, capture, selection.problems)
     _count_shared(capture.conversations, selection.problems)
+    selection.problems.merge(capture.unlogged_problems)
     _sort(selection)
     return selection
 
@@ -171,6 +187,18 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
             _count_row_problems(request, selection.problems)
             if _is_turn(request, capture, selection.problems):
                 selection.requests.append(SelectedRequest(request, lane, conversation_id))
+    logged = {agent_id for c in capture.conversations for agent_id in c.subagents}
+    for link in conversation.links:
+        found = capture.unlogged.get((conversation_id, link.agent_id), [])
+        if found:
+            selection.problems.add("subagent_requests_from_db", link.agent_id)
+        elif not link.has_log and link.agent_id and link.agent_id not in logged:
+            selection.problems.add("subagent_lost", link.agent_id)
+        for request in found:
+            selection.rows.append(request)
+            _count_row_problems(request, selection.problems)
+            if _is_turn(request, capture, selection.problems):
+                selection.requests.append(SelectedRequest(request, link.agent_id, conversation_id))
     if not selection.rows:
         turns = sum(len(t) for t in (conversation.turns, *conversation.subagents.values()))
         selection.notes.append(f"None of the conversation's {turns} JSONL turns is in this DB "

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Iterable, Optional
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Optional
 
 from .jsonl import Conversation
 from .problems import ProblemCounter
@@ -107,6 +107,8 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
     """Plan every trace: conversations in order of their first request, segments, sub-agents, ids."""
     summary = PlanSummary()
     drafts = []
+    unlogged = (unlogged_subagent_requests(conversations.values(), message_ids, requests, summary.problems)
+                if options.include_subagents else {})
     for conversation in conversations.values():
         if options.conversation_id and conversation.conversation_id != options.conversation_id:
             continue
@@ -121,6 +123,13 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
                 agent_requests = _resolve(turns, message_ids, requests, options, summary.problems)
                 if agent_requests:
                     subagents.append(PlannedSubagent(agent_id, agent_id, links.get(agent_id), agent_requests))
+            for link in conversation.links:
+                found = unlogged.get((conversation.conversation_id, link.agent_id))
+                if found:
+                    found = [r for r in found if not (options.since and r.timestamp < options.since
+                                                      or options.until and r.timestamp > options.until)]
+                if found:
+                    subagents.append(PlannedSubagent(link.agent_id, link.agent_id, link, found))
             subagents.sort(key=lambda sub: (sub.spawn_s, sub.agent_id))
         drafts.append((conversation.conversation_id, parent, subagents))
     drafts.sort(key=lambda draft: (draft[1][0].timestamp, draft[0]))
@@ -146,6 +155,53 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
 
 
 Draft = tuple[str, list[ProxyRequest], list[PlannedSubagent]]
+# The proxy stores whole seconds, the JSONL milliseconds: a sub-agent's first request can carry a
+# proxy time just before its spawn line.
+PROXY_TIME_SLACK = timedelta(seconds=1)
+
+
+def unlogged_subagent_requests(conversations: Iterable[Any], message_ids: dict[str, str],
+                               requests: dict[str, ProxyRequest], problems: ProblemCounter
+                               ) -> dict[tuple[str, str], list[ProxyRequest]]:
+    """(conversation id, agent id) → the DB requests of a sub-agent whose log is missing, in arrival order.
+
+    `conversations` are JSONL `Conversation`s or the index's `IndexedConversation`s (both have
+    turns with message ids, sub-agents by agent id and links).
+
+    The parent's link still names the sub-agent and its spawn and completion times; its requests
+    are the answered rows inside that window that no JSONL turn names (nor their old-proxy twins,
+    which share the prompt key). A row inside the windows of two such sub-agents cannot be told
+    apart and is counted, as is a sub-agent none of whose requests could be found.
+    """
+    conversations = list(conversations)
+    named = {message_ids[turn.message_id] for conversation in conversations
+             for turns in (conversation.turns, *conversation.subagents.values()) for turn in turns
+             if turn.message_id in message_ids}
+    named_keys = {requests[r].prompt_key for r in named if r in requests and requests[r].prompt_key}
+    # A resumed session's copy links sub-agents logged under the original session: those are not missing.
+    logged = {agent_id for conversation in conversations for agent_id in conversation.subagents}
+    missing = [link for conversation in conversations for link in conversation.links
+               if not link.has_log and link.agent_id and link.agent_id not in logged]
+    if not missing:
+        return {}
+    candidates = [r for r in requests.values() if r.request_id not in named and r.kind == "ok"
+                  and r.timestamp != UNKNOWN_TIME and r.prompt_key not in named_keys]
+    found: dict[tuple[str, str], list[ProxyRequest]] = {}
+    for request in candidates:
+        windows = [link for link in missing if link.completion_time is not None
+                   and link.spawn_time - PROXY_TIME_SLACK <= request.timestamp <= link.completion_time + PROXY_TIME_SLACK]
+        if len(windows) == 1:
+            found.setdefault((windows[0].conversation_id, windows[0].agent_id), []).append(request)
+        elif windows:
+            problems.add("subagent_request_ambiguous", request.request_id)
+    for link in missing:
+        key = (link.conversation_id, link.agent_id)
+        if key in found:
+            found[key].sort(key=lambda r: (r.timestamp, r.row_id))
+            problems.add("subagent_requests_from_db", link.agent_id)
+        else:
+            problems.add("subagent_lost", link.agent_id)
+    return found
 
 
 def _without_repeats(drafts: list[Draft], problems: ProblemCounter) -> list[Draft]:
@@ -159,15 +215,33 @@ def _without_repeats(drafts: list[Draft], problems: ProblemCounter) -> list[Draf
     for conversation_id, parent, subagents in sorted(drafts, key=lambda d: (d[1][0].timestamp, -len(d[1]), d[0])):
         for request in [*parent, *(r for sub in subagents for r in sub.requests)]:
             owner.setdefault(request.request_id, conversation_id)
-    kept: list[Draft] = []
+    kept_parents: dict[str, list[ProxyRequest]] = {}
+    hosted: dict[str, list[PlannedSubagent]] = {}
     for conversation_id, parent, subagents in drafts:
-        parent = _owned(parent, owner, conversation_id, problems)
+        kept_parents[conversation_id] = _owned(parent, owner, conversation_id, problems)
         for sub in subagents:
             sub.requests = _owned(sub.requests, owner, conversation_id, problems)
-        if parent:
-            kept.append((conversation_id, parent, [sub for sub in subagents if sub.requests]))
-        else:
+            if not sub.requests:
+                continue
+            # A sub-agent goes with the parent turn that spawned it: when a resumed session's copy
+            # claims that turn, the original's sub-agents (logged only there) move with it, not vanish.
+            spawner = ([r for r in parent if r.timestamp.timestamp() <= sub.spawn_s] or parent)[-1]
+            host = owner[spawner.request_id]
+            if host != conversation_id:
+                problems.add("subagent_moved_with_its_parent_turn", sub.agent_id)
+            hosted.setdefault(host, []).append(sub)
+    kept: list[Draft] = []
+    for conversation_id, _, _ in drafts:
+        if not kept_parents[conversation_id]:
             problems.add("conversation_without_db_requests", conversation_id)
+            continue
+        subagents, agent_ids = [], set()
+        for sub in hosted.get(conversation_id, []):
+            if sub.agent_id not in agent_ids:
+                agent_ids.add(sub.agent_id)
+                subagents.append(sub)
+        subagents.sort(key=lambda sub: (sub.spawn_s, sub.agent_id))
+        kept.append((conversation_id, kept_parents[conversation_id], subagents))
     return kept
 
 

@@ -294,3 +294,90 @@ def test_dashboard_of_a_conversation_none_of_whose_turns_is_in_the_db(fixture_db
     stats = workspace.html.with_name("combined_stats.txt").read_text()
     assert "No data-quality problems found" not in stats
     assert "None of the conversation's 90 JSONL turns is in this DB" in stats
+
+
+# --- data loss -------------------------------------------------------------------------------------
+
+SALTED = ("--salt", "data-faults")
+
+
+def _subagent_markers(traces: Path) -> dict[str, int]:
+    """agent id (or anonymized label) → number of requests, over every native trace."""
+    markers: dict[str, int] = {}
+    for path in sorted(traces.glob("*.json")):
+        for request in json.loads(path.read_text())["requests"]:
+            if request["type"] == "subagent":
+                markers[request["agent_id"]] = len(request["requests"])
+    return markers
+
+
+@pytest.fixture(scope="module")
+def clean_markers(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, int], bytes]:
+    workspace = _workspace(sources["cleaned"], tmp_path_factory.mktemp("clean-markers"))
+    assert _run("traces", workspace, *SALTED).exit_code == 0
+    return _subagent_markers(workspace.traces), (workspace.traces / f"{SESSION}.json").read_bytes()
+
+
+def test_resumed_copy_winning_the_tie_keeps_the_originals_subagents(sources: dict[str, Path], clean_markers, tmp_path: Path) -> None:
+    """Before: the copy (same start, same 6 turns, an id sorting first) claimed the parent turns and the
+    original, left without a parent turn, was dropped with its 4 sub-agents (84 requests)."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    copy_id = "0a0a0a0a-0000-4000-8000-000000000001"
+    lines = (workspace.jsonl / f"{SESSION}.jsonl").read_text().replace(SESSION, copy_id)
+    (workspace.jsonl / f"{copy_id}.jsonl").write_text(lines)
+    run = _run("traces", workspace, *SALTED)
+    assert run.exit_code == 0, run.describe()
+    markers, _ = clean_markers
+    assert _subagent_markers(workspace.traces) == markers == {
+        "a41c152eb70bc28fb": 14, "a42827dbf5fd2cfab": 21, "a800df9c163b689d1": 23, "a9fbac25ae054618e": 26}
+    assert [path.stem for path in workspace.traces.glob("*.json")] == [copy_id]
+    assert run.problems["subagent_moved_with_its_parent_turn"]["count"] == 4
+    assert run.problems["conversation_without_db_requests"] == {"count": 1, "examples": [SESSION]}
+    validator = _run("validator", workspace)
+    assert validator.exit_code == 0, validator.describe()
+    overall = validator.summary["versus_api"]["overall"]
+    assert (overall["requests"], overall["matched"]) == (90, 90)
+
+
+def test_missing_subagent_log_keeps_the_marker_with_its_db_requests(sources: dict[str, Path], clean_markers,
+                                                                    tmp_path: Path) -> None:
+    """Before: the sub-agent vanished (subagent_count 3 of 4, 14 requests gone) though the parent still links it."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    (workspace.jsonl / "agent-a41c152eb70bc28fb.jsonl").unlink()
+    run = _run("traces", workspace, *SALTED)
+    assert run.exit_code == 0, run.describe()
+    markers, trace_bytes = clean_markers
+    # Found in the DB inside the link's window: the same trace, byte for byte.
+    assert (workspace.traces / f"{SESSION}.json").read_bytes() == trace_bytes
+    assert json.loads(trace_bytes)["totals"]["subagent_count"] == 4
+    assert {reason: run.problems[reason] for reason in ("subagent_log_missing", "subagent_requests_from_db")} == {
+        "subagent_log_missing": {"count": 1, "examples": ["a41c152eb70bc28fb"]},
+        "subagent_requests_from_db": {"count": 1, "examples": ["a41c152eb70bc28fb"]}}
+
+    # The conversation index names the missing log on every run, not only the one that saw it go.
+    for _ in range(2):
+        index = _run("conversation_index", workspace)
+        assert index.problems["subagent_log_missing"] == {"count": 1, "examples": ["a41c152eb70bc28fb"]}
+    viz = _run("visualizer", workspace)
+    assert viz.exit_code == 0, viz.describe()
+    # Only the quota probe and the title stay unlinked, as in the complete capture.
+    assert viz.problems["unlinked"]["count"] == 2
+    assert viz.problems["subagent_requests_from_db"]["count"] == 1
+    one = _run("visualizer", workspace, "--conversation-id", SESSION)
+    assert one.summary["reports"][0]["requests"] == 90
+
+
+def test_missing_subagent_logs_that_cannot_be_told_apart_are_named(sources: dict[str, Path], tmp_path: Path) -> None:
+    """Two concurrent sub-agents without logs: their rows share both windows, so the loss is named."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    for agent in ("a41c152eb70bc28fb", "a42827dbf5fd2cfab"):
+        (workspace.jsonl / f"agent-{agent}.jsonl").unlink()
+    run = _run("traces", workspace, *SALTED)
+    assert run.exit_code == 0, run.describe()
+    markers = _subagent_markers(workspace.traces)
+    lost = {reason: run.problems.get(reason, {}).get("count", 0)
+            for reason in ("subagent_request_ambiguous", "subagent_requests_from_db", "subagent_lost")}
+    # Every one of the 35 rows is either in a marker or counted as ambiguous.
+    assert sum(markers.get(a, 0) for a in ("a41c152eb70bc28fb", "a42827dbf5fd2cfab")) \
+        + lost["subagent_request_ambiguous"] == 14 + 21
+    assert lost["subagent_requests_from_db"] + lost["subagent_lost"] == 2
