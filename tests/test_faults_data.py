@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from click.testing import CliRunner
 
+import complete_cache_visualizer
 from lib.example_capture import generate_example
 from lib.trace_files import check_directory
 from tests.tool_runner import TOOL_BY_NAME, ToolRun, Workspace, run_tool
@@ -381,3 +383,43 @@ def test_missing_subagent_logs_that_cannot_be_told_apart_are_named(sources: dict
     assert sum(markers.get(a, 0) for a in ("a41c152eb70bc28fb", "a42827dbf5fd2cfab")) \
         + lost["subagent_request_ambiguous"] == 14 + 21
     assert lost["subagent_requests_from_db"] + lost["subagent_lost"] == 2
+
+
+def test_unreadable_log_directory_is_counted(sources: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a subdirectory that cannot be listed was skipped without a word (a glob hides the error)."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    locked = workspace.jsonl / "other-project"
+    locked.mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        # chmod 000 does not stop root, who runs CI containers: refuse the listing the way the kernel would.
+        if Path(os.fsdecode(path)) == locked:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    for tool in ("conversation_index", "traces"):
+        run = _run(tool, workspace)
+        assert run.exit_code == 0, run.describe()
+        assert run.problems["unreadable_directory"] == {"count": 1, "examples": [f"{locked}: Permission denied"]}
+
+
+def test_all_reports_never_overwrite_each_other_or_the_index(sources: dict[str, Path], tmp_path: Path) -> None:
+    """Before: ids `x y` and `x_y` wrote one x_y.html, and an id `index` overwrote index.html."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    parent = (workspace.jsonl / f"{SESSION}.jsonl").read_text()
+    logs = tmp_path / "named"
+    logs.mkdir()
+    for name in ("index", "x y", "x_y", "X_Y"):
+        (logs / f"{name}.jsonl").write_text(parent)
+    out = tmp_path / "reports"
+    result = CliRunner().invoke(complete_cache_visualizer.main, [
+        str(workspace.db), "--conversation-id", "all", "--output-dir", str(out), "--projects-path", str(logs), "--json"])
+    assert result.exit_code == 0, result.output
+    written = {report["name"]: Path(report["html"]).name for report in json.loads(result.stdout)["reports"]}
+    assert written == {"X_Y": "X_Y.html", "index": "index-2.html", "x y": "x_y-2.html", "x_y": "x_y-3.html"}
+    assert sorted(path.name for path in out.glob("*.html")) == ["X_Y.html", "index-2.html", "index.html",
+                                                                "x_y-2.html", "x_y-3.html"]
+    index_page = (out / "index.html").read_text()
+    assert all(name in index_page for name in written.values())
