@@ -188,11 +188,12 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
             if _is_turn(request, capture, selection.problems):
                 selection.requests.append(SelectedRequest(request, lane, conversation_id))
     logged = {agent_id for c in capture.conversations for agent_id in c.subagents}
+    found_agents = {agent_id for _, agent_id in capture.unlogged}
     for link in conversation.links:
         found = capture.unlogged.get((conversation_id, link.agent_id), [])
         if found:
             selection.problems.add("subagent_requests_from_db", link.agent_id)
-        elif not link.has_log and link.agent_id and link.agent_id not in logged:
+        elif not link.has_log and link.agent_id and link.agent_id not in logged | found_agents:
             selection.problems.add("subagent_lost", link.agent_id)
         for request in found:
             selection.rows.append(request)

@@ -180,8 +180,12 @@ def unlogged_subagent_requests(conversations: Iterable[Any], message_ids: dict[s
     named_keys = {requests[r].prompt_key for r in named if r in requests and requests[r].prompt_key}
     # A resumed session's copy links sub-agents logged under the original session: those are not missing.
     logged = {agent_id for conversation in conversations for agent_id in conversation.subagents}
-    missing = [link for conversation in conversations for link in conversation.links
-               if not link.has_log and link.agent_id and link.agent_id not in logged]
+    missing = {}
+    for link in (link for conversation in conversations for link in conversation.links):
+        if not link.has_log and link.agent_id and link.agent_id not in logged:
+            # Linked again by a resumed session's copy: still one sub-agent (the plan moves it with its turn).
+            missing.setdefault(link.agent_id, link)
+    missing = list(missing.values())
     if not missing:
         return {}
     candidates = [r for r in requests.values() if r.request_id not in named and r.kind == "ok"

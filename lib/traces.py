@@ -231,6 +231,8 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
             writer.write(plan, hashed)
         summary.tokens_requested += pool.tokens_requested - requested_before
         summary.tokens_tokenized += pool.tokens_tokenized - tokenized_before
+    if options.plan.anonymize:
+        summary.problems = _anonymized_problems(summary.problems, _anonymous_names(plans, writer.positions))
 
     current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
     mooncake_files = _write_mooncake(target, writer.mooncake, options, summary)
@@ -247,6 +249,32 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
     summary.tokenizer_to_api_ratio = calibration.ratios()
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _anonymous_names(plans: list[TracePlan], positions: dict[str, str]) -> dict[str, str]:
+    """Every id the run knows a written name for: requests and messages (trace positions), conversations
+    (trace ids) and sub-agents (`trace_0001/agent_001`)."""
+    names = dict(positions)
+    for plan in plans:
+        base = plan.trace_id.removesuffix(f"_s{plan.segment + 1}")
+        names.setdefault(plan.conversation_id, base)
+        for sub in plan.subagents:
+            names.setdefault(sub.agent_id, f"{base}/{sub.label}")
+    return names
+
+
+def _anonymized_problems(problems: ProblemCounter, names: dict[str, str]) -> ProblemCounter:
+    """The same counts, each example replaced by its anonymous name or left out: under --anonymize the
+    summary and --json name no row, message, session or agent id and no path (README, Anonymization)."""
+    written = set(names.values())
+    result = ProblemCounter()
+    for reason, entry in problems.as_dict().items():
+        result.add(reason, count=entry["count"])
+        for example in entry["examples"]:
+            name = example if example in written else names.get(example)
+            if name:
+                result.add(reason, name, count=0)
+    return result
 
 
 def _calibrate(calibration: Calibration, plan: TracePlan, hashed: Hashed) -> None:

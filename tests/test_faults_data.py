@@ -423,3 +423,41 @@ def test_all_reports_never_overwrite_each_other_or_the_index(sources: dict[str, 
                                                                 "x_y-2.html", "x_y-3.html"]
     index_page = (out / "index.html").read_text()
     assert all(name in index_page for name in written.values())
+
+
+# --- privacy -----------------------------------------------------------------------------------------
+
+ANONYMOUS_EXAMPLE = re.compile(r"trace_\d{4}(/(parent|agent_\d{3})(#\d+)?)?")
+
+
+def test_anonymized_summaries_name_only_trace_positions(sources: dict[str, Path], tmp_path: Path) -> None:
+    """Before: --json and the closing paragraph named row ids, msg_ ids, session and agent ids and file
+    names in problem examples, though the README promises trace positions under --anonymize."""
+    workspace = _workspace(sources["cleaned"], tmp_path)
+    parent_ids = _parent_request_ids(sources["cleaned"])
+    _sql(workspace.db, "UPDATE requests SET timestamp = 'garbage' WHERE id = ?", parent_ids[1])   # a row id
+    _sql(workspace.db, "DELETE FROM requests WHERE id = ?", parent_ids[3])                       # a msg_ id
+    (workspace.jsonl / "agent-a41c152eb70bc28fb.jsonl").unlink()                                  # an agent id
+    copy_id = "0a0a0a0a-0000-4000-8000-000000000001"                                              # session ids
+    (workspace.jsonl / f"{copy_id}.jsonl").write_text(
+        (workspace.jsonl / f"{SESSION}.jsonl").read_text().replace(SESSION, copy_id) + '{"broken\n')  # a file name
+    secrets = {copy_id, SESSION, "a41c152eb70bc28fb", str(tmp_path), "msg_"}
+    secrets |= {row[0] for row in _sql(workspace.db, "SELECT id FROM requests")} | set(parent_ids)
+
+    for extra in ((), ("--json",)):
+        result = CliRunner().invoke(__import__("build_minimal_traces").main, [
+            str(workspace.db), "--jsonl-dir", str(workspace.jsonl), "--output-dir", str(tmp_path / "anon"),
+            "--include-subagents", "--anonymize", "--salt", "s", *extra])
+        assert result.exit_code == 0, result.output
+        paragraph = result.stdout.split(f"Wrote ", 1)[-1]  # the output directory is the user's own argument
+        leaks = sorted(secret for secret in secrets if secret in paragraph.replace(str(tmp_path / "anon"), ""))
+        assert leaks == [], (leaks, paragraph)
+    problems = json.loads(result.stdout)["problems"]
+    # Counts are kept; each example is a trace name or position, or left out.
+    assert {reason: entry["count"] for reason, entry in problems.items()} == {
+        "bad_timestamp": 1, "conversation_without_db_requests": 1, "duplicate_message_id_across_conversations": 6,
+        "request_in_two_conversations": 5, "subagent_log_missing": 5, "subagent_moved_with_its_parent_turn": 3,
+        "subagent_requests_from_db": 1, "timestamp_from_completion": 1, "turn_not_in_db": 2,
+        "unparsable_jsonl_line": 1}
+    examples = [example for entry in problems.values() for example in entry["examples"]]
+    assert examples and all(ANONYMOUS_EXAMPLE.fullmatch(example) for example in examples), examples
