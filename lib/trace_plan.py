@@ -174,29 +174,35 @@ def unlogged_subagent_requests(conversations: Iterable[Any], message_ids: dict[s
     apart and is counted, as is a sub-agent none of whose requests could be found.
     """
     conversations = list(conversations)
+    # A resumed session's copy links sub-agents logged under the original session: those are not missing.
+    logged = {agent_id for conversation in conversations for agent_id in conversation.subagents}
+    unique: dict[str, SubagentLink] = {}
+    for link in (link for conversation in conversations for link in conversation.links):
+        if not link.has_log and link.agent_id and link.agent_id not in logged:
+            # Linked again by a resumed session's copy: still one sub-agent (the plan moves it with its turn).
+            unique.setdefault(link.agent_id, link)
+    missing = list(unique.values())
+    if not missing:
+        return {}
     named = {message_ids[turn.message_id] for conversation in conversations
              for turns in (conversation.turns, *conversation.subagents.values()) for turn in turns
              if turn.message_id in message_ids}
     named_keys = {requests[r].prompt_key for r in named if r in requests and requests[r].prompt_key}
-    # A resumed session's copy links sub-agents logged under the original session: those are not missing.
-    logged = {agent_id for conversation in conversations for agent_id in conversation.subagents}
-    missing = {}
-    for link in (link for conversation in conversations for link in conversation.links):
-        if not link.has_log and link.agent_id and link.agent_id not in logged:
-            # Linked again by a resumed session's copy: still one sub-agent (the plan moves it with its turn).
-            missing.setdefault(link.agent_id, link)
-    missing = list(missing.values())
-    if not missing:
-        return {}
     candidates = [r for r in requests.values() if r.request_id not in named and r.kind == "ok"
                   and r.timestamp != UNKNOWN_TIME and r.prompt_key not in named_keys]
     found: dict[tuple[str, str], list[ProxyRequest]] = {}
+    shared: set[tuple[str, str]] = set()
     for request in candidates:
-        windows = [link for link in missing if link.completion_time is not None
+        windows = [(link.conversation_id, link.agent_id) for link in missing if link.completion_time is not None
                    and link.spawn_time - PROXY_TIME_SLACK <= request.timestamp <= link.completion_time + PROXY_TIME_SLACK]
         if len(windows) == 1:
-            found.setdefault((windows[0].conversation_id, windows[0].agent_id), []).append(request)
+            found.setdefault(windows[0], []).append(request)
         elif windows:
+            shared.update(windows)
+            problems.add("subagent_request_ambiguous", request.request_id)
+    for key in shared & set(found):
+        # Some of its rows could be another's: a partial sub-agent would replay wrongly, so none is kept.
+        for request in found.pop(key):
             problems.add("subagent_request_ambiguous", request.request_id)
     for link in missing:
         key = (link.conversation_id, link.agent_id)
