@@ -38,7 +38,8 @@ from .responses import KIND_ERROR, KIND_OK, KIND_PENDING, KIND_UNPARSABLE, USAGE
 from .timestamps import from_epoch, parse_timestamp, to_epoch
 
 TABLE = "message_index"
-SCHEMA_VERSION = "1"
+# 2: capture times and numbers range-checked at read time (an index of 1 keeps rows at 1970).
+SCHEMA_VERSION = "2"
 WRITE_BATCH_ROWS = 200
 READ_BATCH_ROWS = 500
 # Below this many rows to parse, starting worker processes costs more than it saves.

@@ -10,6 +10,7 @@ lane `unlinked` (quota probes, titles, other sessions).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +67,12 @@ class Capture:
     # Sub-agents whose log is missing: (conversation id, agent id) → their requests found in the DB.
     unlogged: dict[tuple[str, str], list[ProxyRequest]] = field(default_factory=dict)
     unlogged_problems: ProblemCounter = field(default_factory=ProblemCounter)
+
+    @functools.cached_property
+    def span(self) -> Optional[tuple[datetime, datetime]]:
+        """First arrival to last completion of the requests with a time (rows without one sort first)."""
+        timed = [r for r in self.requests if r.timestamp != UNKNOWN_TIME]
+        return (timed[0].timestamp, timed[-1].completed_at or timed[-1].timestamp) if timed else None
 
 
 @dataclass(frozen=True)
@@ -287,9 +294,8 @@ def _with_jsonl_time(request: ProxyRequest, moment: datetime, problems: ProblemC
 
 def _in_window(moment: datetime, capture: Capture) -> bool:
     """Whether a JSONL turn falls inside the span of the loaded requests (the --since/--until window)."""
-    if not capture.requests:
-        return False
-    return capture.requests[0].timestamp <= moment <= (capture.requests[-1].completed_at or capture.requests[-1].timestamp)
+    span = capture.span
+    return span is not None and span[0] <= moment <= span[1]
 
 
 def _lane_map(conversations: Iterable[IndexedConversation]) -> dict[str, tuple[str, str]]:

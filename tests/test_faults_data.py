@@ -461,3 +461,29 @@ def test_anonymized_summaries_name_only_trace_positions(sources: dict[str, Path]
         "unparsable_jsonl_line": 1}
     examples = [example for entry in problems.values() for example in entry["examples"]]
     assert examples and all(ANONYMOUS_EXAMPLE.fullmatch(example) for example in examples), examples
+
+
+@pytest.mark.parametrize("raw", ["not a time", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59+14:00"])
+def test_real_proxy_rows_with_corrupt_times_keep_their_place(raw: str, fixture_db: Path) -> None:
+    """The real proxy's streaming rows: completedAt − responseTime is within a second of the true arrival
+    (rows of the same second may swap; before, the rows went to 1970 or 9999)."""
+    def order(db: Path) -> list[tuple[str, float]]:
+        return _sql(db, "SELECT request_id, ts_epoch FROM message_index ORDER BY ts_epoch, row_id")
+
+    clean = fixture_db.with_name("clean.db")
+    shutil.copyfile(fixture_db, clean)
+    workspace = Workspace(clean, fixture_db.parent, fixture_db.parent / "out")
+    assert _run("message_index", workspace).exit_code == 0
+    before = order(clean)
+    targets = [request_id for request_id, _ in before[5:40:10]]
+    for target in targets:
+        _sql(fixture_db, "UPDATE requests SET timestamp = ? WHERE id = ?", raw, target)
+    run = _run("message_index", Workspace(fixture_db, fixture_db.parent, fixture_db.parent / "out"))
+    assert run.exit_code == 0, run.describe()
+    clean_times, times = dict(before), dict(order(fixture_db))
+    assert times.keys() == clean_times.keys()
+    shifts = sorted(round(times[target] - clean_times[target], 3) for target in targets)
+    assert shifts == [-0.599, -0.187, -0.012, 0.098]
+    assert all(times[r] == clean_times[r] for r in clean_times if r not in targets)
+    reason = "bad_timestamp" if raw == "not a time" else "timestamp_out_of_range"
+    assert run.problems[reason]["count"] == run.problems["timestamp_from_completion"]["count"] == len(targets) == 4
