@@ -61,22 +61,13 @@ def discover_logs(path: Optional[str | Path] = None, problems: Optional[ProblemC
 
 
 def _walk_files(root: Path, problems: ProblemCounter) -> Iterator[Path]:
-    """Every file under `root`, following directory links once; a directory that cannot be listed is
-    counted (`unreadable_directory`), where a glob would skip its logs without a word."""
-    seen: set[tuple[int, int]] = set()
+    """Every file under `root` (directory links not followed, as `rglob` did); a directory that cannot
+    be listed is counted (`unreadable_directory`), where a glob would skip its logs without a word."""
 
     def unreadable(error: OSError) -> None:
         problems.add("unreadable_directory", f"{error.filename}: {error.strerror}")
 
-    for directory, subdirectories, files in os.walk(root, onerror=unreadable, followlinks=True):
-        try:
-            stat = os.stat(directory)
-        except OSError:
-            continue
-        if (stat.st_dev, stat.st_ino) in seen:  # a link back up the tree
-            subdirectories.clear()
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
+    for directory, _, files in os.walk(root, onerror=unreadable):
         yield from (Path(directory) / name for name in files)
 
 
