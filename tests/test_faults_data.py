@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 import complete_cache_visualizer
-from lib.example_capture import generate_example
-from lib.trace_files import check_directory
+from lib.synthetic.example import generate_example
+from lib.validate.trace_files import check_directory
 from tests.tool_runner import TOOL_BY_NAME, ToolRun, Workspace, run_tool
 
 SCALE = 0.05
@@ -449,7 +449,7 @@ def test_anonymized_summaries_name_only_trace_positions(sources: dict[str, Path]
             str(workspace.db), "--jsonl-dir", str(workspace.jsonl), "--output-dir", str(tmp_path / "anon"),
             "--include-subagents", "--anonymize", "--salt", "s", *extra])
         assert result.exit_code == 0, result.output
-        paragraph = result.stdout.split(f"Wrote ", 1)[-1]  # the output directory is the user's own argument
+        paragraph = result.stdout.split("Wrote ", 1)[-1]  # the output directory is the user's own argument
         leaks = sorted(secret for secret in secrets if secret in paragraph.replace(str(tmp_path / "anon"), ""))
         assert leaks == [], (leaks, paragraph)
     problems = json.loads(result.stdout)["problems"]
