@@ -27,6 +27,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator, Optional
 
+from lib.capture.proxy_reader import UNKNOWN_TIME
 from lib.records import ProxyRequest, Usage
 
 # Slightly under one second: a start never leaves the whole second the proxy wrote.
@@ -40,10 +41,11 @@ def _whole_second(moment: datetime) -> bool:
 def start_lower_bound(request: ProxyRequest, *, answer_logged_at: Optional[datetime] = None) -> datetime:
     """The request's start with sub-second precision from the sources that have it (module docstring).
 
-    Only a whole-second proxy timestamp is refined; one with a fraction is taken as it is.
+    Only a whole-second proxy timestamp is refined; one with a fraction is taken as it is, and so is
+    UNKNOWN_TIME, which consumers replace with the turn's JSONL time.
     """
     start = request.timestamp
-    if not _whole_second(start) or request.api_time_s is None:
+    if start == UNKNOWN_TIME or not _whole_second(start) or request.api_time_s is None:
         return start
     duration = timedelta(seconds=request.api_time_s)
     bounds = [start]
@@ -68,8 +70,11 @@ def load_replay_twins(index: sqlite3.Connection) -> dict[str, str]:
 
 
 def first_send(replay: ProxyRequest, twin: ProxyRequest) -> ProxyRequest:
-    """The replay as the API saw the turn first: the earlier send's start, usage and first token."""
-    first = twin if twin.timestamp <= replay.timestamp else replay
+    """The replay as the API saw the turn first: the earlier send's start, usage and first token.
+
+    A twin whose time is unknown cannot be placed before its replay: the replay stays as it is.
+    """
+    first = twin if twin.timestamp != UNKNOWN_TIME and twin.timestamp <= replay.timestamp else replay
     if first is replay:
         return replay
     waited = None
