@@ -37,6 +37,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("ttl", "TTL sweep"),
     ("working-set", "Working set over time"),
     ("capacity", "Cache capacity"),
+    ("capacity-bytes", "Capacity in bytes"),
+    ("eviction", "Effective eviction time"),
     ("timing", "Timing"),
     ("subagents", "Sub-agent lanes"),
     ("models", "Model usage"),
@@ -137,7 +139,16 @@ def _environment() -> "jinja2.Environment":
         lstrip_blocks=True,
     )
     env.filters.update(tokens=format_tokens, pct=format_pct, seconds=format_seconds, ttl=format_ttl)
+    _add_capacity_bytes_helpers(env)
     return env
+
+
+def _add_capacity_bytes_helpers(env: "jinja2.Environment") -> None:
+    """Filters and globals of the 'Capacity in bytes' and 'Effective eviction time' sections."""
+    from lib.report.capacity_bytes import fit_range, format_gib
+
+    env.filters.update(gib=format_gib, points=lambda error: f"{error * 100:+.1f} pp")
+    env.globals.update(zip=zip, fit_range=fit_range)
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 from lib.report.analysis import Analysis
+from lib.report.capacity_bytes import kv_capacity
 from lib.report.dashboard import format_pct, format_seconds, format_tokens, format_ttl
 from lib.report.model import LANE_PARENT, LANE_UNLINKED, CacheSplit, ReportModel, SummaryCard
 
@@ -130,4 +131,6 @@ def to_report_model(analysis: Analysis) -> ReportModel:
         quality=analysis.quality,
         notes=notes(analysis),
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        kv_capacity=kv_capacity(analysis),
+        eviction=analysis.eviction,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence
 
 from lib.report.analysis import Analysis
+from lib.report.capacity_bytes import capacity_bytes_lines, eviction_lines, kv_capacity
 from lib.report.dashboard import format_pct, format_seconds, format_tokens, format_ttl
 from lib.records import ProxyRequest
 from lib.report.figures import Comparison, compare, lane_counts, notes
@@ -35,6 +36,8 @@ def format_stats(analysis: Analysis, *, generated_at: str = "") -> str:
         ("Time between requests", _times(analysis)),
         ("TTL analysis", _ttl(analysis)),
         ("Cache capacity (LRU / OPT over all requests interleaved)", _capacity(analysis)),
+        ("Capacity in bytes (KV model, tiers)", capacity_bytes_lines(kv_capacity(analysis), _table)),
+        ("Effective eviction time (TTL fitted to the billed cache reads)", eviction_lines(analysis.eviction, _table)),
         ("Sub-agents", _subagents(analysis)),
         ("Data quality", _quality(analysis)),
     ]
