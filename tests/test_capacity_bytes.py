@@ -105,8 +105,11 @@ def test_example_capacity_for_95_percent_in_gib(example_db: Path, tmp_path: Path
     stats = (tmp_path / "out" / "combined_stats.txt").read_text()
     assert "== Capacity in bytes (KV model, tiers) ==" in stats
     assert "95 %                  128,640 tok = 8.419 GiB  106,048 tok = 6.940 GiB" in stats
+    assert "== Effective eviction time (TTL fitted to the billed cache reads) ==" in stats
+    assert "all           92       89.9%          5m30s  5m30s–∞    89.5%  -0.4 pp      1.1%" in stats
     html = (tmp_path / "out" / "combined.html").read_text()
     assert 'id="capacity-bytes"' in html and "8.419 GiB" in html
+    assert 'id="eviction"' in html and "<td>5m30s–∞</td>" in html
 
 
 @pytest.mark.parametrize("args, message", [

@@ -14,7 +14,8 @@ from lib.report.dashboard import format_pct, format_tokens, format_ttl
 from lib.report.model import KvCapacity, PresetCapacity, SizeInBytes
 
 Table = Callable[[Sequence[Sequence[str]]], list[str]]  # stats_text's column layout
-# Rows of the eviction table in the stats text: the standard sweep's TTLs (the --json has every row).
+# Rows of the eviction table on the page and in the stats text: the standard sweep's TTLs and the
+# fitted ones (the --json has every row of the grid).
 _TEXT_TTLS_S = (60, 120, 180, 240, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, None)
 
 
@@ -100,12 +101,19 @@ def eviction_lines(eviction: Optional[EvictionTime], table: Table) -> list[str]:
                  "fits = every TTL as good; error = simulated − billed hit rate; mismatch = Σ|sim − billed read| "
                  "/ prompt tokens.")
     lines.append("")
-    shown = [row for row in eviction.rows if row.ttl_s in _TEXT_TTLS_S]
+    shown = shown_rows(eviction)
     lines += table([("TTL", "hit (refresh)", "hit (no refresh)", "idle KV ratio", "prefill ampl.",
                      "prefill ampl. (no refresh)")] + [_row_cells(row) for row in shown])
     lines.append("Hit rates over the billed requests, scaled to the API's prompt sizes; idle KV ratio = cached-but-unused "
-                 "/ in-use block-seconds; prefill amplification = prefilled / unique tokens. Every grid TTL is in --json.")
+                 "/ in-use block-seconds; prefill amplification = prefilled / unique tokens. Rows: the standard TTLs and the "
+                 "fitted ones; every grid TTL is in --json.")
     return lines
+
+
+def shown_rows(eviction: EvictionTime) -> list[EvictionRow]:
+    """The grid rows worth a table line: the standard sweep's TTLs and every fitted TTL."""
+    fitted = {fit.ttl_s for family in eviction.fits for fit in (family.refresh, family.no_refresh) if fit}
+    return [row for row in eviction.rows if row.ttl_s in _TEXT_TTLS_S or row.ttl_s in fitted]
 
 
 def fit_range(fit: TtlFit) -> str:

@@ -145,10 +145,10 @@ def _environment() -> "jinja2.Environment":
 
 def _add_capacity_bytes_helpers(env: "jinja2.Environment") -> None:
     """Filters and globals of the 'Capacity in bytes' and 'Effective eviction time' sections."""
-    from lib.report.capacity_bytes import fit_range, format_gib
+    from lib.report.capacity_bytes import fit_range, format_gib, shown_rows
 
     env.filters.update(gib=format_gib, points=lambda error: f"{error * 100:+.1f} pp")
-    env.globals.update(zip=zip, fit_range=fit_range)
+    env.globals.update(zip=zip, fit_range=fit_range, shown_eviction_rows=shown_rows)
 
 
 @functools.lru_cache(maxsize=None)
