@@ -98,3 +98,14 @@ def test_real_proxy_fixture_eviction_time(fixture_db: Path, fixture_dir: Path, t
     assert (fits["all"]["requests"], refresh["ttl_s"], refresh["range_low_s"], refresh["range_high_s"]) == (39, 30, 30, None)
     assert fits["all"]["billed_hit_rate"] == pytest.approx(0.879, abs=5e-4)
     assert refresh["error"] == pytest.approx(-0.024, abs=5e-4)
+
+
+def test_no_refresh_model_is_skipped_past_its_budget() -> None:
+    events = [CacheEvent(0, 0, [1, 2], 2), CacheEvent(50, 50, [1, 2], 2)]
+    billed = [BilledRequest("haiku", 2, 0, 1.0), BilledRequest("haiku", 2, 2, 51.0)]
+    result = effective_eviction_time(events, billed, block_size=1, ttls=(60, None), max_no_refresh_cells=7)
+    assert result is not None
+    assert result.fits[0].no_refresh is None and result.fits[0].refresh.ttl_s == 60
+    assert {row.no_refresh_hit_rate for row in result.rows} == {None}
+    assert effective_eviction_time(events, billed, block_size=1, ttls=(60, None),
+                                   max_no_refresh_cells=8).fits[0].no_refresh is not None

@@ -24,6 +24,8 @@ import numpy as np
 from lib.cache.replay import CacheEvent, DenseIds, Replay, start_order
 from lib.cache.ttl_model import sweep_ttl
 
+_NO_EXPIRY = np.finfo(np.float64).max  # an infinite TTL that still leaves never-created entries dead
+
 # 30 s steps to 10 min, 1 min steps to 30 min, then the coarse TTLs of the standard sweep; None = ∞.
 EVICTION_TTLS_S: tuple[Optional[float], ...] = (
     *range(30, 601, 30), *range(660, 1801, 60), 2700, 3600, 7200, 14400, 28800, 86400, None,
@@ -31,8 +33,8 @@ EVICTION_TTLS_S: tuple[Optional[float], ...] = (
 # Grid TTLs whose |error| is within this of the best one count as equally good fits.
 FIT_TOLERANCE = 0.001
 # The no-refresh model keeps one creation time per block and TTL: past this many block × TTL
-# updates (~1 s each 10^8) it is skipped and only the refresh model is fitted.
-NO_REFRESH_MAX_CELLS = 400_000_000
+# cells (~1.5 s per 2.5·10^7 on the 2-core bench machine) it is skipped, only the refresh model fitted.
+NO_REFRESH_MAX_CELLS = 200_000_000
 _CHUNK_CELLS = 8_000_000  # creation-time cells (8 bytes each) held at once
 
 
@@ -165,7 +167,7 @@ def best_fit(ttls: Sequence[Optional[float]], simulated: np.ndarray, read: np.nd
 
 def no_refresh_hit_blocks(events: Sequence[CacheEvent], ttls: Sequence[Optional[float]]) -> np.ndarray:
     """Hit blocks per event (rows, input order) and TTL (columns) when hits do not refresh entries."""
-    limits = np.array([np.inf if ttl is None else float(ttl) for ttl in ttls])
+    limits = np.array([_NO_EXPIRY if ttl is None else float(ttl) for ttl in ttls])
     references = max(sum(len(event.ids) for event in events), 1)
     chunk = max(1, _CHUNK_CELLS // references)
     hits = np.zeros((len(events), len(limits)), dtype=np.int64)
@@ -175,27 +177,33 @@ def no_refresh_hit_blocks(events: Sequence[CacheEvent], ttls: Sequence[Optional[
 
 
 def _no_refresh_chunk(events: Sequence[CacheEvent], limits: np.ndarray) -> np.ndarray:
-    """One replay for a few TTLs: `created[block, ttl]` = when the live entry was (re)created."""
+    """One replay for a few TTLs: `created[ttl, block]` = when the live entry was (re)created."""
     hits = np.zeros((len(events), limits.size), dtype=np.int64)
-    created = np.full((0, limits.size), -np.inf)
+    created = np.full((limits.size, 0), -np.inf)
+    rows = np.arange(limits.size)
+    thresholds = np.empty((limits.size, 1))
     replay = Replay(events)
     for op in replay.ops():
         size = replay.ids.arrays["known"].size
-        if created.shape[0] < size:
-            grown = np.full((size, limits.size), -np.inf)
-            grown[: created.shape[0]] = created
+        if created.shape[1] < size:
+            grown = np.full((limits.size, size), -np.inf)
+            grown[:, : created.shape[1]] = created
             created = grown
         if op.dense.size == 0:
             continue
-        # Alive: created, not yet expired (alive at exactly ttl, as in the refresh model); an
-        # infinite TTL keeps everything ever created (inf - (-inf) would be inf <= inf).
-        entries = created[op.dense]
-        age = op.time_s - entries
-        alive = np.isfinite(entries) & (age <= limits)
+        # Alive: created at or after now − ttl (alive at exactly ttl, as in the refresh model). The
+        # infinite TTL is the largest finite float, so a never-created entry (−inf) stays dead.
+        entries = np.take(created, op.dense, axis=1)
+        np.subtract(op.time_s, limits[:, None], out=thresholds)
+        alive = entries >= thresholds
         if op.is_write:
-            created[op.dense] = np.where(alive, entries, op.time_s)
+            dead = ~alive
+            changed = dead.any(axis=0)  # most blocks of a write were just hit: leave those alone
+            entries[dead] = op.time_s
+            created[:, op.dense[changed]] = entries[:, changed]
         else:
-            hits[op.event] = np.logical_and.accumulate(alive, axis=0).sum(axis=0)
+            first_dead = np.argmin(alive, axis=1)  # 0 when all are alive, told apart below
+            hits[op.event] = np.where(alive[rows, first_dead], op.dense.size, first_dead)
     return hits
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from lib.cache.eviction_time import EvictionRow, EvictionTime, TtlFit
+from lib.cache.eviction_time import NO_REFRESH_MAX_CELLS, EvictionRow, EvictionTime, TtlFit
 from lib.cache.kv_bytes import PRESETS, tokens_to_gib
 from lib.report.analysis import Analysis
 from lib.report.dashboard import format_pct, format_tokens, format_ttl
@@ -97,6 +97,9 @@ def eviction_lines(eviction: Optional[EvictionTime], table: Table) -> list[str]:
          *((format_ttl(fit.no_refresh.ttl_s), fit_range(fit.no_refresh), _points(fit.no_refresh.error))
            if fit.no_refresh else ("n/a", "", "")))
         for fit in eviction.fits])
+    if any(fit.no_refresh is None for fit in eviction.fits):
+        lines.append(f"The no-refresh model was skipped: the capture needs more than {NO_REFRESH_MAX_CELLS:,} "
+                     "block × TTL updates.")
     lines.append("TTL = the grid TTL whose per-request cache reads best match the billed ones (shortest on ties); "
                  "fits = every TTL as good; error = simulated − billed hit rate; mismatch = Σ|sim − billed read| "
                  "/ prompt tokens.")
