@@ -40,7 +40,7 @@ _CHUNK_CELLS = 8_000_000  # creation-time cells (8 bytes each) held at once
 
 @dataclass(frozen=True)
 class BilledRequest:
-    """A request's API side: its model family and billed prompt / cache-read tokens (None: no usage)."""
+    """A request's model family, billed prompt / cache-read tokens (None: no usage) and response end."""
 
     family: str
     api_prompt_tokens: Optional[int]
