@@ -109,6 +109,7 @@ def test_example_capacity_for_95_percent_in_gib(example_db: Path, tmp_path: Path
     assert "all           92       89.9%          5m30s  5m30s–∞    89.5%  -0.4 pp      1.1%" in stats
     html = (tmp_path / "out" / "combined.html").read_text()
     assert 'id="capacity-bytes"' in html and "8.419 GiB" in html
+    assert "LRU tokens for 95 % of the infinite-cache hit rate · 8.419 GiB on deepseek-v3" in html
     assert 'id="eviction"' in html and "<td>5m30s–∞</td>" in html
 
 
