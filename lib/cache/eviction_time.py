@@ -5,14 +5,15 @@ Two TTL models run over a fine grid of TTLs (`EVICTION_TTLS_S`, docs/cache-model
 - *no refresh*: an entry lives `ttl` from the write that created it; hits do not extend it, and a
   use after expiry creates it again (same replay and read/write timing as the refresh model).
 Each request's simulated hit tokens are scaled to its API prompt size (the models count cl100k
-tokens, the API Claude tokens) and summed per model family; the best TTL minimizes |simulated −
-billed| hit rate, and `fit_range` gives every grid TTL within `FIT_TOLERANCE` of that error (a
-workload without re-use gaps near the true TTL cannot tell the TTLs of a range apart).
+tokens, the API Claude tokens); per model family, the best TTL minimizes the per-request mismatch
+with the billed cache reads (`best_fit`), and its range is every neighbouring grid TTL within
+`FIT_TOLERANCE` of that mismatch (a workload without re-use gaps near the true TTL cannot tell the
+TTLs of a range apart). The error reported is simulated − billed hit rate at the best TTL.
 
-Per TTL (refresh model) also: the idle KV ratio = block-seconds an entry sits cached but unused
+Per TTL also: the idle KV ratio (refresh model) = block-seconds an entry sits cached but unused
 (between uses, at most `ttl`; after its last use, up to `ttl` or the end of the capture) over the
 block-seconds it is in use (start to end of the requests containing it, overlaps merged); and the
-prefill amplification = prefilled blocks / unique blocks.
+prefill amplification = prefilled blocks / unique blocks (both models).
 """
 from __future__ import annotations
 
