@@ -10,7 +10,8 @@ import click
 from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, resolve_model
 from lib.cache.tiers import DEFAULT_TIERS_GIB, parse_tiers
 from lib.report.analysis import AnalysisOptions
-from lib.cli import Command, Output, TimestampType, common_options, run
+from lib.cli import Command, Output, common_options, index_db_option, run, time_window_options, workers_option
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.errors import InputError
 from lib.report.visualizer import VisualizerOptions, run_visualizer
 
@@ -28,15 +29,14 @@ from lib.report.visualizer import VisualizerOptions, run_visualizer
 @click.option("--text-only", is_flag=True, help="Write only <name>_stats.txt, no HTML.")
 @click.option("--cache-ttl", default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="SEC",
               help="TTL of the main TTL-model simulation (the sweep always covers 1m…24h and infinite).")
-@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1),
               help="With `all`: skip conversations with fewer parent requests.")
-@click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
-@click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
+@time_window_options
 @click.option("--projects-path", type=click.Path(), help="Claude Code JSONL logs, to (re)build the conversation index.")
-@click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
+@index_db_option
 @click.option("--kv-model", default=DEFAULT_PRESET, show_default=True, type=click.Choice(list(PRESETS), case_sensitive=False),
-              help="Model whose KV bytes per token turn capacities into GiB (presets: docs/cache-models.md).")
+              help="Model whose KV bytes per token turn capacities into GiB (presets: docs/cache-models.md#kv-bytes-per-token).")
 @click.option("--kv-geometry", metavar="KEY=N,...",
               help="A custom model instead of --kv-model: layers=L,kv_heads=H,head_dim=D[,dtype_bytes=2], "
                    "or layers=L,mla_dim=M for latent attention.")
@@ -44,8 +44,7 @@ from lib.report.visualizer import VisualizerOptions, run_visualizer
               help="KV bytes per token directly (overrides --kv-model and --kv-geometry).")
 @click.option("--kv-tiers", default=",".join(f"{size:g}" for _, size in DEFAULT_TIERS_GIB), show_default=True,
               metavar="GIB,...", help="Sizes of the HBM, DRAM and SSD tiers in GiB (or NAME=GiB,...) for the tier view.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Processes hashing prompts (same reports for any count).")
+@workers_option
 @common_options
 def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Optional[Path], output_dir: Optional[Path],
          text_only: bool, cache_ttl: float, block_size: int, min_requests: int, since, until,

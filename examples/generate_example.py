@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
               help="Content size factor (0.05 makes a small capture for tests).")
 @click.option("--api-cache-ttl", type=click.FloatRange(min=1.0), metavar="SEC",
               help="One TTL for the simulated API cache's usage numbers in every lane (default: 1 h for the "
-                   "main thread, 5 min for the others); a known eviction time for docs/cache-models.md.")
+                   "main thread, 5 min for the others); a known eviction time for docs/cache-models.md#effective-eviction-time.")
 @common_options
 def main(variant: str, output_dir: Path, seed: int, scale: float, api_cache_ttl: Optional[float], out: Output) -> None:
     """Write the example capture: the seed walkthrough's vLLM session with 4 concurrent Explore sub-agents.

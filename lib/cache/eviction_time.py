@@ -1,6 +1,6 @@
 """Effective eviction time: the TTL whose simulation best reproduces the API's billed hit rate.
 
-Two TTL models run over a fine grid of TTLs (`EVICTION_TTLS_S`, docs/cache-models.md):
+Two TTL models run over a fine grid of TTLs (`EVICTION_TTLS_S`, docs/cache-models.md#effective-eviction-time):
 - *refresh*: `lib/cache/ttl_model.py`'s cache, where every use restarts an entry's clock;
 - *no refresh*: an entry lives `ttl` from the write that created it; hits do not extend it, and a
   use after expiry creates it again (same replay and read/write timing as the refresh model).
@@ -106,7 +106,7 @@ def effective_eviction_time(events: Sequence[CacheEvent], billed: Sequence[Bille
                        else None)
     scale = np.zeros(len(events))
     for i in usable:
-        scale[i] = block_size * billed[i].api_prompt_tokens / max(events[i].token_count, 1)
+        scale[i] = block_size * (billed[i].api_prompt_tokens or 0) / max(events[i].token_count, 1)
     idle = idle_kv_ratios(events, [b.end_s for b in billed], ttls)
     unique = sweep[0].unique_blocks if sweep else 0
     rows = tuple(

@@ -1,4 +1,4 @@
-"""KV-cache bytes per token from a model's geometry, and capacities in bytes (docs/cache-models.md).
+"""KV-cache bytes per token from a model's geometry, and capacities in bytes (docs/cache-models.md#kv-bytes-per-token).
 
 Standard attention (MHA / GQA) keeps a key and a value vector per KV head in every layer:
     bytes/token = 2 × layers × kv_heads × head_dim × dtype_bytes.

@@ -1,4 +1,4 @@
-"""Hit rate per cache tier (HBM / DRAM / SSD) from LRU stack distances (docs/cache-models.md).
+"""Hit rate per cache tier (HBM / DRAM / SSD) from LRU stack distances (docs/cache-models.md#tiers-hbm--dram--ssd).
 
 The tiers act as one LRU cache of their summed size: a block evicted from HBM drops to DRAM, from
 DRAM to SSD, and a hit anywhere moves it back to the top (vLLM + LMCache style offloading with no

@@ -32,7 +32,7 @@ from lib.cache.api_model import model_family
 from lib.cache.eviction_time import EVICTION_TTLS_S, BilledRequest, EvictionTime, effective_eviction_time
 from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, KVGeometry
 from lib.cache.tiers import DEFAULT_TIERS_GIB, TierHits, tier_split
-from lib.hashing.block_hashes import IdAllocator
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.records import ProxyRequest
 from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, LANE_UNLINKED, CacheSplit, CapacityCurve, CapacityPoint,
@@ -58,7 +58,7 @@ MAX_SERIES_POINTS = 2_000
 class AnalysisOptions:
     """Block size, the TTL of the main simulation, the sweep and the cost limits."""
 
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     cache_ttl_s: float = 300.0
     ttls_s: tuple[Optional[float], ...] = DEFAULT_TTLS_S
     opt_max_requests: int = OPT_MAX_REQUESTS
@@ -322,7 +322,7 @@ def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve:
 
     Each rate is bracketed by two points of the curve, then the brackets are refined on grids of
     OPT_GRID capacities; every grid goes through one capacity_curve call, because the replay log
-    it builds costs ten Belady passes (a probe per simulate_opt call would rebuild it each time).
+    it builds costs ten Belady passes (a probe per capacity would rebuild it each time).
     """
     known = {p.capacity_blocks: p.opt_hit_rate for p in curve if p.opt_hit_rate is not None}
     for _ in range(OPT_REFINE_ROUNDS):

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from lib.cache.eviction_time import NO_REFRESH_MAX_CELLS, EvictionRow, EvictionTime, TtlFit
+from lib.cache.eviction_time import NO_REFRESH_MAX_CELLS, EvictionRow, EvictionTime
 from lib.cache.kv_bytes import PRESETS, tokens_to_gib
 from lib.report.analysis import Analysis
-from lib.report.dashboard import format_pct, format_tokens, format_ttl
+from lib.report.dashboard import (
+    fit_range, format_gib, format_pct, format_points, format_tokens, format_ttl, shown_eviction_rows,
+)
 from lib.report.model import KvCapacity, PresetCapacity, SizeInBytes
 
 Table = Callable[[Sequence[Sequence[str]]], list[str]]  # stats_text's column layout
-# Rows of the eviction table on the page and in the stats text: the standard sweep's TTLs and the
-# fitted ones (the --json has every row of the grid).
-_TEXT_TTLS_S = (60, 120, 180, 240, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, None)
 
 
 def kv_capacity(analysis: Analysis) -> Optional[KvCapacity]:
@@ -45,13 +44,6 @@ def kv_capacity(analysis: Analysis) -> Optional[KvCapacity]:
 def share_label(share: float) -> str:
     """0.95 → '95 %'."""
     return f"{share * 100:g} %"
-
-
-def format_gib(gib: Optional[float]) -> str:
-    """GiB with 3 significant decimals for small sizes; 'not reached' for None."""
-    if gib is None:
-        return "not reached"
-    return f"{gib:,.3f} GiB" if gib < 10 else f"{gib:,.1f} GiB"
 
 
 def _size(size: SizeInBytes) -> str:
@@ -92,9 +84,9 @@ def eviction_lines(eviction: Optional[EvictionTime], table: Table) -> list[str]:
     lines = table([("family", "requests", "billed hit", "TTL (refresh)", "fits", "sim hit", "error", "mismatch",
                     "TTL (no refresh)", "fits", "error")] + [
         (fit.family, str(fit.requests), format_pct(fit.billed_hit_rate), format_ttl(fit.refresh.ttl_s),
-         fit_range(fit.refresh), format_pct(fit.refresh.simulated_hit_rate), _points(fit.refresh.error),
+         fit_range(fit.refresh), format_pct(fit.refresh.simulated_hit_rate), format_points(fit.refresh.error),
          format_pct(fit.refresh.mismatch),
-         *((format_ttl(fit.no_refresh.ttl_s), fit_range(fit.no_refresh), _points(fit.no_refresh.error))
+         *((format_ttl(fit.no_refresh.ttl_s), fit_range(fit.no_refresh), format_points(fit.no_refresh.error))
            if fit.no_refresh else ("n/a", "", "")))
         for fit in eviction.fits])
     if any(fit.no_refresh is None for fit in eviction.fits):
@@ -104,29 +96,13 @@ def eviction_lines(eviction: Optional[EvictionTime], table: Table) -> list[str]:
                  "fits = every TTL as good; error = simulated − billed hit rate; mismatch = Σ|sim − billed read| "
                  "/ prompt tokens.")
     lines.append("")
-    shown = shown_rows(eviction)
+    shown = shown_eviction_rows(eviction)
     lines += table([("TTL", "hit (refresh)", "hit (no refresh)", "idle KV ratio", "prefill ampl.",
                      "prefill ampl. (no refresh)")] + [_row_cells(row) for row in shown])
     lines.append("Hit rates over the billed requests, scaled to the API's prompt sizes; idle KV ratio = cached-but-unused "
                  "/ in-use block-seconds; prefill amplification = prefilled / unique tokens. Rows: the standard TTLs and the "
                  "fitted ones; every grid TTL is in --json.")
     return lines
-
-
-def shown_rows(eviction: EvictionTime) -> list[EvictionRow]:
-    """The grid rows worth a table line: the standard sweep's TTLs and every fitted TTL."""
-    fitted = {fit.ttl_s for family in eviction.fits for fit in (family.refresh, family.no_refresh) if fit}
-    return [row for row in eviction.rows if row.ttl_s in _TEXT_TTLS_S or row.ttl_s in fitted]
-
-
-def fit_range(fit: TtlFit) -> str:
-    """`2m–5m`, or the single TTL when the range is one grid point."""
-    low, high = format_ttl(fit.range_low_s), format_ttl(fit.range_high_s)
-    return low if low == high else f"{low}–{high}"
-
-
-def _points(error: float) -> str:
-    return f"{error * 100:+.1f} pp"
 
 
 def _row_cells(row: EvictionRow) -> Sequence[str]:

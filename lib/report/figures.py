@@ -7,8 +7,8 @@ from typing import Iterable, Optional
 
 from lib.report.analysis import Analysis
 from lib.cache.kv_bytes import tokens_to_gib
-from lib.report.capacity_bytes import format_gib, kv_capacity
-from lib.report.dashboard import format_pct, format_seconds, format_tokens, format_ttl
+from lib.report.capacity_bytes import kv_capacity
+from lib.report.dashboard import format_gib, format_pct, format_seconds, format_tokens, format_ttl
 from lib.report.model import LANE_PARENT, LANE_UNLINKED, CacheSplit, ReportModel, SummaryCard
 
 CARD_TARGET_SHARE = 0.95

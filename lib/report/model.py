@@ -1,17 +1,16 @@
 """Everything one dashboard shows, as typed records, independent of how the numbers were computed.
 
-The analyses (cache models, stats) fill a `ReportModel`; `lib/report/dashboard.py` renders it and the
-`--json` output serializes it with `to_json()`. Rates are fractions in [0, 1], times are seconds
+The analyses (cache models, stats) fill a `ReportModel`; `lib/report/dashboard.py` renders it.
+Rates are fractions in [0, 1], times are seconds
 from the first request of the report (`t_s`), sizes are tokens; the renderer formats them.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import ClassVar, Optional
 
-import orjson
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
+
 
 from lib.cache.eviction_time import EvictionTime
 from lib.cache.tiers import TierHits
@@ -218,7 +217,7 @@ class ReportModel:
     requests: tuple[RequestPoint, ...]
     ttl_sweep: tuple[TtlRow, ...] = ()
     cache_ttl_s: float = 300.0
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     working_set: tuple[WorkingSetPoint, ...] = ()
     capacity: Optional[CapacityCurve] = None
     timings: tuple[TimingDistribution, ...] = ()
@@ -238,16 +237,6 @@ class ReportModel:
         ordered = [lane for lane in (LANE_PARENT,) if lane in seen]
         return tuple(ordered + [lane for lane in seen if lane != LANE_PARENT])
 
-    def to_dict(self) -> dict[str, Any]:
-        """The model as plain JSON-ready data, derived figures (hit rates) included."""
-        return _plain(self)
-
-    def to_json(self, *, indent: bool = False) -> str:
-        """The model as a JSON document (non-finite floats become null)."""
-        option = orjson.OPT_INDENT_2 if indent else 0
-        return orjson.dumps(self.to_dict(), option=option).decode()
-
-
 @dataclass(frozen=True, slots=True)
 class IndexEntry:
     """One row of the batch index page: a report file and its key figures."""
@@ -265,16 +254,3 @@ class IndexEntry:
         return cls(model.title, href, model.subtitle, len(model.requests), figures)
 
 
-def _plain(value: Any) -> Any:
-    """Recursively convert records to dicts, adding each class's `_DERIVED` properties."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = {item.name: _plain(getattr(value, item.name)) for item in dataclasses.fields(value)}
-        for name in getattr(type(value), "_DERIVED", ()):
-            data[name] = _plain(getattr(value, name))
-        return data
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        # JSON has no Infinity/NaN; the renderer treats null as "not available".
-        return None
-    return value

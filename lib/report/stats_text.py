@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence
 
 from lib.report.analysis import Analysis
-from lib.report.capacity_bytes import capacity_bytes_lines, eviction_lines, kv_capacity
+from lib.report.capacity_bytes import capacity_bytes_lines, eviction_lines, kv_capacity, share_label
 from lib.report.dashboard import format_pct, format_seconds, format_tokens, format_ttl
 from lib.records import ProxyRequest
 from lib.report.figures import Comparison, compare, lane_counts, notes
@@ -184,11 +184,6 @@ def _capacity(analysis: Analysis) -> list[str]:
     lines += _table([("capacity (tokens)", "LRU hit rate", "OPT hit rate")] + [
         (format_tokens(p.capacity_tokens), format_pct(p.lru_hit_rate), _rate_cell(p.opt_hit_rate)) for p in curve.points])
     return lines
-
-
-def share_label(share: float) -> str:
-    """0.95 → '95 %'."""
-    return f"{share * 100:g} %"
 
 
 def _capacity_cell(tokens: Optional[int]) -> str:

@@ -112,7 +112,7 @@ def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: boo
     """Plan every call of the capture with timing and usage (deterministic for a seed).
 
     `api_cache_ttl_s` gives the simulated API cache one TTL for every lane (a known eviction time
-    for docs/cache-models.md's effective-eviction-time fit); the request bodies are unchanged.
+    for the fit of docs/cache-models.md#effective-eviction-time); the request bodies are unchanged.
     """
     story = _Story(seed, scale, meter, old_proxy, api_cache_ttl_s)
     t0 = START.timestamp()

@@ -22,6 +22,11 @@ SIDECAR_DIR = "_sidecar"
 Hashed = dict[str, Optional[HashedRequest]]
 
 
+def sidecar_file(trace_id: str) -> str:
+    """Where a trace's sidecar rows go, relative to the trace directory."""
+    return f"{SIDECAR_DIR}/{trace_id}.jsonl"
+
+
 def model_family(model: str) -> str:
     """`claude-opus-4-6` → `opus`: the unit of the calibrated token ratio (SPEC §4)."""
     for family in ("opus", "sonnet", "haiku"):
@@ -87,6 +92,8 @@ class TraceWriter:
                  calibration: Calibration, twins: dict[str, str], scaler: PrefixHasher) -> None:
         self.output_dir = output_dir
         self.scaler = scaler
+        # Request and message id → trace position (`trace_0001/parent#3`), to name problems under --anonymize.
+        self.positions: dict[str, str] = {}
         self.options = options
         self.summary = summary
         self.calibration = calibration
@@ -138,7 +145,11 @@ class TraceWriter:
             index = len(earlier) + len(facts)
             sidecar.append(self._sidecar_row(trace_id, lane, index, request, prompt, hashes))
             # A degraded row (broken chunk, missing usage...) is written, so name it here too (SPEC §9).
-            example = f"{trace_id}/{lane}#{index}" if self.options.plan.anonymize else request.request_id
+            position = f"{trace_id}/{lane}#{index}"
+            self.positions[request.request_id] = position
+            if request.message_id:
+                self.positions[request.message_id] = position
+            example = position if self.options.plan.anonymize else request.request_id
             for reason in request.problems:
                 self.summary.problems.add(reason, example)
             facts.append(request_facts)
@@ -208,14 +219,14 @@ class TraceWriter:
         file_name = f"{plan.trace_id}.json" if "kv" in self.options.formats else None
         if file_name is not None:
             write_atomic(self.output_dir / file_name, orjson.dumps(document))
-        write_atomic(self.output_dir / SIDECAR_DIR / f"{plan.trace_id}.jsonl",
+        write_atomic(self.output_dir / sidecar_file(plan.trace_id),
                      b"".join(orjson.dumps(row) + b"\n" for row in sidecar))
         self.summary.traces_written += 1
         self.summary.requests_written += len(parent_facts)
         self.summary.subagents_written += len(subagents)
         self.summary.subagent_requests_written += sum(len(sub.requests) for sub in subagents)
         listing: dict[str, Any] = {
-            "id": plan.trace_id, "file": file_name, "sidecar": f"{SIDECAR_DIR}/{plan.trace_id}.jsonl",
+            "id": plan.trace_id, "file": file_name, "sidecar": sidecar_file(plan.trace_id),
             "requests": len(parent_facts), "subagents": len(subagents),
             "subagent_requests": sum(len(sub.requests) for sub in subagents), "segment": plan.segment + 1,
         }

@@ -13,10 +13,11 @@ import orjson
 import xxhash
 
 from lib.errors import InputError
+from lib.traces.writer import SIDECAR_DIR
 from lib.validate.schema import SchemaProblem, check_mooncake_rows, check_native_trace
 
 NOT_TRACES = {"manifest.json"}
-SKIPPED_DIRS = {"_sidecar"}
+SKIPPED_DIRS = {SIDECAR_DIR}
 
 
 def find_trace_files(path: str | Path) -> tuple[list[Path], list[Path]]:

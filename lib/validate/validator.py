@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from lib.errors import CheckFailed, InputError
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.validate.trace_files import DirectoryCheck, check_directory
 from lib.validate.matching import TraceLanes, match_traces, trace_lanes
 from lib.validate.stats_table import StatsCollector, StatsTable
@@ -134,7 +135,7 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
         raise InputError(f"{path}: no trace files (*.json, *.jsonl)")
     api = None
     if db_path:
-        block_size = next((trace.block_size for trace in lanes if trace.block_size), 64)
+        block_size = next((trace.block_size for trace in lanes if trace.block_size), DEFAULT_BLOCK_SIZE)
         matches = match_traces(lanes, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
                                block_size=block_size, say=say, workers=workers, progress=progress)
         api = compare_with_api(lanes, matches)
