@@ -28,8 +28,12 @@ from lib.cache.capacity_model import CapacityPoint as CurvePoint
 from lib.report.dashboard import format_ttl
 from lib.report.forked import ForkedCall
 from lib.cache.capacity_model import capacity_curve, capacity_needed, lru_profile
+from lib.cache.api_model import model_family
+from lib.cache.eviction_time import EVICTION_TTLS_S, BilledRequest, EvictionTime, effective_eviction_time
+from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, KVGeometry
+from lib.cache.tiers import DEFAULT_TIERS_GIB, TierHits, tier_split
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
-from lib.records import ProxyRequest
+from lib.records import ProxyRequest, Usage
 from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, LANE_UNLINKED, CacheSplit, CapacityCurve, CapacityPoint,
     CapacityTarget, ConcurrencyPoint, ModelUsage, QualityCount, RequestPoint, SubagentLane,
@@ -60,6 +64,9 @@ class AnalysisOptions:
     ttls_s: tuple[Optional[float], ...] = DEFAULT_TTLS_S
     opt_max_requests: int = OPT_MAX_REQUESTS
     max_series_points: int = MAX_SERIES_POINTS
+    kv_model: KVGeometry = PRESETS[DEFAULT_PRESET]
+    tiers_gib: tuple[tuple[str, float], ...] = DEFAULT_TIERS_GIB
+    eviction_ttls_s: tuple[Optional[float], ...] = EVICTION_TTLS_S
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,8 @@ class Analysis:
     quality: tuple[QualityCount, ...]
     token_ratio: Optional[float]
     duration_s: float
+    tiers: tuple[TierHits, ...] = ()
+    eviction: Optional[EvictionTime] = None
 
 
 def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: AnalysisOptions, *,
@@ -114,8 +123,20 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     run = ForkedCall if parallel and events else ForkedCall.here
     capacity = run(_capacity, events, options) if events else None
     sweeping = run(sweep_ttl, events, ttls, block_size=options.block_size)
+    tiering = run(_tiers, events, options) if events else None
+    # Fitted to the billed usage beside the API model; on a cleaned old-proxy capture to the estimate,
+    # which needs the API model's reads: never to stored reads that include the deleted twins' writes
+    # (lib/capture/turn_timing.py).
+    fit_after_api_model = selection.cleaned_old_proxy
+    fitting = run(effective_eviction_time, events, _billed(turns, [t.request.usage for t in turns]),
+                  block_size=options.block_size, ttls=options.eviction_ttls_s) if events and not fit_after_api_model else None
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
     points = _points(turns, predictions, cleaned_old_proxy=selection.cleaned_old_proxy)
+    if events and fit_after_api_model:
+        estimated = [Usage(input_tokens=p.api.new_tokens, cache_read_input_tokens=p.api.cache_read_tokens,
+                           cache_creation_input_tokens=p.api.cache_creation_tokens) if p.api else None for p in points]
+        fitting = run(effective_eviction_time, events, _billed(turns, estimated), block_size=options.block_size,
+                      ttls=options.eviction_ttls_s)
     sweep = sweeping.result()
     main = sweep[ttls.index(options.cache_ttl_s)]
     return Analysis(
@@ -137,6 +158,8 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
                       for reason, entry in _ordered(selection.problems.as_dict())),
         token_ratio=_token_ratio(turns),
         duration_s=max((t.end_s for t in turns), default=0.0),
+        tiers=tiering.result() if tiering else (),
+        eviction=fitting.result() if fitting else None,
     )
 
 
@@ -296,6 +319,19 @@ def _capacity(events: Sequence[CacheEvent], options: AnalysisOptions) -> Capacit
     points = tuple(CapacityPoint(p.capacity_tokens, p.lru_hit_rate, math.nan if p.opt_hit_rate is None else p.opt_hit_rate)
                    for p in curve)
     return CapacityCurve(points, infinite, targets)
+
+
+def _tiers(events: Sequence[CacheEvent], options: AnalysisOptions) -> tuple[TierHits, ...]:
+    """Hit rate per HBM / DRAM / SSD tier of the chosen model's KV bytes (LRU stack distances)."""
+    profile = lru_profile(events, block_size=options.block_size)
+    return tier_split(profile, options.tiers_gib, options.kv_model.bytes_per_token)
+
+
+def _billed(turns: Sequence[Turn], usages: Sequence[Optional[Usage]]) -> list[BilledRequest]:
+    """Each turn's model family and billed usage, for the effective-eviction-time fit."""
+    return [BilledRequest(model_family(t.request.model) or t.request.model or "unknown",
+                          usage.prompt_tokens if usage else None, usage.cache_read_input_tokens if usage else None, t.end_s)
+            for t, usage in zip(turns, usages)]
 
 
 def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve: Sequence[CurvePoint],

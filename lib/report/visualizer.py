@@ -63,6 +63,10 @@ class ReportResult:
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A cleaned old-proxy capture: the API figures are estimated (lib/capture/turn_timing.py).
     api_estimated: bool = False
+    # Capacities in tokens and GiB, tiers (docs/cache-models.md); None without requests.
+    capacity_bytes: Optional[dict[str, Any]] = None
+    # The TTL sweep fitted to the billed cache reads, per model family; None without billed usage.
+    eviction_time: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -232,6 +236,8 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool, stem:
         api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
         problems=analysis.selection.problems.as_dict(), api_estimated=analysis.selection.cleaned_old_proxy,
+        capacity_bytes=dataclasses.asdict(model.kv_capacity) if model.kv_capacity else None,
+        eviction_time=dataclasses.asdict(model.eviction) if model.eviction else None,
     )
     return result, entry
 
