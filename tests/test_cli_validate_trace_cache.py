@@ -135,7 +135,7 @@ BREAKAGES = {
     "marker first": (lambda w: _edit(w, _marker_first),
                      "trace_0001.json: requests[0]: first entry is a sub-agent marker"),
     "hash_ids length": (lambda w: _edit(w, lambda d: d["requests"][0]["hash_ids"].pop()),
-                        "trace_0001.json: requests[0]: len(hash_ids) = 331 but in // block_size = 332"),
+                        "trace_0001.json: requests[0]: len(hash_ids) = 330 but in // block_size = 331"),
     "duplicate id": (lambda w: _copy_trace(w, "trace_copy.json", lambda d: d["requests"].pop()),
                      "trace_copy.json: top level: duplicate trace id `trace_0001` (also in trace_0001.json)"),
     "duplicate trace": (lambda w: _copy_trace(w, "trace_0002.json", lambda d: d.update(id="trace_0002")),
