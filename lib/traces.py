@@ -17,6 +17,7 @@ import orjson
 
 from . import __version__
 from .atomic import atomic_writer, write_atomic
+from .billing_header import BillingHeaderTally
 from .db import open_index_db, open_proxy_db
 from .errors import InputError
 from .hash_pool import HashPool, HashSettings, run_salt
@@ -84,11 +85,13 @@ class TraceSummary:
     tokens_tokenized: int = 0
     tokenizer_to_api_ratio: dict[str, float] = field(default_factory=dict)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["problems"] = self.problems.as_dict()
+        data["billing_header"] = self.billing_header.as_dict()
         data["memo_ratio"] = round(self.tokens_tokenized / self.tokens_requested, 4) if self.tokens_requested else 0.0
         return data
 
@@ -105,6 +108,8 @@ class TraceSummary:
         ratios = ", ".join(f"{family} {ratio:.2f}" for family, ratio in sorted(self.tokenizer_to_api_ratio.items()))
         if ratios:
             text += f" Tokenizer/API token ratio: {ratios}."
+        if self.billing_header.with_header:
+            text += " " + self.billing_header.describe()
         if self.problems:
             text += f" Skipped or degraded: {self.problems.describe()}."
         return text
@@ -224,6 +229,7 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
             if options.token_count != "api":
                 _calibrate(calibration, plan, hashed)
             writer.write(plan, hashed)
+            _count_billing_headers(summary.billing_header, plan, hashed)
         summary.tokens_requested += pool.tokens_requested - requested_before
         summary.tokens_tokenized += pool.tokens_tokenized - tokenized_before
 
@@ -249,6 +255,15 @@ def _calibrate(calibration: Calibration, plan: TracePlan, hashed: Hashed) -> Non
         prompt = hashed.get(request.request_id)
         if prompt is not None:
             calibration.add(request, prompt)
+
+
+def _count_billing_headers(tally: BillingHeaderTally, plan: TracePlan, hashed: Hashed) -> None:
+    lanes = [("", plan.parent)] + [(sub.label, sub.requests) for sub in plan.subagents]
+    for label, requests in lanes:
+        for request in requests:
+            prompt = hashed.get(request.request_id)
+            if prompt is not None:
+                tally.add(prompt.billing_header, (plan.trace_id, label))
 
 
 def _write_mooncake(target: Path, collector: Optional[MooncakeCollector], options: TraceOptions,
