@@ -16,9 +16,9 @@ from typing import Any, Hashable, Optional
 
 HEADER_NAME = "x-anthropic-billing-header"
 PREFIX = HEADER_NAME + ":"
-# The header line as it can sit unescaped in a stored body: a JSON string's characters up to a
-# quote, backslash (an escape, e.g. the `\n` ending the line) or control character.
-RAW_LINE = re.compile(rb'x-anthropic-billing-header:[^"\\\x00-\x1f]*')
+# The header line as it sits in a stored body when it needs no escape: printable ASCII up to the
+# quote ending the JSON string or the backslash of the `\n` ending the line.
+RAW_LINE = re.compile(rb"x-anthropic-billing-header:[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
 
 def split_billing_header(system: Any) -> tuple[Any, Optional[str]]:

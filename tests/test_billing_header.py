@@ -8,6 +8,8 @@ import json
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from click.testing import CliRunner
 from lib.billing_header import BillingHeaderTally, split_billing_header
 from lib.example_capture import generate_example
 from tests.test_body_layout import TOOLS, assistant, go_json, hasher, user
+
+GENERATOR = Path(__file__).resolve().parent.parent / "examples" / "generate_example.py"
 
 HEADER = "x-anthropic-billing-header: cc_version=2.1.83.00c; cc_entrypoint=cli; cch=bcede;"
 IDENTITY = {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}
@@ -44,7 +48,7 @@ def body(messages: list[Any], system_value: Any, *, system_first: bool = False) 
     return go_json({**fields, "stream": True, "tools": TOOLS})
 
 
-def per_request_conversation(turns: int, *, system_first: bool = False) -> list[bytes]:
+def per_request_conversation(turns: int, *, system_first: bool = False, as_string: bool = False) -> list[bytes]:
     """A conversation whose header takes a new value on every request, as Claude Code's does."""
     history: list[dict[str, Any]] = []
     bodies = []
@@ -52,7 +56,8 @@ def per_request_conversation(turns: int, *, system_first: bool = False) -> list[
         history = [user(m["content"][0]["text"]) if m["role"] == "user" else m for m in history]
         history.append(user(f"question {turn}", marked=True))
         tag = hashlib.sha256(str(turn).encode()).hexdigest()
-        bodies.append(body(history, system(tag), system_first=system_first))
+        value = f"{header(tag)}\nYou are Claude Code." if as_string else system(tag)
+        bodies.append(body(history, value, system_first=system_first))
         history.append(assistant(f"answer {turn}"))
     return bodies
 
@@ -105,14 +110,17 @@ def test_a_header_quoted_in_a_message_is_hashed_as_content() -> None:
 # --- the body-reuse memo -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("system_first", [False, True], ids=["system after messages", "system before messages"])
-def test_a_per_request_header_keeps_the_body_reuse_and_reports_each_bodys_own_value(system_first: bool) -> None:
-    bodies = per_request_conversation(6, system_first=system_first)
+@pytest.mark.parametrize("system_first, as_string", [(False, False), (True, False), (False, True)],
+                         ids=["system after messages", "system before messages", "string system"])
+def test_a_per_request_header_keeps_the_body_reuse_and_reports_each_bodys_own_value(system_first: bool,
+                                                                                    as_string: bool) -> None:
+    bodies = per_request_conversation(6, system_first=system_first, as_string=as_string)
     shared = hasher()
     for raw in bodies:
         result = shared.hash_raw(raw)
         assert result == hasher().hash_raw(raw)
-        assert result[1].billing_header == json.loads(raw)["system"][0]["text"]
+        stored = json.loads(raw)["system"]
+        assert result[1].billing_header == (stored.split("\n")[0] if as_string else stored[0]["text"])
     assert shared.reader.reused == 5
     constant = [re.sub(rb"cc_version=[^;]*; cc_entrypoint=cli; cch=[0-9a-f]*;",
                        b"cc_version=2.1.83.000; cc_entrypoint=cli; cch=00000;", raw) for raw in bodies]
@@ -124,8 +132,10 @@ def test_a_header_of_another_length_or_an_ambiguous_one_is_parsed_whole() -> Non
     first = body(history, system("00cbcede"))
     longer = body(history + [assistant("two"), user("three", marked=True)],
                   [{"type": "text", "text": header("00cbcede") + " extra=1;"}, IDENTITY])
+    # Same length, but bytes that are not a header line's (invalid UTF-8 here): the full parse decides.
+    broken = first.replace(b"cch=bcede", b"cch=bc\xffde")
     shared = hasher()
-    for raw in (first, longer):
+    for raw in (first, longer, broken):
         assert shared.hash_raw(raw) == hasher().hash_raw(raw)
     assert shared.reader.reused == 0
     # The same text again outside the messages: its place in the bytes is not certain, no layout.
@@ -263,7 +273,11 @@ def test_example_with_a_per_request_header_hashes_like_the_constant_one(tmp_path
     runs = {}
     for mode in ("constant", "per-request"):
         folder = tmp_path / mode
-        generate_example(folder, variant="fixed", seed=7, scale=0.05, billing_header=mode)
+        if mode == "constant":
+            generate_example(folder, variant="fixed", seed=7, scale=0.05)
+        else:  # through the generator's command line
+            subprocess.run([sys.executable, str(GENERATOR), "--variant", "fixed", "--billing-header", mode,
+                            "--scale", "0.05", "--output-dir", str(folder), "-q"], check=True)
         with sqlite3.connect(folder / "requests.db") as connection:
             headers = [json.loads(stored)["system"][0]["text"] for (stored,) in connection.execute(
                 "SELECT body FROM requests ORDER BY rowid") if "system" in json.loads(stored)]
