@@ -41,9 +41,9 @@ def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: 
     """
     summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale, billing_header=billing_header)
     counts = ", ".join(f"{name} {count}" for name, count in summary["requests"].items())
-    out.summary(summary, f"Wrote {summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}, {billing_header} billing header) "
-                         f"to {output_dir / 'requests.db'} and {len(summary['jsonl_lines'])} JSONL files to "
-                         f"{output_dir / 'jsonl'}; requests per lane: {counts}.")
+    out.summary(summary, f"Wrote {summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}, "
+                         f"{billing_header} billing header) to {output_dir / 'requests.db'} and "
+                         f"{len(summary['jsonl_lines'])} JSONL files to {output_dir / 'jsonl'}; requests per lane: {counts}.")
 
 
 if __name__ == "__main__":

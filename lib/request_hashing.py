@@ -189,10 +189,10 @@ class RequestHasher:
     def hash_raw(self, raw: Optional[bytes]) -> tuple[Optional[str], Optional[HashedRequest]]:
         """(None, hashed prompt) of a stored body, or (why it is unusable, None).
 
-        Sections are tools, system (without the billing header), then each message (SPEC §4.1). Breakpoints are the token
-        offsets at the end of each section or message that carries a `cache_control` (rounded to
-        that segment's end: the API's exact offset inside a segment is not recoverable from
-        segment-wise tokens); the last four are kept.
+        Sections are tools, system (without the billing header), then each message (SPEC §4.1).
+        Breakpoints are the token offsets at the end of each section or message that carries a
+        `cache_control` (rounded to that segment's end: the API's exact offset inside a segment is
+        not recoverable from segment-wise tokens); the last four are kept.
         """
         if raw is None:
             return "body_missing", None
