@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterable, NoReturn, Optional, TypeVar
 
 import click
 
-from .errors import CheckFailed, InputError
-from .timestamps import parse_timestamp
+from lib.errors import CheckFailed, InputError
+from lib.timestamps import parse_timestamp
 
 T = TypeVar("T")
 GC_FIRST_GENERATION_THRESHOLD = 50_000
@@ -53,7 +53,7 @@ def run(command: click.Command) -> NoReturn:
     stdout and stderr are left to flush. Never call this from a test or a library: it ends the process.
     """
     try:
-        result = command.main()
+        result: object = command.main()
         code = result if isinstance(result, int) else 0
     except SystemExit as exit_request:
         code = _exit_code(exit_request.code)
@@ -100,6 +100,24 @@ def common_options(command: Callable) -> Callable:
             sys.exit(1)
 
     return wrapper
+
+
+def index_db_option(command: Callable) -> Callable:
+    """--index-db FILE: the tools' index tables in a file of their own instead of the proxy DB."""
+    return click.option("--index-db", type=click.Path(dir_okay=False),
+                        help="Keep the index tables in this SQLite file instead of DB (DB stays untouched).")(command)
+
+
+def time_window_options(command: Callable) -> Callable:
+    """--since / --until: only requests in this time window (ends included)."""
+    command = click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")(command)
+    return click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")(command)
+
+
+def workers_option(command: Callable) -> Callable:
+    """--workers N: processes hashing prompts; the output never depends on N."""
+    return click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+                        help="Processes hashing prompts (the same output for any count).")(command)
 
 
 class Output:

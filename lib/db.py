@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from .errors import InputError
+from lib.errors import InputError
 
 BUSY_TIMEOUT_MS = 30_000
 PROXY_COLUMNS = frozenset({"id", "timestamp", "headers", "body", "response", "model"})
@@ -74,6 +74,23 @@ def open_index_db(proxy_db: str | Path, index_db: Optional[str | Path] = None) -
     except sqlite3.DatabaseError as error:
         raise InputError(f"{target}: cannot open for writing ({error})") from None
     return connection
+
+
+@contextlib.contextmanager
+def open_databases(proxy_db: str | Path, index_db: Optional[str | Path] = None
+                   ) -> Iterator[tuple[sqlite3.Connection, sqlite3.Connection]]:
+    """The proxy DB (read-only) and the DB of the index tables (see `open_index_db`); both closed on exit."""
+    proxy = open_proxy_db(proxy_db)
+    try:
+        index = open_index_db(proxy_db, index_db)
+    except BaseException:
+        proxy.close()
+        raise
+    try:
+        yield proxy, index
+    finally:
+        index.close()
+        proxy.close()
 
 
 def table_exists(connection: sqlite3.Connection, name: str) -> bool:

@@ -1,10 +1,11 @@
-"""Claude Code's billing header (lib/billing_header.py): dropped before hashing as the API does, so a
+"""Claude Code's billing header (lib/hashing/billing_header.py): dropped before hashing as the API does, so a
 value changing on every request moves no hash id; counted in every tool's summary, never shown."""
 from __future__ import annotations
 
 import hashlib
 import importlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -16,11 +17,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from lib.billing_header import BillingHeaderTally, split_billing_header
-from lib.example_capture import generate_example
+from lib.hashing.billing_header import BillingHeaderTally, split_billing_header
+from lib.synthetic.example import generate_example
 from tests.test_body_layout import TOOLS, assistant, go_json, hasher, user
 
-GENERATOR = Path(__file__).resolve().parent.parent / "examples" / "generate_example.py"
+ROOT = Path(__file__).resolve().parent.parent
+GENERATOR = ROOT / "examples" / "generate_example.py"
+# The script must import this checkout's lib/, not whichever copy is pip-installed.
+SCRIPT_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 HEADER = "x-anthropic-billing-header: cc_version=2.1.83.00c; cc_entrypoint=cli; cch=bcede;"
 IDENTITY = {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}
@@ -205,7 +209,7 @@ def per_request_copy(fixture_dir: Path, target: Path) -> Path:
         changed = 0
         for row_id, stored in rows:
             tag = hashlib.sha256(row_id.encode()).hexdigest()
-            new, count = STORED_HEADER.subn(lambda m: f"{m[1]}{tag[:3]}{m[3]}{tag[3:8]}{m[5]}", stored, count=1)
+            new, count = STORED_HEADER.subn(f"\\g<1>{tag[:3]}\\g<3>{tag[3:8]}\\g<5>", stored, count=1)
             connection.execute("UPDATE requests SET body = ? WHERE id = ?", (new, row_id))
             changed += count
     assert (len(rows), changed) == (40, 39)
@@ -277,7 +281,7 @@ def test_example_with_a_per_request_header_hashes_like_the_constant_one(tmp_path
             generate_example(folder, variant="fixed", seed=7, scale=0.05)
         else:  # through the generator's command line
             subprocess.run([sys.executable, str(GENERATOR), "--variant", "fixed", "--billing-header", mode,
-                            "--scale", "0.05", "--output-dir", str(folder), "-q"], check=True)
+                            "--scale", "0.05", "--output-dir", str(folder), "-q"], check=True, env=SCRIPT_ENV)
         with sqlite3.connect(folder / "requests.db") as connection:
             headers = [json.loads(stored)["system"][0]["text"] for (stored,) in connection.execute(
                 "SELECT body FROM requests ORDER BY rowid") if "system" in json.loads(stored)]

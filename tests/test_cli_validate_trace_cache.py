@@ -158,7 +158,7 @@ def test_broken_traces_name_file_request_and_rule_and_exit_1(workdir: Path, name
 
 def test_workers_give_the_same_report(workdir: Path, monkeypatch: pytest.MonkeyPatch):
     # Chunks of 3 requests: most start mid-conversation in a worker that has not seen the history.
-    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 3)
+    monkeypatch.setattr("lib.hashing.hash_pool.CHUNK_REQUESTS", 3)
     reports = []
     for workers in ("1", "2"):
         code, out, err = invoke(*SEED_ARGS, "--json", "--workers", workers)

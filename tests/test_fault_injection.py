@@ -17,9 +17,9 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from lib.capture_writer import CaptureWriter
-from lib.example_capture import generate_example
-from lib.trace_files import check_directory
+from lib.synthetic.proxy_db_writer import CaptureWriter
+from lib.synthetic.example import generate_example
+from lib.validate.trace_files import check_directory
 from tests.tool_runner import TOOLS, Tool, ToolRun, Workspace, run_tool, tool_params
 
 SCALE = 0.05
