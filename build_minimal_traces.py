@@ -6,7 +6,8 @@ from typing import Optional
 
 import click
 
-from lib.cli import Command, Output, common_options, index_db_option, run, time_window_options, workers_option
+from lib.cli import (Command, FiniteFloatRange, Output, common_options, index_db_option, run, time_window_options,
+                     workers_option)
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.errors import InputError
 from lib.traces.plan import PlanOptions
@@ -23,7 +24,7 @@ from lib.traces.options import TraceOptions
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1), help="Drop traces with fewer parent requests.")
 @click.option("--include-subagents", is_flag=True, help="Add sub-agent markers with their own requests.")
 @click.option("--anonymize", is_flag=True, help="No ids, timestamps or content-derived strings in the output.")
-@click.option("--split-at-gap", type=click.FloatRange(0, min_open=True), metavar="SEC", help="Start a new trace after a longer pause.")
+@click.option("--split-at-gap", type=FiniteFloatRange(0, min_open=True), metavar="SEC", help="Start a new trace after a longer pause.")
 @click.option("--local-hash-ids/--global-hash-ids", default=True, show_default=True,
               help="One id namespace per conversation, or one per run.")
 @click.option("--conversation-id", help="Only this conversation (JSONL sessionId).")

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from lib.atomic import write_atomic
-from lib.cli import Command, Output, common_options, index_db_option, run, workers_option
+from lib.cli import Command, FiniteFloatRange, Output, common_options, index_db_option, run, workers_option
 from lib.validate.validator import check_gates, validate_traces
 
 
@@ -18,9 +18,9 @@ from lib.validate.validator import check_gates, validate_traces
 @click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs, to match anonymized traces to DB rows.")
 @index_db_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the statistics table as CSV here.")
-@click.option("--min-accuracy", type=click.FloatRange(0, 100), metavar="PCT",
+@click.option("--min-accuracy", type=FiniteFloatRange(0, 100), metavar="PCT",
               help="Exit 1 when the overall simulated-vs-API accuracy is below PCT.")
-@click.option("--max-error", type=click.FloatRange(0), metavar="PCT",
+@click.option("--max-error", type=FiniteFloatRange(0), metavar="PCT",
               help="Exit 1 when the API model's median error of any usage field exceeds PCT of the prompt.")
 @click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1),
               help="Block size for the ceil check of Mooncake *.jsonl files.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import math
 import os
 import sys
 from typing import Any, Callable, Iterable, NoReturn, Optional, TypeVar
@@ -163,3 +164,14 @@ class TimestampType(click.ParamType):
         if parsed is None:
             self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2026-03-25T15:43:05-04:00)", param, ctx)
         return parsed
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf: nan passes every range comparison, so `--max-error nan`
+    would switch a CI gate off without a word."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number

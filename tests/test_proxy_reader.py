@@ -120,8 +120,9 @@ def test_broken_body_and_headers_degrade_and_are_counted(tmp_path: Path) -> None
     # Stream flag falls back to the response's isStreaming; the message facts survive.
     assert (broken.is_streaming, broken.prompt_key, broken.message_count, broken.message_id) == (True, None, 0, "msg_1")
     assert broken.problems == ("broken_request_headers", "broken_request_body")
-    assert bad_time.problems == ("bad_timestamp",)
-    assert bad_time.timestamp == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    # completedAt 03:24:12Z − responseTime 3.548 s, not 1970 (tests/test_faults_data.py has the cases).
+    assert bad_time.problems == ("bad_timestamp", "timestamp_from_completion")
+    assert bad_time.timestamp == datetime(2026, 11, 30, 3, 24, 8, 452000, tzinfo=timezone.utc)
     assert problems.count("broken_request_body") == 1 and problems.count("bad_timestamp") == 1
 
 

@@ -36,7 +36,8 @@ from lib.capture.response_parser import KIND_ERROR, KIND_OK, KIND_PENDING, KIND_
 from lib.timestamps import from_epoch, parse_timestamp, to_epoch
 
 TABLE = "message_index"
-SCHEMA_VERSION = "1"
+# 2: capture times and numbers range-checked at read time (an index of 1 keeps rows at 1970).
+SCHEMA_VERSION = "2"
 WRITE_BATCH_ROWS = 200
 READ_BATCH_ROWS = 500
 # Below this many rows to parse, starting worker processes costs more than it saves.
@@ -298,7 +299,10 @@ def _table_row(row: tuple) -> tuple:
 
 def _request_from_row(values: dict[str, Any]) -> ProxyRequest:
     """Rebuild a `ProxyRequest` from its index row."""
-    timestamp = parse_timestamp(values["timestamp"]) or from_epoch(values["ts_epoch"])
+    # The stored text keeps the proxy's offset; ts_epoch is what the reader decided (it may be a fallback).
+    timestamp = parse_timestamp(values["timestamp"])
+    if timestamp is None or timestamp.timestamp() != values["ts_epoch"]:
+        timestamp = from_epoch(values["ts_epoch"])
     return ProxyRequest(
         row_id=values["row_id"], request_id=values["request_id"], timestamp=timestamp,
         completed_at=from_epoch(values["completed_epoch"]), is_streaming=bool(values["is_streaming"]),

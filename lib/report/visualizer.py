@@ -134,7 +134,8 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
             selections, dropped = _selections(capture, options)
             summary = VisualizerSummary(mode=mode, dropped=dropped)
             entries = []
-            for selection in selections:
+            stems = _unique_stems([selection.name for selection in selections])
+            for selection, stem in zip(selections, stems):
                 hashed = _hash(pool, selection, progress)
                 for item in selection.requests:
                     prompt = hashed.get(item.request.request_id)
@@ -142,7 +143,7 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
                         lane = (selection.name, item.conversation_id, item.lane) if item.conversation_id else None
                         summary.billing_header.add(prompt.billing_header, lane)
                 analysis = analyze(selection, hashed, options.analysis, parallel=options.workers > 1)
-                result, entry = _write(analysis, options, batch=mode == ALL)
+                result, entry = _write(analysis, options, batch=mode == ALL, stem=stem)
                 summary.reports.append(result)
                 entries.append(entry)
     if mode == ALL and not options.text_only:
@@ -185,13 +186,29 @@ def _output_dir(options: VisualizerOptions) -> Path:
     return options.output_dir or DEFAULT_OUTPUT_DIR
 
 
-def _paths(analysis: Analysis, options: VisualizerOptions, *, batch: bool) -> tuple[Path, Path]:
+def _paths(options: VisualizerOptions, *, batch: bool, stem: str) -> tuple[Path, Path]:
     """(dashboard, stats): `combined.html` → `combined_stats.txt` beside it."""
     if options.output_html and not batch:
         html = Path(options.output_html)
     else:
-        html = _output_dir(options) / f"{_file_stem(analysis.selection.name)}.html"
+        html = _output_dir(options) / f"{stem}.html"
     return html, html.with_name(f"{html.stem}_stats.txt")
+
+
+def _unique_stems(names: list[str]) -> list[str]:
+    """One file stem per report: ids that sanitize alike (`a/b`, `a_b`), differ only in case (one file on
+    macOS), or are `index` (the index page) get `-2`, `-3`… instead of overwriting each other."""
+    taken = {"index"}
+    stems = []
+    for name in names:
+        stem = base = _file_stem(name)
+        number = 1
+        while stem.casefold() in taken:
+            number += 1
+            stem = f"{base}-{number}"
+        taken.add(stem.casefold())
+        stems.append(stem)
+    return stems
 
 
 def _file_stem(name: str) -> str:
@@ -199,12 +216,12 @@ def _file_stem(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).lstrip(".") or "report"
 
 
-def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool) -> tuple[ReportResult, Any]:
+def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool, stem: str) -> tuple[ReportResult, Any]:
     """Write the stats file and (unless --text-only) the dashboard; return the result and its index entry."""
     from lib.report.figures import compare, to_report_model
     from lib.report.stats_text import format_stats
 
-    html, stats = _paths(analysis, options, batch=batch)
+    html, stats = _paths(options, batch=batch, stem=stem)
     model = to_report_model(analysis)
     write_atomic(stats, format_stats(analysis, generated_at=model.generated_at))
     entry = None

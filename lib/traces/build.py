@@ -21,7 +21,7 @@ from lib.db import open_databases
 from lib.errors import InputError
 from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
 from lib.capture.jsonl_conversations import merge_conversations, read_log_group
-from lib.capture.jsonl_files import discover_logs, group_logs
+from lib.capture.jsonl_files import default_projects_dir, discover_logs, group_logs
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from lib.traces.mooncake import MooncakeCollector
 from lib.problems import ProblemCounter
@@ -73,12 +73,16 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
 
     With workers, this process reads both while they load their tokenizers.
     """
+    # Found first: a folder without logs must fail (exit 2) before an index is written, as in the conversation index.
+    found = discover_logs(jsonl_dir, problems)
+    if not found:
+        raise InputError(f"{jsonl_dir or default_projects_dir()}: no Claude Code JSONL logs found")
     with open_databases(db_path, index_db) as (proxy, index):
         ensure_message_index(proxy, index, say=say)
         message_ids = load_message_ids(index)
         requests = {r.request_id: r for r in iter_indexed_requests(index)}
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
-        logs = group_logs(discover_logs(jsonl_dir, problems)).values()
+        logs = group_logs(found).values()
         conversations = merge_conversations(map(read_log_group, logs), problems)
         wanted = options.plan.conversation_id
         if wanted and wanted not in conversations:
@@ -148,6 +152,8 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
             _count_billing_headers(summary.billing_header, plan, hashed)
         summary.tokens_requested += pool.tokens_requested - requested_before
         summary.tokens_tokenized += pool.tokens_tokenized - tokenized_before
+    if options.plan.anonymize:
+        summary.problems = _anonymized_problems(summary.problems, _anonymous_names(plans, writer.positions))
 
     current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
     mooncake_files = _write_mooncake(target, writer.mooncake, options, summary)
@@ -164,6 +170,32 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
     summary.tokenizer_to_api_ratio = calibration.ratios()
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _anonymous_names(plans: list[TracePlan], positions: dict[str, str]) -> dict[str, str]:
+    """Every id the run knows a written name for: requests and messages (trace positions), conversations
+    (trace ids) and sub-agents (`trace_0001/agent_001`)."""
+    names = dict(positions)
+    for plan in plans:
+        base = plan.trace_id.removesuffix(f"_s{plan.segment + 1}")
+        names.setdefault(plan.conversation_id, base)
+        for sub in plan.subagents:
+            names.setdefault(sub.agent_id, f"{base}/{sub.label}")
+    return names
+
+
+def _anonymized_problems(problems: ProblemCounter, names: dict[str, str]) -> ProblemCounter:
+    """The same counts, each example replaced by its anonymous name or left out: under --anonymize the
+    summary and --json name no row, message, session or agent id and no path (README, Anonymization)."""
+    written = set(names.values())
+    result = ProblemCounter()
+    for reason, entry in problems.as_dict().items():
+        result.add(reason, count=entry["count"])
+        for example in entry["examples"]:
+            name = example if example in written else names.get(example)
+            if name:
+                result.add(reason, name, count=0)
+    return result
 
 
 def _calibrate(calibration: Calibration, plan: TracePlan, hashed: Hashed) -> None:

@@ -92,6 +92,8 @@ class TraceWriter:
                  calibration: Calibration, twins: dict[str, str], scaler: PrefixHasher) -> None:
         self.output_dir = output_dir
         self.scaler = scaler
+        # Request and message id → trace position (`trace_0001/parent#3`), to name problems under --anonymize.
+        self.positions: dict[str, str] = {}
         self.options = options
         self.summary = summary
         self.calibration = calibration
@@ -143,7 +145,11 @@ class TraceWriter:
             index = len(earlier) + len(facts)
             sidecar.append(self._sidecar_row(trace_id, lane, index, request, prompt, hashes))
             # A degraded row (broken chunk, missing usage...) is written, so name it here too (SPEC §9).
-            example = f"{trace_id}/{lane}#{index}" if self.options.plan.anonymize else request.request_id
+            position = f"{trace_id}/{lane}#{index}"
+            self.positions[request.request_id] = position
+            if request.message_id:
+                self.positions[request.message_id] = position
+            example = position if self.options.plan.anonymize else request.request_id
             for reason in request.problems:
                 self.summary.problems.add(reason, example)
             facts.append(request_facts)
