@@ -24,14 +24,16 @@ from lib.validate.validator import check_gates, validate_traces
               help="Exit 1 when the API model's median error of any usage field exceeds PCT of the prompt.")
 @click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1),
               help="Block size for the ceil check of Mooncake *.jsonl files.")
+@click.option("--strict", is_flag=True, help="Exit 1 on schema warnings too (missing optional timing, ...).")
 @workers_option
 @common_options
 def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db: Optional[str],
          csv_path: Optional[str], min_accuracy: Optional[float], max_error: Optional[float],
-         mooncake_block_size: int, workers: int, out: Output) -> None:
+         mooncake_block_size: int, strict: bool, workers: int, out: Output) -> None:
     """Validate traces: schema check, statistics table, simulated vs API cache hits.
 
-    Exit 1 on schema problems or a missed --min-accuracy / --max-error; 2 on unusable input.
+    Exit 1 on schema errors (and warnings with --strict) or a missed --min-accuracy / --max-error;
+    2 on unusable input. docs/validate.md lists the rules.
 
     \b
     Example:
@@ -47,7 +49,7 @@ def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db
     if csv_path:
         write_atomic(Path(csv_path), report.stats.csv_text().encode())
     out.summary(report.as_dict(), report.text())
-    check_gates(report, min_accuracy=min_accuracy, max_error=max_error)
+    check_gates(report, min_accuracy=min_accuracy, max_error=max_error, strict=strict)
 
 
 def cli() -> None:

@@ -23,7 +23,6 @@ from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
 from lib.capture.jsonl_conversations import merge_conversations, read_log_group
 from lib.capture.jsonl_files import default_projects_dir, discover_logs, group_logs
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
-from lib.traces.mooncake import MooncakeCollector
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
 from lib.traces.options import TraceOptions, TraceSummary
@@ -156,7 +155,7 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
         summary.problems = _anonymized_problems(summary.problems, _anonymous_names(plans, writer.positions))
 
     current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
-    mooncake_files = _write_mooncake(target, writer.mooncake, options, summary)
+    mooncake_files = _write_mooncake(target, writer, options, summary)
     current.update(mooncake_files)
     manifest = {
         "tool": "build_minimal_traces.py", "version": __version__, "format": "kv-cache-tester native trace",
@@ -164,6 +163,10 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
         "dropped_min_requests": summary.dropped_min_requests,
         "tokenizer_to_api_ratio": calibration.ratios(),
     }
+    if options.mooncake_sessions and writer.mooncake is not None:
+        stats = writer.mooncake.session_stats
+        manifest["mooncake_sessions"] = {"sessions": stats.sessions, "restarts": stats.restarts,
+                                         "one_token_rows": len(stats.carried_rows)}
     write_atomic(target / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     summary.stale_removed = _remove_stale(target, previous_files, current)
     summary.files = sorted(current)
@@ -214,8 +217,8 @@ def _count_billing_headers(tally: BillingHeaderTally, plan: TracePlan, hashed: H
                 tally.add(prompt.billing_header, (plan.trace_id, label))
 
 
-def _write_mooncake(target: Path, collector: Optional[MooncakeCollector], options: TraceOptions,
-                    summary: TraceSummary) -> list[str]:
+def _write_mooncake(target: Path, writer: TraceWriter, options: TraceOptions, summary: TraceSummary) -> list[str]:
+    collector = writer.mooncake
     if collector is None:
         return []
     with atomic_writer(target / MOONCAKE_FILE, "wb") as stream:
@@ -223,7 +226,10 @@ def _write_mooncake(target: Path, collector: Optional[MooncakeCollector], option
     files = [MOONCAKE_FILE]
     if options.mooncake_sessions:
         with atomic_writer(target / MOONCAKE_SESSIONS_FILE, "wb") as stream:
-            stream.writelines(collector.session_lines())
+            stream.writelines(collector.session_lines(writer.session_answer_length))
         files.append(MOONCAKE_SESSIONS_FILE)
+        # A turn smaller than its replayed history is sent as one token: the replay runs ahead (docs/traces.md).
+        for example in collector.session_stats.carried_rows:
+            summary.problems.add("mooncake_session_turn_carried", example)
     summary.mooncake_rows = len(collector)
     return files

@@ -124,6 +124,17 @@ class TraceWriter:
             return hashed.hashes
         return self.scaler.scale_positions(hashed.hashes, api_token_count=request.usage.prompt_tokens, factor=factor)
 
+    def session_answer_length(self, model: str, output_tokens: int) -> int:
+        """An answer's size in the unit of `in`, for the Mooncake session arithmetic (docs/traces.md).
+
+        With `--token-count api` both are API tokens. Otherwise `in` counts cl100k tokens, so the
+        API's output count is scaled by the family's calibrated ratio (final once all plans are written).
+        """
+        factor = self.calibration.factor(model) if self.options.token_count != "api" else None
+        if factor is None or not output_tokens:
+            return output_tokens
+        return max(1, round(output_tokens / factor))
+
     def _lane_facts(self, requests: list[ProxyRequest], hashed: Hashed, ids: IdAllocator, lane: str,
                     sidecar: list[dict[str, Any]], trace_id: str, earlier: Sequence[RequestFacts] = ()
                     ) -> tuple[list[RequestFacts], list[HashedRequest]]:
@@ -140,7 +151,7 @@ class TraceWriter:
             if self.mooncake is not None:
                 session = trace_id if lane == "parent" else f"{trace_id}/{lane}"
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,
-                                  hashes=hashes, output_length=request_facts.output_tokens)
+                                  hashes=hashes, output_length=request_facts.output_tokens, model=request.model)
             previous_end = _end(request_facts)
             index = len(earlier) + len(facts)
             sidecar.append(self._sidecar_row(trace_id, lane, index, request, prompt, hashes))
