@@ -62,6 +62,10 @@ class ReportResult:
     ttl_model_accuracy: Optional[float]
     # The data-quality counts by reason, in --json too (SPEC §9), not only in the stats text.
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Capacities in tokens and GiB, tiers (docs/cache-models.md); None without requests.
+    capacity_bytes: Optional[dict[str, Any]] = None
+    # The TTL sweep fitted to the billed cache reads, per model family; None without billed usage.
+    eviction_time: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -239,6 +243,8 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool, stem:
         api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
         problems=analysis.selection.problems.as_dict(),
+        capacity_bytes=dataclasses.asdict(model.kv_capacity) if model.kv_capacity else None,
+        eviction_time=dataclasses.asdict(model.eviction) if model.eviction else None,
     )
     return result, entry
 
