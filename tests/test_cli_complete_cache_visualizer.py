@@ -75,7 +75,7 @@ def test_seed_command_writes_dashboard_and_stats(seed_dir: Path) -> None:
     assert code == 0, err
     html = seed_dir / "examples" / "visualizations" / "combined.html"
     stats = (seed_dir / "examples" / "visualizations" / "combined_stats.txt").read_text()
-    assert out.startswith("combined: 92 requests, API hit rate 88.7% (estimated: cleaned old-proxy capture)")
+    assert out.startswith("combined: 92 requests, API hit rate 88.6% (estimated: cleaned old-proxy capture)")
     assert 0 < html.stat().st_size < MAX_REPORT_BYTES
     page = html.read_text()
     assert "<script src=" not in page and "cdn" not in page.lower()
@@ -86,7 +86,7 @@ def test_seed_command_writes_dashboard_and_stats(seed_dir: Path) -> None:
     assert _line(stats, "Rows considered").split()[-1] == "92"
     assert _line(stats, "streaming").split()[-1] == "0" and _line(stats, "non-streaming").split()[-1] == "92"
     # The stored reads include the deleted twins' writes; the stats show the estimate (lib/capture/turn_timing.py).
-    assert _line(stats, "cache read").split()[2] == "3,168,549" and "API (estimated)" in stats
+    assert _line(stats, "cache read").split()[2] == "3,168,045" and "API (estimated)" in stats
     assert "total 26,970" in _line(stats, "output tokens per request")
     assert _line(stats, "claude-haiku-4-5-20251001").split()[1:3] == ["86", "417"]
     assert _line(stats, "claude-opus-4-6").split()[1:3] == ["6", "12,778"]
