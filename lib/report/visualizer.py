@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from lib.cache.miss_causes import ordered_totals
 from lib.report.analysis import Analysis, AnalysisOptions, analyze
 from lib.atomic import write_atomic
 from lib.db import open_index_db, open_proxy_db
@@ -61,6 +62,8 @@ class ReportResult:
     ttl_model_accuracy: Optional[float]
     # The data-quality counts by reason, in --json too (SPEC §9), not only in the stats text.
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Missed tokens by cause (lib/cache/miss_causes.py): {"simulated": {...}, "billed": {...}}.
+    miss_causes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -217,6 +220,8 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool) -> tu
         api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
         problems=analysis.selection.problems.as_dict(),
+        miss_causes={"simulated": ordered_totals([c.simulated for c in analysis.miss_causes]),
+                     "billed": ordered_totals([c.billed for c in analysis.miss_causes if c.billed is not None])},
     )
     return result, entry
 
