@@ -21,8 +21,10 @@ HERE = Path(__file__).resolve().parent
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of every random choice.")
 @click.option("--scale", type=click.FloatRange(min=0.001, max=10.0), default=1.0, show_default=True,
               help="Content size factor (0.05 makes a small capture for tests).")
+@click.option("--model-switch", is_flag=True,
+              help="Add a last parent turn after a `/model sonnet` switch (not in the shipped example).")
 @common_options
-def main(variant: str, output_dir: Path, seed: int, scale: float, out: Output) -> None:
+def main(variant: str, output_dir: Path, seed: int, scale: float, model_switch: bool, out: Output) -> None:
     """Write the example capture: the seed walkthrough's vLLM session with 4 concurrent Explore sub-agents.
 
     Re-running with the same options reproduces identical files.
@@ -32,7 +34,7 @@ def main(variant: str, output_dir: Path, seed: int, scale: float, out: Output) -
         python3 examples/generate_example.py
         python3 examples/generate_example.py --variant fixed --scale 0.05 --output-dir /tmp/example
     """
-    summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale)
+    summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale, model_switch=model_switch)
     counts = ", ".join(f"{name} {count}" for name, count in summary["requests"].items())
     out.summary(summary, f"Wrote {summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}) "
                          f"to {output_dir / 'requests.db'} and {len(summary['jsonl_lines'])} JSONL files to "
