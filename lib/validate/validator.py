@@ -53,7 +53,7 @@ class ValidationReport:
         schema = self.schema
         verdict = "no schema problems" if schema.ok else f"{len(schema.problems)} schema problem(s)"
         text = (f"Checked {schema.native_files} native and {schema.mooncake_files} Mooncake file(s) in {self.path} "
-                f"({schema.requests:,} requests): {verdict}; statistics over {len(self.stats.traces)} trace(s)")
+                f"({_request_count(schema)}): {verdict}; statistics over {len(self.stats.traces)} trace(s)")
         if self.api is not None:
             text += f"; {self.api.matched}/{self.api.requests} requests matched to the DB"
         return text + f". {self.elapsed_s:.2f} s."
@@ -63,9 +63,15 @@ def _percent(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.1f}%"
 
 
+def _request_count(schema: DirectoryCheck) -> str:
+    """Native requests, and Mooncake lines apart: `--format both` writes every request twice."""
+    text = f"{schema.requests:,} requests"
+    return text + (f" and {schema.mooncake_lines:,} Mooncake lines" if schema.mooncake_files else "")
+
+
 def _schema_text(schema: DirectoryCheck) -> str:
     head = (f"Schema check: {schema.native_files} native file(s), {schema.mooncake_files} Mooncake file(s), "
-            f"{schema.requests:,} requests")
+            f"{_request_count(schema)}")
     if schema.ok:
         return head + ": no problems."
     return "\n".join([head + f": {len(schema.problems)} problem(s)", *(f"  {problem}" for problem in schema.problems)])
@@ -73,14 +79,17 @@ def _schema_text(schema: DirectoryCheck) -> str:
 
 def _comparison_lines(comparison: Comparison) -> list[str]:
     return [
-        f"  Simulated: {_percent(comparison.sim_pct)} ({comparison.sim_hit_blocks:,}/{comparison.sim_blocks:,} blocks)",
-        f"  API: {_percent(comparison.api_pct)} ({comparison.api_read_tokens:,}/{comparison.api_prompt_tokens:,} tokens)",
-        f"  Accuracy: {_percent(comparison.accuracy_pct)}",
+        f"  Simulated (prefix model, parent and sub-agent requests, blocks): {_percent(comparison.sim_pct)} "
+        f"({comparison.sim_hit_blocks:,}/{comparison.sim_blocks:,} blocks)",
+        f"  API (billed cache_read / prompt tokens): {_percent(comparison.api_pct)} "
+        f"({comparison.api_read_tokens:,}/{comparison.api_prompt_tokens:,} tokens)",
+        f"  Accuracy (1 − |simulated − API| / API): {_percent(comparison.accuracy_pct)}",
     ]
 
 
 def _api_text(api: ApiComparison) -> str:
-    lines = ["Simulated (trace prefix model, every lane) vs API (cache_read / prompt), over the same matched requests"]
+    lines = ["Simulated (trace prefix model, every lane: unlike the statistics above, sub-agent requests too) vs API "
+             "(cache_read / prompt), over the same matched requests"]
     for trace in api.traces:
         lines.append(f"{trace.trace_id} ({trace.requests} reqs, {trace.matched} matched)")
         lines.extend(_comparison_lines(trace.comparison))
@@ -94,10 +103,15 @@ def _api_text(api: ApiComparison) -> str:
     for error in api.field_errors:
         lines.append(f"{error.field:<16}{error.median_tokens:>10,.0f}{error.p90_tokens:>10,.0f}{error.median_pct:>9.1f}%"
                      f"{error.p90_pct:>9.1f}%{error.predicted_tokens:>14,}{error.actual_tokens:>14,}")
+    read, prompt = api.error("cache_read"), sum(error.actual_tokens for error in api.field_errors)
+    if read is not None and prompt:
+        lines.append(f"API cache model hit rate (predicted cache_read / prompt, API tokens): "
+                     f"{100 * read.predicted_tokens / prompt:.1f}% (billed {100 * read.actual_tokens / prompt:.1f}%)")
+    lines.extend(f"Why {reason}" for reason in api.totals_reasons)
     overall = api.overall
     lines.append("")
     lines.append(f"Overall ({len(api.traces)} trace(s), {api.requests} reqs, {api.matched} matched): "
-                 f"simulated {_percent(overall.sim_pct)}, API {_percent(overall.api_pct)}, "
+                 f"simulated (prefix model) {_percent(overall.sim_pct)}, API billed {_percent(overall.api_pct)}, "
                  f"accuracy {_percent(overall.accuracy_pct)}")
     if api.problems:
         lines.append(f"Unmatched or degraded: {api.problems.describe()}")

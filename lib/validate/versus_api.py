@@ -35,6 +35,17 @@ from lib.validate.matching import MatchResult, TraceLanes
 
 USAGE_FIELDS = ("cache_read", "cache_creation", "input")
 ONE_HOUR_TTL_S = 3600.0
+# A field's predicted total is explained when it is this far off its actual total (and not tiny).
+REASON_MIN_GAP_SHARE = 0.5
+REASON_MIN_TOKENS = 1_000
+# Known reasons for a field's totals to differ (the per-request largest gap is added to them).
+FIELD_REASONS = {
+    "input": ("the model bills as input only the tokens after a request's last cache_control breakpoint, which "
+              "hashing places at the end of the message carrying it (docs/validate.md), so it predicts ~0 for Claude "
+              "Code's requests; the API bills what follows the marked content block, so a breakpoint on an earlier "
+              "block of the last message (Claude Code marking the 2nd of 4 tool results) is input there and cache "
+              "creation in the model"),
+}
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,8 @@ class ApiComparison:
     model_requests: int
     field_errors: list[FieldError]
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    # One sentence per usage field whose predicted total is far from the actual one, with the reason.
+    totals_reasons: list[str] = field(default_factory=list)
 
     def error(self, name: str) -> Optional[FieldError]:
         """The FieldError of one usage field, None when nothing was compared."""
@@ -119,7 +132,8 @@ class ApiComparison:
         return {
             "traces": [trace.as_dict() for trace in self.traces],
             "overall": {"requests": self.requests, "matched": self.matched, **self.overall.as_dict()},
-            "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors]},
+            "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors],
+                          "totals_reasons": self.totals_reasons},
             "problems": self.problems.as_dict(),
         }
 
@@ -166,6 +180,7 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
         field_errors=_field_errors(items, predictions), problems=problems,
+        totals_reasons=_totals_reasons(items, predictions),
     )
 
 
@@ -222,3 +237,28 @@ def _field_errors(items: list[_Compared], predictions: list[PredictedUsage]) -> 
                    percentile(shares[name], 50), percentile(shares[name], 90), *totals[name])
         for name in USAGE_FIELDS
     ]
+
+
+def _totals_reasons(items: list[_Compared], predictions: list[PredictedUsage]) -> list[str]:
+    """Why a field's predicted total is far from its actual total: the known reason and the largest request."""
+    totals = {name: [0, 0] for name in USAGE_FIELDS}  # predicted, actual
+    largest: dict[str, tuple[int, int]] = {}  # field → (actual − predicted, proxy row) of the largest gap
+    for item, predicted in zip(items, predictions):
+        usage = cast(Usage, item.request.usage)
+        actual = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
+        for name, guess, real in zip(USAGE_FIELDS, _scaled(predicted, item.prompt.token_count, usage.prompt_tokens), actual):
+            totals[name][0] += guess
+            totals[name][1] += real
+            if abs(real - guess) > abs(largest.get(name, (0, 0))[0]):
+                largest[name] = (real - guess, item.request.row_id)
+    reasons = []
+    for name, (predicted_total, actual_total) in totals.items():
+        difference = actual_total - predicted_total
+        if abs(difference) < max(REASON_MIN_TOKENS, REASON_MIN_GAP_SHARE * max(actual_total, predicted_total)):
+            continue
+        gap, row_id = largest[name]
+        known = FIELD_REASONS.get(name)
+        reasons.append(f"{name} is predicted {predicted_total:,} but billed {actual_total:,}: "
+                       + (f"{known}. " if known else "")
+                       + f"The largest gap is one request (proxy row {row_id}): {gap:+,} of the {difference:+,} tokens.")
+    return reasons
