@@ -22,9 +22,11 @@ Billed misses (`attribute_billed`): the API's prompt minus its cache_read, place
 the prompt (the API reads a prefix). Where that range overlaps our simulated misses it takes
 their causes; where our simulation had the prefix cached (unchanged and alive) the miss is
 `beyond_breakpoint` past the lane's previous request's last `cache_control` breakpoint (the API
-writes only up to breakpoints; our block cache keeps every block), else `server_side`. The billing header is no cause here: hashing drops it before the blocks are made
-(it changes per agent and per version while the API's own cache ignores it), so it can change
-neither our prefix nor, as far as billing shows, the API's.
+writes only up to breakpoints; our block cache keeps every block), else `server_side`.
+
+The billing header is no cause: hashing drops it before the blocks are made (it changes per agent
+and per version while the API's own cache ignores it), so it can change neither our prefix nor, as
+far as billing shows, the API's.
 """
 from __future__ import annotations
 
