@@ -220,3 +220,14 @@ def test_progress_shows_a_bar_over_the_requests_being_hashed(workdir: Path):
     assert "hashing:" in err and "0/90 " in err  # a bar over the 90 matched requests, cleared at the end
     code, _, err = invoke(*SEED_ARGS)
     assert code == 0 and "hashing" not in err
+
+
+def test_billed_misses_by_cause(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS, "--json")
+    assert code == 0
+    causes = json.loads(out)["versus_api"]["billed_miss_causes"]
+    # The 90 matched requests' cache creation + input (348,857 + 13,016), every token with a cause.
+    assert causes == {"first_use": 306_396, "in_flight": 39_378, "partial_block": 3_427, "server_side": 12_672}
+    assert sum(causes.values()) == 348_857 + 13_016
+    code, out, _ = invoke(*SEED_ARGS)
+    assert "Billed misses by cause (API tokens, docs/visualizer.md#why-each-miss): first use (new content) 306,396" in out

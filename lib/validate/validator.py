@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from lib.cache.miss_causes import CAUSE_LABELS
 from lib.errors import CheckFailed, InputError
 from lib.validate.trace_files import DirectoryCheck, check_directory
 from lib.validate.matching import TraceLanes, match_traces, trace_lanes
@@ -108,6 +109,10 @@ def _api_text(api: ApiComparison) -> str:
         lines.append(f"API cache model hit rate (predicted cache_read / prompt, API tokens): "
                      f"{100 * read.predicted_tokens / prompt:.1f}% (billed {100 * read.actual_tokens / prompt:.1f}%)")
     lines.extend(f"Why {reason}" for reason in api.totals_reasons)
+    if api.billed_miss_causes:
+        causes = " · ".join(f"{CAUSE_LABELS.get(cause, cause)} {tokens:,}" for cause, tokens in api.billed_miss_causes.items())
+        lines.append(f"Billed misses by cause (API tokens, docs/visualizer.md#why-each-miss): {causes} "
+                     f"(of {sum(api.billed_miss_causes.values()):,})")
     overall = api.overall
     lines.append("")
     lines.append(f"Overall ({len(api.traces)} trace(s), {api.requests} reqs, {api.matched} matched): "

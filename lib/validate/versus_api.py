@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence, cast
 
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
+from lib.cache.miss_causes import attribute_billed, attribute_simulated, ordered_totals
+from lib.cache.replay import CacheEvent
 from lib.hashing.block_hashes import IdAllocator
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest, Usage
@@ -123,6 +125,8 @@ class ApiComparison:
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     # One sentence per usage field whose predicted total is far from the actual one, with the reason.
     totals_reasons: list[str] = field(default_factory=list)
+    # The API's billed misses (creation + input) by cause, API tokens (lib/cache/miss_causes.py).
+    billed_miss_causes: dict[str, int] = field(default_factory=dict)
 
     def error(self, name: str) -> Optional[FieldError]:
         """The FieldError of one usage field, None when nothing was compared."""
@@ -134,6 +138,7 @@ class ApiComparison:
             "overall": {"requests": self.requests, "matched": self.matched, **self.overall.as_dict()},
             "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors],
                           "totals_reasons": self.totals_reasons},
+            "billed_miss_causes": self.billed_miss_causes,
             "problems": self.problems.as_dict(),
         }
 
@@ -173,14 +178,15 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
         rows.append(TraceComparison(trace.trace_id, trace.file, trace.request_count, match.matched, match.route, comparison))
     block_size = _common_block_size(traces)
     items = sorted(compared.values(), key=lambda item: (item.request.timestamp, item.request.row_id))
-    predictions = predict_usage([_api_request(item, ids) for item, ids in _with_ids(items)],
-                                block_size=block_size, warm_first_breakpoint=True)
+    api_requests = [_api_request(item, ids) for item, ids in _with_ids(items)]
+    predictions = predict_usage(api_requests, block_size=block_size, warm_first_breakpoint=True)
     overall = sum((row.comparison for row in rows), Comparison())
     return ApiComparison(
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
         field_errors=_field_errors(items, predictions), problems=problems,
         totals_reasons=_totals_reasons(items, predictions),
+        billed_miss_causes=_billed_miss_causes(items, api_requests, block_size),
     )
 
 
@@ -262,3 +268,27 @@ def _totals_reasons(items: list[_Compared], predictions: list[PredictedUsage]) -
                        + (f"{known}. " if known else "")
                        + f"The largest gap is one request (proxy row {row_id}): {gap:+,} of the {difference:+,} tokens.")
     return reasons
+
+
+def _billed_miss_causes(items: list[_Compared], requests: list[ApiRequest], block_size: int) -> dict[str, int]:
+    """The billed misses of the compared requests by cause, against a replay at the API's TTLs.
+
+    As in the visualizer: one cache of every compared request in time order, ids kept apart per
+    model (no KV reuse across models), each lane's previous breakpoint as the end of what the API
+    could have written.
+    """
+    models = sorted({request.model for request in requests})
+    events = [CacheEvent(request.start_s, request.ready_s,
+                         [block * len(models) + models.index(request.model) for block in request.ids],
+                         request.token_count, f"{item.stream}\x00{item.lane}", request.model)
+              for item, request in zip(items, requests)]
+    results = attribute_simulated(events, [request.ttl_s for request in requests], block_size=block_size,
+                                  sections=[(item.prompt.tool_tokens, item.prompt.system_tokens) for item in items])
+    written_end: dict[str, int] = {}
+    per_request = []
+    for item, event, result in zip(items, events, results):
+        usage = cast(Usage, item.request.usage)
+        per_request.append(attribute_billed(result, usage.cache_read_input_tokens, usage.prompt_tokens,
+                                            written_end=written_end.get(event.stream)))
+        written_end[event.stream] = max(item.prompt.breakpoints, default=0)
+    return ordered_totals(per_request)
