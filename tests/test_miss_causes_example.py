@@ -86,3 +86,23 @@ def test_a_model_switch_is_attributed_to_the_switch(tmp_path: Path) -> None:
     # Nothing of the Opus conversation is cached for Sonnet: all of it is re-prefilled for the switch.
     assert simulated[-1] == billed[-1] == {"model_switch": 8_521, "first_use": 77, "partial_block": 74}
     assert "prefix change: model switch" in stats
+
+
+def test_the_working_set_empties_during_the_pause_and_after_the_last_write(example: tuple[dict, dict, str]) -> None:
+    _, data, _ = example
+    series = list(zip(data["working_set"]["t_s"], data["working_set"]["tokens"]))
+    # The parent's write before the pause lands at 646.9 s: 300 s later, before the follow-up at
+    # 968 s, everything has expired (the chart used to stay flat until the next request).
+    during = [(round(t, 2), tokens) for t, tokens in series if 900 < t < 968]
+    assert during == [(946.93, 0)]
+    # The follow-up's 43,456 tokens expire 300 s after its write, not at the last request.
+    assert [(round(t, 2), tokens) for t, tokens in series[-2:]] == [(970.61, 43_456), (1270.61, 0)]
+
+
+def test_generate_example_cli_adds_the_model_switch(tmp_path: Path) -> None:
+    from examples.generate_example import main as generate
+
+    result = CliRunner().invoke(generate, ["--model-switch", "--scale", "0.05", "--output-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["requests"]["parent"] == 7 and summary["rows"] == 93
