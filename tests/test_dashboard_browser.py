@@ -103,6 +103,12 @@ def test_the_example_dashboard_draws_every_chart_offline(browser: ChromiumPage, 
     assert browser.evaluate(TITLE_OVERFLOWS) == []
     # Every title was measured, e.g. the growth chart's (clipped before it was shortened).
     assert browser.evaluate("document.querySelector('[data-chart=growth]').dataset.titleOverflow") == "[]"
+    # Why each miss: one legend entry per cause, billed and simulated stacks per request.
+    assert browser.evaluate("Chart.getChart(document.querySelector('[data-chart=misses] canvas')).legend.legendItems"
+                            ".map(i => i.text)") == ["first use (new content)", "TTL expiry",
+                                                     "in flight (written by a request not yet answered)",
+                                                     "partial last block",
+                                                     "server-side miss (our prefix unchanged and alive)"]
     assert browser.errors() == []
     assert browser.requested_urls() == [example_report.as_uri()]
     browser.screenshot(ARTIFACTS / "dashboard.png")

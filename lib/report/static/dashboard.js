@@ -396,9 +396,11 @@
       options: {
         interaction: { mode: "index", intersect: false },
         plugins: {
-          /* One legend entry per cause (the colour is shared by both stacks). */
+          /* One legend entry per cause, named by the cause alone (both stacks share its colour). */
           legend: { labels: { filter: function (item) {
-            return hasBilled ? item.text.indexOf("Billed: ") === 0 : true;
+            var shown = hasBilled ? item.text.indexOf("Billed: ") === 0 : true;
+            item.text = item.text.replace(/^(Billed|Simulated): /, "");
+            return shown;
           } } },
           tooltip: requestTooltip(byDataIndex, function (item) {
             return item.raw ? item.dataset.label + ": " + fmtTokens(item.raw) : null;
