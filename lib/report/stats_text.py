@@ -2,7 +2,8 @@
 
 Sections: request counts (streaming / non-streaming), input tokens simulated vs API (cache read /
 creation / new, accuracy), output tokens, model usage, context length percentiles, incremental
-growth, time between requests, TTL analysis; then cache capacity, sub-agents and data quality.
+growth, time between requests, TTL analysis; then why each miss, cache capacity, sub-agents and data
+quality.
 """
 from __future__ import annotations
 
