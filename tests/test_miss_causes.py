@@ -131,3 +131,11 @@ def test_billed_causes_sum_to_the_billed_misses(events, data):
         prompt = data.draw(st.integers(0, 500))
         read = data.draw(st.integers(0, prompt))
         assert sum(attribute_billed(result, read, prompt).values()) == prompt - read
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(CAUSES), st.floats(0.001, 1e6), min_size=1), st.integers(0, 10**7))
+def test_scaling_causes_to_api_tokens_keeps_the_sum(weights, tokens):
+    shares = split_tokens(weights, tokens)
+    assert sum(shares.values()) == tokens
+    assert set(shares) <= set(weights) and all(value > 0 for value in shares.values())
