@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -23,8 +24,12 @@ HERE = Path(__file__).resolve().parent
               help="Content size factor (0.05 makes a small capture for tests).")
 @click.option("--model-switch", is_flag=True,
               help="Add a last parent turn after a `/model sonnet` switch (not in the shipped example).")
+@click.option("--api-cache-ttl", type=click.FloatRange(min=1.0), metavar="SEC",
+              help="One TTL for the simulated API cache's usage numbers in every lane (default: 1 h for the "
+                   "main thread, 5 min for the others); a known eviction time for docs/cache-models.md#effective-eviction-time.")
 @common_options
-def main(variant: str, output_dir: Path, seed: int, scale: float, model_switch: bool, out: Output) -> None:
+def main(variant: str, output_dir: Path, seed: int, scale: float, model_switch: bool, api_cache_ttl: Optional[float],
+         out: Output) -> None:
     """Write the example capture: the seed walkthrough's vLLM session with 4 concurrent Explore sub-agents.
 
     Re-running with the same options reproduces identical files.
@@ -34,7 +39,8 @@ def main(variant: str, output_dir: Path, seed: int, scale: float, model_switch: 
         python3 examples/generate_example.py
         python3 examples/generate_example.py --variant fixed --scale 0.05 --output-dir /tmp/example
     """
-    summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale, model_switch=model_switch)
+    summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale, model_switch=model_switch,
+                               api_cache_ttl_s=api_cache_ttl)
     counts = ", ".join(f"{name} {count}" for name, count in summary["requests"].items())
     out.summary(summary, f"Wrote {summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}) "
                          f"to {output_dir / 'requests.db'} and {len(summary['jsonl_lines'])} JSONL files to "

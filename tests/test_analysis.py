@@ -193,3 +193,20 @@ def test_card_and_row_agree_when_api_sizes_differ_from_ours() -> None:
     # Hits with usage: R1 6, R2 8, R4 0 of 28 + 8 + 10 + 4 = 50 API tokens; unscaled it would be 24/41.
     assert row.hit_rate == pytest.approx(14 / 50)
     assert card.value == "28.0%"
+
+
+def test_eviction_rows_measure_hit_rates_as_the_ttl_sweep_does() -> None:
+    # R1's API prompt is 9 for our 8 tokens: its 6 hit tokens scale to 6.75, rounded to 7 as its split
+    # is; the eviction grid's 5m row then shows the TTL sweep's 5m figure, 15 of 51 API tokens.
+    selection, hashed = _selection(REQUESTS)
+    items = list(selection.requests)
+    items[0] = dataclasses.replace(items[0], request=dataclasses.replace(
+        items[0].request, usage=Usage(input_tokens=28, output_tokens=10)))
+    items[1] = dataclasses.replace(items[1], request=dataclasses.replace(
+        items[1].request, usage=Usage(input_tokens=9, output_tokens=10)))
+    items[3] = dataclasses.replace(items[3], request=dataclasses.replace(items[3].request, usage=None))
+    result = analyze(dataclasses.replace(selection, requests=tuple(items)), hashed,
+                     AnalysisOptions(block_size=2, cache_ttl_s=300, eviction_ttls_s=(60, 300, None)))
+    eviction = {row.ttl_s: row.refresh_hit_rate for row in result.eviction.rows}
+    assert _row(result, "5m").hit_rate == eviction[300] == 15 / 51
+    assert _row(result, "1m").hit_rate == eviction[60] and _row(result, "∞").hit_rate == eviction[None]

@@ -167,15 +167,6 @@ def test_rerender_replaces_the_file_and_leaves_no_temporary_files(sample: Report
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
-def test_report_model_json_includes_derived_hit_rates_and_nulls_infinity(sample: ReportModel) -> None:
-    data = json.loads(sample.to_json())
-    first_api = data["requests"][0]["api"]
-    assert first_api["hit_rate"] == pytest.approx(first_api["cache_read_tokens"] / first_api["prompt_tokens"])
-    assert data["requests"][40]["api"] is None
-    assert data["ttl_sweep"][-1]["ttl_s"] is None
-    assert len(data["subagents"]) == 4
-
-
 @pytest.mark.parametrize(("ttl_s", "label"), [(60, "1m"), (300, "5m"), (5400, "1h30m"), (86400, "24h"),
                                               (None, "∞"), (float("inf"), "∞"), (45, "45s")])
 def test_format_ttl_matches_the_sweep_labels(ttl_s: float | None, label: str) -> None:

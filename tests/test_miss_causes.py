@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lib.cache.miss_causes import (
     CAUSES, RequestMisses, MissSpan, attribute_billed, attribute_simulated, ordered_totals, split_tokens,
 )
-from lib.cache.ttl_model import CacheEvent, simulate_ttl
+from lib.cache.ttl_model import CacheEvent, sweep_ttl
 from tests.cache_references import chained_events, schedule
 
 FAST = settings(derandomize=True, max_examples=200, deadline=None)
@@ -119,7 +119,7 @@ def test_causes_sum_to_the_misses_of_every_request(events, ttl, capacity):
         assert set(result.by_cause()) <= set(CAUSES)
         assert all(a.end <= b.start for a, b in zip(result.spans, result.spans[1:]))
         assert not result.spans or result.spans[0].start == result.hit_tokens
-    expected = (list(simulate_ttl(events, ttl, block_size=4).request_hit_blocks) if capacity is None
+    expected = (list(sweep_ttl(events, (ttl,), block_size=4)[0].request_hit_blocks) if capacity is None
                 else reference_hits(events, ttl, capacity))
     assert [r.hit_tokens // 4 for r in results] == expected
 

@@ -172,9 +172,10 @@ def test_fixture_mooncake_rows_follow_the_ceil_convention(fixture_db: Path, fixt
     sessions = [row for _, row in iter_jsonl(out / MOONCAKE_SESSIONS_FILE)]
     assert len({r["session_id"] for r in sessions}) == 4
     assert all(len(r["hash_ids"]) == math.ceil(r["input_length"] / 512) for r in sessions)
-    # Later turns extend their context: deltas are far smaller than the whole prompt.
+    # Later turns extend their context: AIPerf replays the rows and the answers before the last.
     parent_rows = [r for r in sessions if r["session_id"] == FIXTURE_SESSION]
-    assert sum(r["input_length"] for r in parent_rows) == 9236  # the last turn's whole prompt
+    replayed = sum(r["input_length"] for r in parent_rows) + sum(r["output_length"] for r in parent_rows[:-1])
+    assert replayed == 9236  # the last turn's whole prompt
     # One `timestamp` per session, then `delay` = think time, also for the turn after the markers.
     for session in {r["session_id"] for r in sessions}:
         keys = [("timestamp" in r, "delay" in r) for r in sessions if r["session_id"] == session]
@@ -475,8 +476,9 @@ def test_mooncake_session_deltas_survive_a_partial_tail_block():
     rows = [orjson.loads(line) for line in collector.session_lines()]
     assert rows == [
         {"session_id": "s", "timestamp": 0, "input_length": 19, "output_length": 2, "hash_ids": [1, 2, 3]},
-        # 8 new tokens: one id, the last block of the extended prompt (ids [1, 2, 4, 5]).
-        {"session_id": "s", "delay": 3000, "input_length": 8, "output_length": 2, "hash_ids": [5]},
-        # A rewritten context is sent whole.
-        {"session_id": "s", "delay": 3000, "input_length": 12, "output_length": 2, "hash_ids": [6, 7]},
+        # 27 - 19 - the 2-token answer = 6 new tokens: one id, the last block of the extended
+        # prompt (ids [1, 2, 4, 5]).
+        {"session_id": "s", "delay": 3000, "input_length": 6, "output_length": 2, "hash_ids": [5]},
+        # A rewritten context starts a new session, sent whole.
+        {"session_id": "s#2", "timestamp": 9000, "input_length": 12, "output_length": 2, "hash_ids": [6, 7]},
     ]

@@ -33,7 +33,7 @@ from lib.cache.replay import NEVER_WRITTEN, CacheEvent, Op, Replay
 
 __all__ = [
     "CacheEvent", "HitRate", "TTLResult", "DEFAULT_TTLS_S", "prefix_hits", "conversation_hit_rate",
-    "warm_prefix_blocks", "simulate_ttl", "sweep_ttl",
+    "warm_prefix_blocks", "sweep_ttl",
 ]
 
 # SPEC §6.2: 1m, 2m, 3m, 4m, 5m, 10m, 15m, 30m, 1h, 2h, 4h, 8h, 24h, and None = infinite.
@@ -111,11 +111,6 @@ class TTLResult:
     working_set_tokens: tuple[int, ...]
 
     @property
-    def request_hit_tokens(self) -> tuple[int, ...]:
-        """Hit tokens per request: hit blocks × block_size."""
-        return tuple(hits * self.block_size for hits in self.request_hit_blocks)
-
-    @property
     def hit_rate(self) -> float:
         """Hit tokens / total tokens."""
         return self.hit_tokens / self.total_tokens if self.total_tokens else 0.0
@@ -129,11 +124,6 @@ class TTLResult:
     def stable_share(self) -> float:
         """Share of unique blocks prefilled exactly once."""
         return self.stable_blocks / self.unique_blocks if self.unique_blocks else 0.0
-
-
-def simulate_ttl(events: Sequence[CacheEvent], ttl_s: Optional[float], *, block_size: int) -> TTLResult:
-    """TTL simulation for one TTL (None = never expires), SPEC §6.2."""
-    return sweep_ttl(events, (ttl_s,), block_size=block_size)[0]
 
 
 def sweep_ttl(

@@ -182,6 +182,13 @@ def update_conversation_index(
         summary.files_read += len(files)
         summary.conversations_read += 1
     summary.newly_matched_ids = _match_pending_ids(index, message_ids)
+    # A conversation not re-read still lacks its sub-agent logs: a re-run must keep naming them.
+    for conversation_id, agent_id in index.execute(
+        "SELECT conversation_id, agent_id FROM subagent_links WHERE has_log = 0 AND agent_id != '' "
+        "ORDER BY conversation_id, spawn_epoch, agent_id"
+    ):
+        if conversation_id not in stale:
+            summary.problems.add("subagent_log_missing", agent_id)
     _fill_totals(index, summary)
     summary.elapsed_s = time.monotonic() - started
     return summary

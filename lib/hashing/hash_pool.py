@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Sequence
 
 from lib.db import open_proxy_db
-from lib.hashing.block_hashes import SALT_BYTES, RequestHashes, chained_prefix
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, SALT_BYTES, RequestHashes, chained_prefix
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
 from lib.hashing.request_hashing import HashedRequest, RequestHasher, iter_bodies
@@ -42,7 +42,7 @@ class HashSettings:
     """What every process needs to hash identically: one salt text for all of them."""
 
     salt: str
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     tokenizer: str = "cl100k_base"
     keep_boundaries: bool = False
 

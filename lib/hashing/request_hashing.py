@@ -17,7 +17,9 @@ import xxhash
 
 from lib.hashing.body_layout import BodyLayout, BodyReader, Reuse, layout_of, locate_messages
 from lib.db import decode_text, repair_text
-from lib.hashing.block_hashes import PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section, segment_digest
+from lib.hashing.block_hashes import (
+    DEFAULT_BLOCK_SIZE, PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section, segment_digest,
+)
 from lib.records import ProxyRequest
 from lib.hashing.tokenizer import load_encoder
 
@@ -134,7 +136,7 @@ class RequestHasher:
     Results are identical to computing everything each time.
     """
 
-    def __init__(self, *, block_size: int = 64, salt: Optional[str] = None, tokenizer: str = "cl100k_base",
+    def __init__(self, *, block_size: int = DEFAULT_BLOCK_SIZE, salt: Optional[str] = None, tokenizer: str = "cl100k_base",
                  encoder: Any = None, max_memo_bytes: int = DEFAULT_MAX_MEMO_BYTES,
                  keep_boundaries: bool = False) -> None:
         self.tokenizer = SegmentTokenizer(encoder if encoder is not None else load_encoder(tokenizer))

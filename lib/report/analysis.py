@@ -29,7 +29,11 @@ from lib.cache.capacity_model import CapacityPoint as CurvePoint
 from lib.report.dashboard import format_ttl
 from lib.report.forked import ForkedCall
 from lib.cache.capacity_model import capacity_curve, capacity_needed, lru_profile
-from lib.hashing.block_hashes import IdAllocator
+from lib.cache.api_model import model_family
+from lib.cache.eviction_time import EVICTION_TTLS_S, BilledRequest, EvictionTime, effective_eviction_time
+from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, KVGeometry
+from lib.cache.tiers import DEFAULT_TIERS_GIB, TierHits, tier_split
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.records import ProxyRequest
 from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, LANE_UNLINKED, CacheSplit, CapacityCurve, CapacityPoint,
@@ -55,11 +59,14 @@ MAX_SERIES_POINTS = 2_000
 class AnalysisOptions:
     """Block size, the TTL of the main simulation, the sweep and the cost limits."""
 
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     cache_ttl_s: float = 300.0
     ttls_s: tuple[Optional[float], ...] = DEFAULT_TTLS_S
     opt_max_requests: int = OPT_MAX_REQUESTS
     max_series_points: int = MAX_SERIES_POINTS
+    kv_model: KVGeometry = PRESETS[DEFAULT_PRESET]
+    tiers_gib: tuple[tuple[str, float], ...] = DEFAULT_TIERS_GIB
+    eviction_ttls_s: tuple[Optional[float], ...] = EVICTION_TTLS_S
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,8 @@ class Analysis:
     duration_s: float
     # Why each request missed, per request (API tokens): under the main TTL model and as billed.
     miss_causes: tuple[RequestMissCauses, ...] = ()
+    tiers: tuple[TierHits, ...] = ()
+    eviction: Optional[EvictionTime] = None
 
 
 def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: AnalysisOptions, *,
@@ -116,6 +125,9 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     run = ForkedCall if parallel and events else ForkedCall.here
     capacity = run(_capacity, events, options) if events else None
     sweeping = run(sweep_ttl, events, ttls, block_size=options.block_size)
+    tiering = run(_tiers, events, options) if events else None
+    fitting = run(effective_eviction_time, events, _billed(turns), block_size=options.block_size,
+                  ttls=options.eviction_ttls_s) if events else None
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
     points = _points(turns, predictions)
     sweep = sweeping.result()
@@ -140,6 +152,8 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
         token_ratio=_token_ratio(turns),
         duration_s=max((t.end_s for t in turns), default=0.0),
         miss_causes=_miss_causes(turns, events, options),
+        tiers=tiering.result() if tiering else (),
+        eviction=fitting.result() if fitting else None,
     )
 
 
@@ -345,13 +359,27 @@ def _capacity(events: Sequence[CacheEvent], options: AnalysisOptions) -> Capacit
     return CapacityCurve(points, infinite, targets)
 
 
+def _tiers(events: Sequence[CacheEvent], options: AnalysisOptions) -> tuple[TierHits, ...]:
+    """Hit rate per HBM / DRAM / SSD tier of the chosen model's KV bytes (LRU stack distances)."""
+    profile = lru_profile(events, block_size=options.block_size)
+    return tier_split(profile, options.tiers_gib, options.kv_model.bytes_per_token)
+
+
+def _billed(turns: Sequence[Turn]) -> list[BilledRequest]:
+    """Each turn's model family and billed usage, for the effective-eviction-time fit."""
+    return [BilledRequest(model_family(t.request.model) or t.request.model or "unknown",
+                          t.request.usage.prompt_tokens if t.request.usage else None,
+                          t.request.usage.cache_read_input_tokens if t.request.usage else None, t.end_s)
+            for t in turns]
+
+
 def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve: Sequence[CurvePoint],
                     block_size: int) -> list[Optional[int]]:
     """Smallest OPT capacity (tokens) reaching each rate, to within ~1 %.
 
     Each rate is bracketed by two points of the curve, then the brackets are refined on grids of
     OPT_GRID capacities; every grid goes through one capacity_curve call, because the replay log
-    it builds costs ten Belady passes (a probe per simulate_opt call would rebuild it each time).
+    it builds costs ten Belady passes (a probe per capacity would rebuild it each time).
     """
     known = {p.capacity_blocks: p.opt_hit_rate for p in curve if p.opt_hit_rate is not None}
     for _ in range(OPT_REFINE_ROUNDS):

@@ -2,8 +2,8 @@
 
 Sections: request counts (streaming / non-streaming), input tokens simulated vs API (cache read /
 creation / new, accuracy), output tokens, model usage, context length percentiles, incremental
-growth, time between requests, TTL analysis; then why each miss, cache capacity, sub-agents and data
-quality.
+growth, time between requests, TTL analysis; then why each miss, cache capacity, capacity in bytes,
+effective eviction time (docs/cache-models.md), sub-agents and data quality.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Iterable, Optional, Sequence
 
 from lib.report.analysis import Analysis
 from lib.cache.miss_causes import CAUSE_LABELS, ordered_totals
+from lib.report.capacity_bytes import capacity_bytes_lines, eviction_lines, kv_capacity, share_label
 from lib.report.dashboard import INFINITE_GAP_REASON, format_pct, format_seconds, format_tokens, format_ttl
 from lib.records import ProxyRequest
 from lib.report.figures import Comparison, compare, lane_counts, notes
@@ -38,6 +39,8 @@ def format_stats(analysis: Analysis, *, generated_at: str = "") -> str:
         ("TTL analysis", _ttl(analysis)),
         ("Why each miss (missed tokens by cause)", _misses(analysis)),
         ("Cache capacity (LRU / OPT over all requests interleaved)", _capacity(analysis)),
+        ("Capacity in bytes (KV model, tiers)", capacity_bytes_lines(kv_capacity(analysis), _table)),
+        ("Effective eviction time (TTL fitted to the billed cache reads)", eviction_lines(analysis.eviction, _table)),
         ("Sub-agents", _subagents(analysis)),
         ("Data quality", _quality(analysis)),
     ]
@@ -192,7 +195,7 @@ def _misses(analysis: Analysis) -> list[str]:
     return _table(rows) + [
         f"Billed = the API's cache creation + input over the {with_usage} requests with usage, placed against a replay "
         "at the API's TTLs (1 h for lanes with 1-hour writes, else 5 min); TTL model = its creation + new. "
-        "Causes: docs/visualizer.md#why-each-miss."]
+        "Causes: docs/cache-models.md#why-each-miss."]
 
 
 def _count_share(tokens: int, totals: dict[str, int]) -> str:
@@ -215,11 +218,6 @@ def _capacity(analysis: Analysis) -> list[str]:
     lines += _table([("capacity (tokens)", "LRU hit rate", "OPT hit rate")] + [
         (format_tokens(p.capacity_tokens), format_pct(p.lru_hit_rate), _rate_cell(p.opt_hit_rate)) for p in curve.points])
     return lines
-
-
-def share_label(share: float) -> str:
-    """0.95 → '95 %'."""
-    return f"{share * 100:g} %"
 
 
 def _capacity_cell(tokens: Optional[int]) -> str:

@@ -113,16 +113,19 @@ def write_jsonl_logs(scenario: Scenario, jsonl_dir: Path, seed: int) -> dict[str
 
 
 def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: int = 7, scale: float = 1.0,
-                     meter: Optional[TokenMeter] = None, model_switch: bool = False) -> dict:
+                     meter: Optional[TokenMeter] = None, model_switch: bool = False,
+                     api_cache_ttl_s: Optional[float] = None) -> dict:
     """Write `requests.db` and `jsonl/` for one variant into `output_dir`; returns a summary.
 
     `model_switch` adds a last parent turn on another model (see `build_scenario`).
+    `api_cache_ttl_s`: the TTL of the simulated API cache for every lane (default: 1 h for the
+    main thread, 5 min for the others, as Claude Code asks).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     output = Path(output_dir)
     scenario = build_scenario(seed, scale, meter or TokenMeter(tiktoken_counter()), old_proxy=variant != "fixed",
-                              model_switch=model_switch)
+                              model_switch=model_switch, api_cache_ttl_s=api_cache_ttl_s)
     db_path = output / "requests.db"
     temp_path = output / ".requests.db.tmp"
     temp_path.unlink(missing_ok=True)

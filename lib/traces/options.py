@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.problems import ProblemCounter
 from lib.traces.plan import PlanOptions
 
@@ -16,7 +17,7 @@ class TraceOptions:
     """Every option of build_minimal_traces.py that shapes the output."""
 
     plan: PlanOptions = field(default_factory=PlanOptions)
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     hash_id_scope: str = "local"
     salt: Optional[str] = None
     formats: tuple[str, ...] = ("kv",)

@@ -13,8 +13,10 @@ from typing import Any, Callable, Iterable, Optional
 
 from lib.cache.miss_causes import CAUSE_LABELS
 from lib.errors import CheckFailed, InputError
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.validate.trace_files import DirectoryCheck, check_directory
 from lib.validate.matching import TraceLanes, match_traces, trace_lanes
+from lib.validate.schema import NATIVE_CONSUMERS
 from lib.validate.stats_table import StatsCollector, StatsTable
 from lib.validate.versus_api import ApiComparison, Comparison, compare_with_api
 
@@ -52,7 +54,8 @@ class ValidationReport:
     def closing(self) -> str:
         """One paragraph: what was checked, the verdict, the time."""
         schema = self.schema
-        verdict = "no schema problems" if schema.ok else f"{len(schema.problems)} schema problem(s)"
+        verdict = "no schema problems" if not schema.problems else \
+            f"{len(schema.errors)} schema error(s), {len(schema.warnings)} warning(s)"
         text = (f"Checked {schema.native_files} native and {schema.mooncake_files} Mooncake file(s) in {self.path} "
                 f"({_request_count(schema)}): {verdict}; statistics over {len(self.stats.traces)} trace(s)")
         if self.api is not None:
@@ -70,12 +73,33 @@ def _request_count(schema: DirectoryCheck) -> str:
     return text + (f" and {schema.mooncake_lines:,} Mooncake lines" if schema.mooncake_files else "")
 
 
+# Errors are listed one per line up to this many (all of them are in --json); warnings per rule.
+LISTED_ERRORS = 50
+
+
 def _schema_text(schema: DirectoryCheck) -> str:
     head = (f"Schema check: {schema.native_files} native file(s), {schema.mooncake_files} Mooncake file(s), "
             f"{_request_count(schema)}")
-    if schema.ok:
-        return head + ": no problems."
-    return "\n".join([head + f": {len(schema.problems)} problem(s)", *(f"  {problem}" for problem in schema.problems)])
+    lines = [head + ": no problems." if not schema.problems else
+             head + f": {len(schema.errors)} error(s), {len(schema.warnings)} warning(s)"]
+    for code, rule in schema.by_rule().items():
+        lines.append(f"  {rule['severity']:<8}{code:<24}{rule['count']:>7,}  {rule['effect']}")
+        lines.append(f"{'':<12}first: {rule['first']}")
+    errors = schema.errors
+    if errors:
+        lines.append("Errors:")
+        lines.extend(f"  {problem}" for problem in errors[:LISTED_ERRORS])
+        if len(errors) > LISTED_ERRORS:
+            lines.append(f"  ... and {len(errors) - LISTED_ERRORS:,} more (all in --json)")
+    totals = {consumer: schema.native_files if consumer in NATIVE_CONSUMERS else schema.mooncake_files
+              for consumer in schema.loads_in}
+    lines.append("Loads in: " + ", ".join(f"{consumer} {count}/{totals[consumer]}"
+                                          for consumer, count in schema.loads_in.items()) + " file(s)")
+    if schema.session_rows_checked or schema.session_rows_unchecked:
+        lines.append(f"Session rows: {schema.session_rows_checked:,} checked against the native traces"
+                     + (f", {schema.session_rows_unchecked:,} without a native trace to check against"
+                        if schema.session_rows_unchecked else ""))
+    return "\n".join(lines)
 
 
 def _comparison_lines(comparison: Comparison) -> list[str]:
@@ -111,7 +135,7 @@ def _api_text(api: ApiComparison) -> str:
     lines.extend(f"Why {reason}" for reason in api.totals_reasons)
     if api.billed_miss_causes:
         causes = " · ".join(f"{CAUSE_LABELS.get(cause, cause)} {tokens:,}" for cause, tokens in api.billed_miss_causes.items())
-        lines.append(f"Billed misses by cause (API tokens, docs/visualizer.md#why-each-miss): {causes} "
+        lines.append(f"Billed misses by cause (API tokens, docs/cache-models.md#why-each-miss): {causes} "
                      f"(of {sum(api.billed_miss_causes.values()):,})")
     overall = api.overall
     lines.append("")
@@ -153,18 +177,23 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
         raise InputError(f"{path}: no trace files (*.json, *.jsonl)")
     api = None
     if db_path:
-        block_size = next((trace.block_size for trace in lanes if trace.block_size), 64)
+        block_size = next((trace.block_size for trace in lanes if trace.block_size), DEFAULT_BLOCK_SIZE)
         matches = match_traces(lanes, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
                                block_size=block_size, say=say, workers=workers, progress=progress)
         api = compare_with_api(lanes, matches)
     return ValidationReport(str(path), schema, stats.table(), api, time.perf_counter() - started)
 
 
-def check_gates(report: ValidationReport, *, min_accuracy: Optional[float], max_error: Optional[float]) -> None:
-    """Raise CheckFailed (exit 1) with a one-line reason for schema problems or a missed threshold."""
+def check_gates(report: ValidationReport, *, min_accuracy: Optional[float], max_error: Optional[float],
+                strict: bool = False) -> None:
+    """Raise CheckFailed (exit 1) with a one-line reason for schema errors (warnings too when
+    `strict`) or a missed threshold."""
     reasons = []
-    if not report.schema.ok:
-        reasons.append(f"{len(report.schema.problems)} schema problem(s), first: {report.schema.problems[0]}")
+    schema = report.schema
+    if schema.errors:
+        reasons.append(f"{len(schema.errors)} schema error(s), first: {schema.errors[0]}")
+    if strict and schema.warnings:
+        reasons.append(f"{len(schema.warnings)} schema warning(s) under --strict, first: {schema.warnings[0]}")
     if min_accuracy is not None and report.api is not None:
         accuracy = report.api.overall.accuracy_pct
         if accuracy is None or accuracy < min_accuracy:

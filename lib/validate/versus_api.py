@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence, cast
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
 from lib.cache.miss_causes import attribute_billed, attribute_simulated, ordered_totals
 from lib.cache.replay import CacheEvent
-from lib.hashing.block_hashes import IdAllocator
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest, Usage
 from lib.hashing.request_hashing import HashedRequest
@@ -191,9 +191,9 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
 
 
 def _common_block_size(traces: Sequence[TraceLanes]) -> int:
-    """The traces' block size (the most common one), 64 when none is readable."""
+    """The traces' block size (the most common one), DEFAULT_BLOCK_SIZE when none is readable."""
     sizes = Counter(trace.block_size for trace in traces if trace.block_size > 0)
-    return sizes.most_common(1)[0][0] if sizes else 64
+    return sizes.most_common(1)[0][0] if sizes else DEFAULT_BLOCK_SIZE
 
 
 def _with_ids(items: list[_Compared]) -> list[tuple[_Compared, list[int]]]:
