@@ -96,10 +96,10 @@ def test_example_capacity_for_95_percent_in_gib(example_db: Path, tmp_path: Path
     assert presets["llama-3.1-8b"] == 15.703125          # 128,640 × 131,072 B
     assert presets["llama-3.1-70b"] == 39.2578125        # 128,640 × 327,680 B
     assert presets["gpt-oss-120b"] == 4.41650390625      # 128,640 × 36,864 B
-    assert capacity["working_set"][-1] == {"label": "∞", "tokens": 283_200, "gib": 283_200 * 70_272 / GIB}
+    assert capacity["working_set"][-1] == {"label": "∞", "tokens": 283_136, "gib": 283_136 * 70_272 / GIB}
     # 8 GiB hold 8 × 2^30 / (70,272 B × 64) = 1,909.97 → 1,909 blocks; 64 GiB of DRAM 15,279 more.
     assert [(t["name"], t["capacity_blocks"], t["hit_tokens"]) for t in capacity["tiers"]] == [
-        ("HBM", 1909, 2_577_536), ("DRAM", 15279, 183_168)]
+        ("HBM", 1909, 2_574_080), ("DRAM", 15279, 183_104)]
     # Together they hold every block ever read: the infinite-cache hit rate.
     assert sum(t["hit_rate"] for t in capacity["tiers"]) == pytest.approx(capacity["infinite_hit_rate"])
     stats = (tmp_path / "out" / "combined_stats.txt").read_text()

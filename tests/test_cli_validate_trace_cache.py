@@ -71,7 +71,7 @@ def test_every_hit_rate_says_what_it_measures(workdir: Path):
     assert code == 0
     assert "Hit rates here: the trace prefix model (a request's leading blocks found in its previous request), " \
            "in blocks, parent requests only" in out
-    assert "  Simulated (prefix model, parent and sub-agent requests, blocks): 89.6% (42,620/47,559 blocks)" in out
+    assert "  Simulated (prefix model, parent and sub-agent requests, blocks): 89.6% (42,568/47,504 blocks)" in out
     assert "  API (billed cache_read / prompt tokens): 89.9% (3,211,758/3,573,631 tokens)" in out
     assert "API cache model hit rate (predicted cache_read / prompt, API tokens): 90.1% (billed 89.9%)" in out
 
@@ -179,7 +179,7 @@ BREAKAGES = {
     "marker first": (lambda w: _edit(w, _marker_first),
                      "trace_0001.json: requests[0]: first entry is a sub-agent marker"),
     "hash_ids length": (lambda w: _edit(w, lambda d: d["requests"][0]["hash_ids"].pop()),
-                        "trace_0001.json: requests[0]: len(hash_ids) = 331 but in // block_size = 332"),
+                        "trace_0001.json: requests[0]: len(hash_ids) = 330 but in // block_size = 331"),
     "duplicate id": (lambda w: _copy_trace(w, "trace_copy.json", lambda d: d["requests"].pop()),
                      "trace_copy.json: top level: duplicate trace id `trace_0001` (also in trace_0001.json)"),
     "broken JSON": (lambda w: (w / "examples" / "traces" / "broken.json").write_text('{"id": "x", "requests": ['),
@@ -284,8 +284,8 @@ def test_session_rows_with_the_previous_answer_in_their_delta_are_errors(tmp_pat
     assert code == 1
     assert schema["rules"]["session_arithmetic"]["count"] == 32
     assert schema["rules"]["session_arithmetic"]["first"] == (
-        "mooncake_sessions.jsonl: line 88: session `trace_0001` replays 38,766 prompt tokens, the trace's request has "
-        "37,856 (+2.4%)")
+        "mooncake_sessions.jsonl: line 88: session `trace_0001` replays 38,723 prompt tokens, the trace's request has "
+        "37,814 (+2.4%)")
     assert schema["loads_in"]["AIPerf mooncake_trace"] == 1
 
 
@@ -316,7 +316,7 @@ def test_billed_misses_by_cause(workdir: Path):
     assert code == 0
     causes = json.loads(out)["versus_api"]["billed_miss_causes"]
     # The 90 matched requests' cache creation + input (348,857 + 13,016), every token with a cause.
-    assert causes == {"first_use": 306_396, "in_flight": 39_378, "partial_block": 3_427, "server_side": 12_672}
+    assert causes == {"first_use": 306_430, "in_flight": 39_284, "partial_block": 3_520, "server_side": 12_639}
     assert sum(causes.values()) == 348_857 + 13_016
     code, out, _ = invoke(*SEED_ARGS)
-    assert "Billed misses by cause (API tokens, docs/cache-models.md#why-each-miss): first use (new content) 306,396" in out
+    assert "Billed misses by cause (API tokens, docs/cache-models.md#why-each-miss): first use (new content) 306,430" in out

@@ -48,14 +48,14 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, str]:
 def test_example_totals_in_json_and_stats(example: tuple[dict, dict, str]) -> None:
     summary, _, stats = example
     assert summary["miss_causes"] == {
-        "simulated": {"first_use": 332_790, "ttl_expiry": 50_766, "in_flight": 39_378, "partial_block": 3_449},
-        "billed": {"first_use": 306_541, "in_flight": 39_378, "partial_block": 3_449, "server_side": 12_672},
+        "simulated": {"first_use": 333_174, "ttl_expiry": 50_815, "in_flight": 39_284, "partial_block": 3_584},
+        "billed": {"first_use": 306_533, "in_flight": 39_284, "partial_block": 3_584, "server_side": 12_639},
     }
     # Each side adds up to its misses: the API's creation + input, the TTL model's creation + new.
     assert sum(summary["miss_causes"]["billed"].values()) == 348_857 + 13_183
-    assert sum(summary["miss_causes"]["simulated"].values()) == 422_938 + 3_445
-    assert "TTL expiry                                                0 (0.0%)   50,766 (11.9%)         1" in stats
-    assert re.search(r"^total +362,040 +426,383 +92$", stats, re.M)
+    assert sum(summary["miss_causes"]["simulated"].values()) == 423_273 + 3_584
+    assert "TTL expiry                                                0 (0.0%)   50,815 (11.9%)         1" in stats
+    assert re.search(r"^total +362,040 +426,857 +92$", stats, re.M)
 
 
 def test_the_315_s_pause_is_a_ttl_expiry_only_under_the_5_minute_model(example: tuple[dict, dict, str]) -> None:
@@ -63,8 +63,8 @@ def test_the_315_s_pause_is_a_ttl_expiry_only_under_the_5_minute_model(example: 
     simulated, billed = _parent_causes(data, "simulated"), _parent_causes(data, "billed")
     # The follow-up after the pause: our 5-minute model lost the whole cached prefix; the API, whose
     # main thread writes 1-hour entries, billed only the new prompt.
-    assert simulated[-1] == {"ttl_expiry": 50_766, "first_use": 377, "partial_block": 29}
-    assert billed[-1] == {"first_use": 298, "partial_block": 29}
+    assert simulated[-1] == {"ttl_expiry": 50_815, "first_use": 302, "partial_block": 55}
+    assert billed[-1] == {"first_use": 272, "partial_block": 55}
     assert sum(1 for causes in simulated if "ttl_expiry" in causes) == 1
 
 
@@ -84,7 +84,7 @@ def test_a_model_switch_is_attributed_to_the_switch(tmp_path: Path) -> None:
     assert models[-1] == "claude-sonnet-4-5-20250929" and set(models[:-1]) == {"claude-opus-4-6"}
     simulated, billed = _parent_causes(data, "simulated"), _parent_causes(data, "billed")
     # Nothing of the Opus conversation is cached for Sonnet: all of it is re-prefilled for the switch.
-    assert simulated[-1] == billed[-1] == {"model_switch": 8_521, "first_use": 77, "partial_block": 74}
+    assert simulated[-1] == billed[-1] == {"model_switch": 8_493, "first_use": 156, "partial_block": 23}
     assert "prefix change: model switch" in stats
 
 
@@ -95,8 +95,8 @@ def test_the_working_set_empties_during_the_pause_and_after_the_last_write(examp
     # 968 s, everything has expired (the chart used to stay flat until the next request).
     during = [(round(t, 2), tokens) for t, tokens in series if 900 < t < 968]
     assert during == [(946.93, 0)]
-    # The follow-up's 43,456 tokens expire 300 s after its write, not at the last request.
-    assert [(round(t, 2), tokens) for t, tokens in series[-2:]] == [(970.61, 43_456), (1270.61, 0)]
+    # The follow-up's 43,392 tokens expire 300 s after its write, not at the last request.
+    assert [(round(t, 2), tokens) for t, tokens in series[-2:]] == [(970.61, 43_392), (1270.61, 0)]
 
 
 def test_generate_example_cli_adds_the_model_switch(tmp_path: Path) -> None:

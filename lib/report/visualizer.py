@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Optional
 from lib.cache.miss_causes import ordered_totals
 from lib.report.analysis import Analysis, AnalysisOptions, analyze
 from lib.atomic import write_atomic
+from lib.hashing.billing_header import BillingHeaderTally
 from lib.db import open_databases
 from lib.errors import InputError
 from lib.problems import ProblemCounter
@@ -78,6 +79,7 @@ class VisualizerSummary:
     reports: list[ReportResult] = field(default_factory=list)
     index_html: Optional[Path] = None
     dropped: int = 0
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)  # over every report's requests
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -88,6 +90,7 @@ class VisualizerSummary:
                          for key, value in dataclasses.asdict(report).items()} for report in self.reports],
             "index_html": str(self.index_html) if self.index_html else None,
             "dropped_min_requests": self.dropped,
+            "billing_header": self.billing_header.as_dict(),
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -109,6 +112,8 @@ class VisualizerSummary:
             parts.append(f"Index: {self.index_html}.")
         if self.dropped:
             parts.append(f"Dropped {self.dropped} conversation(s) under --min-requests.")
+        if self.billing_header.with_header:
+            parts.append(self.billing_header.describe())
         return " ".join(parts) + f" {self.elapsed_s:.2f} s."
 
 
@@ -139,6 +144,11 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
             stems = _unique_stems([selection.name for selection in selections])
             for selection, stem in zip(selections, stems):
                 hashed = _hash(pool, selection, progress)
+                for item in selection.requests:
+                    prompt = hashed.get(item.request.request_id)
+                    if prompt is not None:
+                        lane = (selection.name, item.conversation_id, item.lane) if item.conversation_id else None
+                        summary.billing_header.add(prompt.billing_header, lane)
                 analysis = analyze(selection, hashed, options.analysis, parallel=options.workers > 1)
                 result, entry = _write(analysis, options, batch=mode == ALL, stem=stem)
                 summary.reports.append(result)

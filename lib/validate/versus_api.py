@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence, cast
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
 from lib.cache.miss_causes import attribute_billed, attribute_simulated, ordered_totals
 from lib.cache.replay import CacheEvent
+from lib.hashing.billing_header import BillingHeaderTally
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest, Usage
@@ -127,6 +128,7 @@ class ApiComparison:
     totals_reasons: list[str] = field(default_factory=list)
     # The API's billed misses (creation + input) by cause, API tokens (lib/cache/miss_causes.py).
     billed_miss_causes: dict[str, int] = field(default_factory=dict)
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)  # of the matched requests
 
     def error(self, name: str) -> Optional[FieldError]:
         """The FieldError of one usage field, None when nothing was compared."""
@@ -140,6 +142,7 @@ class ApiComparison:
                           "totals_reasons": self.totals_reasons},
             "billed_miss_causes": self.billed_miss_causes,
             "problems": self.problems.as_dict(),
+            "billing_header": self.billing_header.as_dict(),
         }
 
 
@@ -160,11 +163,16 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     problems.merge(matches.problems)
     rows: list[TraceComparison] = []
     compared: dict[str, _Compared] = {}
+    billing_header = BillingHeaderTally()
     for trace in traces:
         match = matches.traces[trace.file]
         comparison = Comparison()
         for lane, lane_requests in trace.lanes.items():
             matched = match.lanes.get(lane, [])
+            for db_request in matched:
+                prompt = matches.hashed.get(db_request.request_id) if db_request is not None else None
+                if prompt is not None:
+                    billing_header.add(prompt.billing_header, (trace.file, lane))
             usable = [(r, m, m.usage) for r, m in zip(lane_requests, matched) if m is not None and m.usage is not None]
             ttl_s = ONE_HOUR_TTL_S if any(usage.cache_creation_1h_tokens for _, _, usage in usable) else DEFAULT_TTL_S
             for request, db_request, usage in usable:
@@ -184,7 +192,7 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     return ApiComparison(
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
-        field_errors=_field_errors(items, predictions), problems=problems,
+        field_errors=_field_errors(items, predictions), problems=problems, billing_header=billing_header,
         totals_reasons=_totals_reasons(items, predictions),
         billed_miss_causes=_billed_miss_causes(items, api_requests, block_size),
     )
