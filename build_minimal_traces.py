@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from lib.cli import Command, Output, TimestampType, common_options, run
+from lib.cli import MAX_BLOCK_SIZE, Command, Output, TimestampType, cap_workers, common_options, run
 from lib.errors import InputError
 from lib.trace_plan import PlanOptions
 from lib.traces import TraceOptions, build_traces
@@ -17,7 +17,7 @@ from lib.traces import TraceOptions, build_traces
 @click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where traces are written.")
 @click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
-@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE), help="Tokens per hash block.")
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1), help="Drop traces with fewer parent requests.")
 @click.option("--include-subagents", is_flag=True, help="Add sub-agent markers with their own requests.")
 @click.option("--anonymize", is_flag=True, help="No ids, timestamps or content-derived strings in the output.")
@@ -29,9 +29,9 @@ from lib.traces import TraceOptions, build_traces
 @click.option("--salt", help="Reproducible hashing salt (default: random per run; never written).")
 @click.option("--format", "output_format", type=click.Choice(["kv", "mooncake", "both"]), default="kv", show_default=True,
               help="kv: native JSON per trace; mooncake: one Mooncake JSONL; both.")
-@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1), help="Block size of the Mooncake export.")
+@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE), help="Block size of the Mooncake export.")
 @click.option("--mooncake-sessions", is_flag=True, help="Also write AIPerf's session flavour (per-turn deltas).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Hashing processes.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), callback=cap_workers, help="Hashing processes.")
 @click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,
               help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family.")
 @common_options

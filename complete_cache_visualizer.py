@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from lib.analysis import AnalysisOptions
-from lib.cli import Command, Output, TimestampType, common_options, run
+from lib.cli import MAX_BLOCK_SIZE, Command, FiniteFloatRange, Output, TimestampType, cap_workers, common_options, run
 from lib.errors import InputError
 from lib.visualizer import VisualizerOptions, run_visualizer
 
@@ -24,16 +24,16 @@ from lib.visualizer import VisualizerOptions, run_visualizer
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for reports named after the conversation (default: ./visualizations).")
 @click.option("--text-only", is_flag=True, help="Write only <name>_stats.txt, no HTML.")
-@click.option("--cache-ttl", default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="SEC",
+@click.option("--cache-ttl", default=300.0, show_default=True, type=FiniteFloatRange(0, min_open=True), metavar="SEC",
               help="TTL of the main TTL-model simulation (the sweep always covers 1m…24h and infinite).")
-@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE), help="Tokens per hash block.")
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1),
               help="With `all`: skip conversations with fewer parent requests.")
 @click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
 @click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
 @click.option("--projects-path", type=click.Path(), help="Claude Code JSONL logs, to (re)build the conversation index.")
 @click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), callback=cap_workers,
               help="Processes hashing prompts (same reports for any count).")
 @common_options
 def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Optional[Path], output_dir: Optional[Path],

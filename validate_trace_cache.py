@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from lib.atomic import write_atomic
-from lib.cli import Command, Output, common_options, run
+from lib.cli import MAX_BLOCK_SIZE, Command, Output, cap_workers, common_options, run
 from lib.validation_report import check_gates, validate_traces
 
 
@@ -22,9 +22,9 @@ from lib.validation_report import check_gates, validate_traces
               help="Exit 1 when the overall simulated-vs-API accuracy is below PCT.")
 @click.option("--max-error", type=click.FloatRange(0), metavar="PCT",
               help="Exit 1 when the API model's median error of any usage field exceeds PCT of the prompt.")
-@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1),
+@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE),
               help="Block size for the ceil check of Mooncake *.jsonl files.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), callback=cap_workers,
               help="Processes hashing the DB prompts (same report for any count).")
 @common_options
 def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db: Optional[str],
