@@ -24,6 +24,7 @@ from .responses import ResponseFacts, header_value, parse_response
 from .timestamps import parse_timestamp
 
 BATCH_ROWS = 64
+MAX_INT64 = 2**63 - 1
 EPOCH_ZERO = datetime.fromtimestamp(0, tz=timezone.utc)
 # Keys that differ between the two halves of an old-proxy pair (SPEC §1.4).
 TWIN_VARYING_KEYS = ("stream", "max_tokens")
@@ -147,8 +148,8 @@ def parse_proxy_row_with_facts(
         anthropic_request_id=facts.anthropic_request_id,
         session_header=header_value(headers, "X-Claude-Code-Session-Id"),
         max_tokens=body.max_tokens,
-        # isdecimal, not isdigit: "²" is a digit that int() rejects.
-        retry_count=int(retry) if retry is not None and retry.isdecimal() else None,
+        # isdecimal, not isdigit: "²" is a digit that int() rejects; at most 18 digits fit SQLite's INTEGER.
+        retry_count=int(retry) if retry is not None and retry.isdecimal() and len(retry) <= 18 else None,
         prompt_key=body.prompt_key,
         message_count=body.message_count,
         problems=tuple(row_problems),
@@ -184,22 +185,34 @@ def parse_request_body(raw: Any) -> RequestBodyFacts:
     messages = body.get("messages")
     problems = () if isinstance(messages, list) and messages else ("body_without_messages",)
     max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int) and not 0 <= max_tokens <= MAX_INT64:
+        problems += ("max_tokens_out_of_range",)
+        max_tokens = None
     model = body.get("model")
+    key = prompt_key(body)
+    if key is None:
+        problems += ("request_body_too_deep",)
     return RequestBodyFacts(
         # The proxy drops `stream: false`, so an absent key means non-streaming (SPEC §1.2).
         is_streaming=body.get("stream") is True,
         max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
         message_count=len(messages) if isinstance(messages, list) else 0,
         model=model if isinstance(model, str) and model else None,
-        prompt_key=prompt_key(body),
+        prompt_key=key,
         problems=problems,
     )
 
 
-def prompt_key(body: dict) -> str:
-    """Hex xxh3_64 of the body without `stream`/`max_tokens`: equal for old-proxy twins (SPEC §1.4)."""
+def prompt_key(body: dict) -> Optional[str]:
+    """Hex xxh3_64 of the body without `stream`/`max_tokens`: equal for old-proxy twins (SPEC §1.4).
+
+    None for a body nested deeper than orjson writes (254 levels; it reads 1024).
+    """
     trimmed = {key: value for key, value in body.items() if key not in TWIN_VARYING_KEYS}
-    return xxhash.xxh3_64_hexdigest(orjson.dumps(trimmed))
+    try:
+        return xxhash.xxh3_64_hexdigest(orjson.dumps(trimmed))
+    except TypeError:  # orjson's "Recursion limit reached" (a bare TypeError, JSONEncodeError's base)
+        return None
 
 
 def load_body(proxy: sqlite3.Connection, row_id: int) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from .tokenizer import load_encoder
 BODY_BATCH_ROWS = 64
 # The API honours at most 4 cache_control breakpoints per request (SPEC §6.4).
 MAX_BREAKPOINTS = 4
+# orjson writes at most this many levels of nesting (it reads 1024): a body nested deeper is skipped.
+MAX_JSON_DEPTH = 254
 # Normalized bytes kept by the section memo (LRU); ~the unique content a few conversations need.
 DEFAULT_MAX_MEMO_BYTES = 128_000_000
 
@@ -164,7 +166,9 @@ class RequestHasher:
         """
         try:
             raw = orjson.dumps(value)
-        except orjson.JSONEncodeError:
+        except TypeError:  # JSONEncodeError, or the bare TypeError of orjson's recursion limit
+            if _nesting_exceeds(value, MAX_JSON_DEPTH):
+                raise _TooDeep from None
             # What orjson cannot write (lone surrogates, huge ints...) is rare: compute it directly.
             return _compute_section(value), None
         key = xxhash.xxh3_128_digest(raw)
@@ -192,6 +196,12 @@ class RequestHasher:
         """
         if raw is None:
             return "body_missing", None
+        try:
+            return self._hash_body(raw)
+        except _TooDeep:
+            return "body_too_deep", None
+
+    def _hash_body(self, raw: bytes) -> tuple[Optional[str], Optional[HashedRequest]]:
         reuse = self.reader.reuse(raw)
         if reuse is not None:
             return None, self._hashed(self._extend(raw, reuse))
@@ -257,6 +267,22 @@ class RequestHasher:
             all_message_types=tuple(sorted(prompt.types[-1])) if prompt.types else (),
             boundaries=boundaries,
         )
+
+
+class _TooDeep(Exception):
+    """A section nested deeper than MAX_JSON_DEPTH: its request is skipped as `body_too_deep`."""
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """True when lists and dicts in `value` nest more than `limit` levels (iterative: no recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def iter_bodies(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest]

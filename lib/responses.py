@@ -5,8 +5,9 @@ every degradation is named in `ResponseFacts.problems` so the caller can count i
 """
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Optional
 
@@ -28,6 +29,14 @@ USAGE_FIELDS = (
     "cache_creation_1h_tokens",
     "output_tokens",
 )
+
+# Range checks of the capture's numbers (docs/traces.md "Bad input"): a count or a time outside
+# [0, bound] is corrupt; dropped and counted, it cannot overflow SQLite or JSON writers downstream.
+# No request comes near 2^32 tokens, and with every count below it any sum over a capture stays
+# within 64 bits; 2^32 ms is ~50 days.
+MAX_TOKEN_COUNT = 2**32
+MAX_RESPONSE_TIME_MS = 2**32
+MAX_STATUS_CODE = 999
 
 _DATA_OBJECT = "data: {"
 _SERVER_TIMING_DUR = re.compile(r"dur=([0-9]+(?:\.[0-9]+)?)")
@@ -88,7 +97,31 @@ def usage_from_values(*values: Optional[int]) -> Optional[Usage]:
 
 
 def parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
-    """Parse one `response` column value: NULL → pending, broken JSON → unparsable (SPEC §1.3)."""
+    """Parse one `response` column value: NULL → pending, broken JSON → unparsable (SPEC §1.3).
+
+    Usage counts, times and the status outside their range become unknown, counted as
+    `usage_out_of_range`, `response_time_out_of_range`, `ttft_out_of_range`, `status_code_out_of_range`.
+    """
+    facts = _parse_response(raw)
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in USAGE_FIELDS:
+        value = getattr(facts, name)
+        if value is not None and not 0 <= value <= MAX_TOKEN_COUNT:
+            changes[name] = None
+            if "usage_out_of_range" not in problems:
+                problems.append("usage_out_of_range")
+    for name, reason in (("api_time_s", "response_time_out_of_range"), ("ttft_s", "ttft_out_of_range")):
+        value = getattr(facts, name)
+        if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_RESPONSE_TIME_MS / 1000):
+            changes[name] = None
+            problems.append(reason)
+    if not changes:
+        return facts
+    return replace(facts, **changes, problems=facts.problems + tuple(problems))
+
+
+def _parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
     if raw is None:
         return ResponseFacts(kind=KIND_PENDING)
     try:
@@ -100,6 +133,8 @@ def parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
 
     headers = response.get("headers") if isinstance(response.get("headers"), dict) else {}
     status = _as_int(response.get("statusCode"))
+    if status is not None and not 0 <= status <= MAX_STATUS_CODE:
+        return ResponseFacts(kind=KIND_UNPARSABLE, problems=("status_code_out_of_range",))
     chunks = response.get("streamingChunks")
     is_streaming = response.get("isStreaming") if isinstance(response.get("isStreaming"), bool) else None
     common: dict[str, Any] = {

@@ -110,7 +110,11 @@ def check_directory(path: str | Path, *, mooncake_block_size: int = 512,
             if trace_id in ids_seen:
                 result.problems.append(SchemaProblem(name, "top level", f"duplicate trace id `{trace_id}` (also in {ids_seen[trace_id]})"))
             ids_seen.setdefault(trace_id, name)
-        digest = xxhash.xxh3_128_digest(orjson.dumps(requests))
+        try:
+            digest = xxhash.xxh3_128_digest(orjson.dumps(requests))
+        except TypeError:  # orjson's "Recursion limit reached": it reads 1024 levels but writes 254
+            result.problems.append(SchemaProblem(name, "requests", "nested deeper than 254 levels"))
+            continue
         if digest in digests_seen:
             result.problems.append(SchemaProblem(name, "requests", f"duplicate trace: identical request list to {digests_seen[digest]}"))
         digests_seen.setdefault(digest, name)
