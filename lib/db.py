@@ -7,7 +7,6 @@ a transaction open longer than one batch.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sqlite3
 from pathlib import Path
@@ -178,7 +177,10 @@ def transaction(connection: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        connection.execute("ROLLBACK")
+        # SQLite may have rolled back already (a failed write, e.g. disk full): ROLLBACK would then
+        # raise "no transaction is active" and hide the real error.
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
 

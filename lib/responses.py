@@ -30,11 +30,11 @@ USAGE_FIELDS = (
     "output_tokens",
 )
 
-# Range checks of the capture's numbers (docs/traces.md "Bad input"): a count or a time outside
+# Range checks of the capture's numbers (README "Robustness"): a count or a time outside
 # [0, bound] is corrupt; dropped and counted, it cannot overflow SQLite or JSON writers downstream.
-# No request comes near 2^32 tokens, and with every count below it any sum over a capture stays
-# within 64 bits; 2^32 ms is ~50 days.
-MAX_TOKEN_COUNT = 2**32
+# A count is at most ten times the largest context window (1M tokens): beyond that it is corrupt,
+# and `--token-count api` would make a block key per 64 of its tokens. 2^32 ms is ~50 days.
+MAX_TOKEN_COUNT = 10_000_000
 MAX_RESPONSE_TIME_MS = 2**32
 MAX_STATUS_CODE = 999
 
