@@ -20,13 +20,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-import build_message_index
-import build_minimal_traces
 from lib.db import open_proxy_db
 from lib.example_capture import generate_example
 from lib.worker_guard import cpu_limit
