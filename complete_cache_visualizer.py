@@ -7,10 +7,12 @@ from typing import Optional
 
 import click
 
-from lib.analysis import AnalysisOptions
-from lib.cli import MAX_BLOCK_SIZE, Command, FiniteFloatRange, Output, TimestampType, cap_workers, common_options, run
+from lib.report.analysis import AnalysisOptions
+from lib.cli import (MAX_BLOCK_SIZE, Command, FiniteFloatRange, Output, common_options, index_db_option, run,
+                     time_window_options, workers_option)
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.errors import InputError
-from lib.visualizer import VisualizerOptions, run_visualizer
+from lib.report.visualizer import VisualizerOptions, run_visualizer
 
 
 @click.command(cls=Command)
@@ -26,15 +28,14 @@ from lib.visualizer import VisualizerOptions, run_visualizer
 @click.option("--text-only", is_flag=True, help="Write only <name>_stats.txt, no HTML.")
 @click.option("--cache-ttl", default=300.0, show_default=True, type=FiniteFloatRange(0, min_open=True), metavar="SEC",
               help="TTL of the main TTL-model simulation (the sweep always covers 1m…24h and infinite).")
-@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE), help="Tokens per hash block.")
+@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE),
+              help="Tokens per hash block.")
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1),
               help="With `all`: skip conversations with fewer parent requests.")
-@click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
-@click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
+@time_window_options
 @click.option("--projects-path", type=click.Path(), help="Claude Code JSONL logs, to (re)build the conversation index.")
-@click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), callback=cap_workers,
-              help="Processes hashing prompts (same reports for any count).")
+@index_db_option
+@workers_option
 @common_options
 def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Optional[Path], output_dir: Optional[Path],
          text_only: bool, cache_ttl: float, block_size: int, min_requests: int, since, until,
@@ -65,6 +66,11 @@ def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Opt
     summary = run_visualizer(db, options, say=out.text,
                              progress=lambda items, total: out.progress(items, total=total, desc="hashing"))
     out.summary(summary.as_dict(), summary.describe())
+
+
+def cli() -> None:
+    """The installed command (`pip install .`): the same as running this file."""
+    run(main)
 
 
 if __name__ == "__main__":

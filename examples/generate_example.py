@@ -2,15 +2,12 @@
 """Generate the bundled example capture (examples/requests.db + examples/jsonl/), deterministically."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lib.cli import Output, common_options  # noqa: E402
-from lib.example_capture import VARIANTS, generate_example  # noqa: E402
+from lib.cli import Output, common_options
+from lib.synthetic.example import VARIANTS, generate_example
 
 HERE = Path(__file__).resolve().parent
 

@@ -12,10 +12,10 @@ from typing import Any, Callable, Iterable, NoReturn, Optional, TypeVar
 
 import click
 
-from .db import describe_database_error, forget_opened
-from .errors import CheckFailed, InputError
-from .timestamps import parse_timestamp
-from .worker_guard import cpu_limit
+from lib.db import describe_database_error, forget_opened
+from lib.errors import CheckFailed, InputError
+from lib.timestamps import parse_timestamp
+from lib.worker_guard import cpu_limit
 
 T = TypeVar("T")
 # A hash block of more tokens than any prompt holds would only make every request one partial block.
@@ -60,7 +60,7 @@ def run(command: click.Command) -> NoReturn:
     stdout and stderr are left to flush. Never call this from a test or a library: it ends the process.
     """
     try:
-        result = command.main()
+        result: object = command.main()
         code = result if isinstance(result, int) else 0
     except SystemExit as exit_request:
         code = _exit_code(exit_request.code)
@@ -135,6 +135,24 @@ def _boundary_message(error: Exception) -> str:
     return str(error)
 
 
+def index_db_option(command: Callable) -> Callable:
+    """--index-db FILE: the tools' index tables in a file of their own instead of the proxy DB."""
+    return click.option("--index-db", type=click.Path(dir_okay=False),
+                        help="Keep the index tables in this SQLite file instead of DB (DB stays untouched).")(command)
+
+
+def time_window_options(command: Callable) -> Callable:
+    """--since / --until: only requests in this time window (ends included)."""
+    command = click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")(command)
+    return click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")(command)
+
+
+def workers_option(command: Callable) -> Callable:
+    """--workers N: processes hashing prompts; the output never depends on N."""
+    return click.option("--workers", default=1, show_default=True, type=click.IntRange(1), callback=cap_workers,
+                        help="Processes hashing prompts (the same output for any count; at most the CPU count).")(command)
+
+
 class Output:
     """Where a command's progress, text and JSON summary go."""
 
@@ -166,16 +184,6 @@ class Output:
             click.echo(text)
 
 
-class FiniteFloatRange(click.FloatRange):
-    """A FloatRange that also refuses nan and inf, which compare false with every bound and so pass it."""
-
-    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
 class TimestampType(click.ParamType):
     """An ISO 8601 / RFC 3339 time on the command line; naive values are taken as UTC."""
 
@@ -188,3 +196,14 @@ class TimestampType(click.ParamType):
         if parsed is None:
             self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2026-03-25T15:43:05-04:00)", param, ctx)
         return parsed
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf: nan passes every range comparison, so `--max-error nan`
+    would switch a CI gate off without a word."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number

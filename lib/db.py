@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from .errors import InputError
+from lib.errors import InputError
 
 BUSY_TIMEOUT_MS = 30_000
 PROXY_COLUMNS = frozenset({"id", "timestamp", "headers", "body", "response", "model"})
@@ -34,28 +34,34 @@ def open_proxy_db(path: str | Path) -> sqlite3.Connection:
         raise InputError(f"{path}: no such file")
     _opened.setdefault(str(path), "proxy")
     try:
-        connection, columns = _connect_read_only(db_path)
+        connection, columns, kind = _connect_read_only(db_path)
     except sqlite3.DatabaseError as error:
         if not _has_hot_journal(db_path, error):
             raise InputError(_problem(str(path), error, writes_here=False)) from None
         _roll_back_hot_journal(path, db_path)
-        connection, columns = _connect_read_only(db_path)
+        connection, columns, kind = _connect_read_only(db_path)
     missing = PROXY_COLUMNS - columns
     if missing:
         connection.close()
         what = "has no `requests` table" if not columns else f"`requests` lacks columns {sorted(missing)}"
         raise InputError(f"{path}: not a claude-code-proxy DB ({what})")
+    if kind is not None and kind != "table":
+        # Rows are read by rowid (arrival order, resume points), which a view does not have: 0 rows, silently.
+        connection.close()
+        raise InputError(f"{path}: not a claude-code-proxy DB (`requests` is a {kind}, not the proxy's table)")
     return connection
 
 
-def _connect_read_only(db_path: Path) -> tuple[sqlite3.Connection, set[str]]:
-    """A `mode=ro` connection and the columns of its `requests` table."""
+def _connect_read_only(db_path: Path) -> tuple[sqlite3.Connection, set[str], Optional[str]]:
+    """A `mode=ro` connection, the columns of its `requests` and what `requests` is (table, view, None)."""
     uri = f"file:{db_path.resolve().as_posix()}?mode=ro"
     connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     try:
         connection.text_factory = decode_text
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        return connection, {row[1] for row in connection.execute("PRAGMA table_info(requests)")}
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(requests)")}
+        kind = connection.execute("SELECT type FROM sqlite_master WHERE name = 'requests'").fetchone()
+        return connection, columns, kind[0] if kind else None
     except BaseException:
         connection.close()
         raise
@@ -162,6 +168,23 @@ def open_index_db(proxy_db: str | Path, index_db: Optional[str | Path] = None) -
         connection.close()
         raise InputError(_problem(str(target), error, writes_here=not index_db)) from None
     return connection
+
+
+@contextlib.contextmanager
+def open_databases(proxy_db: str | Path, index_db: Optional[str | Path] = None
+                   ) -> Iterator[tuple[sqlite3.Connection, sqlite3.Connection]]:
+    """The proxy DB (read-only) and the DB of the index tables (see `open_index_db`); both closed on exit."""
+    proxy = open_proxy_db(proxy_db)
+    try:
+        index = open_index_db(proxy_db, index_db)
+    except BaseException:
+        proxy.close()
+        raise
+    try:
+        yield proxy, index
+    finally:
+        index.close()
+        proxy.close()
 
 
 def table_exists(connection: sqlite3.Connection, name: str) -> bool:

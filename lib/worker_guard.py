@@ -1,4 +1,4 @@
-"""Worker processes that die with their parent and never hold the caller's pipes (README "Robustness").
+"""Worker processes that die with their parent and never hold the caller's pipes (docs/reliability.md).
 
 A pool worker outlives a parent killed by a signal (SIGKILL, SIGTERM): it waits forever for work
 on a queue whose other ends its sibling workers still hold. Re-parented to init, it keeps the

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 FIXTURE_DIR = ROOT.parent / "shared" / "fixtures" / "real-proxy-fixed"
 EXAMPLES_DIR = ROOT / "examples"

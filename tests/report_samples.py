@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from lib.report_model import (
+from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, CacheSplit, CapacityCurve, CapacityPoint, CapacityTarget,
     ConcurrencyPoint, ModelUsage, QualityCount, ReportModel, RequestPoint, SubagentLane, SummaryCard,
     TimingDistribution, TtlRow, WorkingSetPoint,

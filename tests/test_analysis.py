@@ -19,12 +19,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.analysis import AnalysisOptions, analyze
-from lib.hashing import RequestHashes
+from lib.report.analysis import AnalysisOptions, analyze
+from lib.hashing.block_hashes import RequestHashes
 from lib.records import ProxyRequest, SubagentLink, Usage
-from lib.request_hashing import HashedRequest
-from lib.report_figures import compare
-from lib.selection import SelectedRequest, Selection
+from lib.hashing.request_hashing import HashedRequest
+from lib.report.figures import compare
+from lib.report.selection import SelectedRequest, Selection
 
 ORIGIN = datetime(2026, 3, 25, 19, 0, 0, tzinfo=timezone.utc)
 OPUS = "claude-opus-4-6"

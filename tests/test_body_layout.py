@@ -1,4 +1,4 @@
-"""lib/body_layout.py through RequestHasher.hash_raw: a body read against an earlier body of its
+"""lib/hashing/body_layout.py through RequestHasher.hash_raw: a body read against an earlier body of its
 conversation hashes exactly like the same body parsed whole, and the shortcut is really taken."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.body_layout import BodyReader, layout_of
-from lib.request_hashing import RequestHasher
+from lib.hashing.body_layout import BodyReader, layout_of
+from lib.hashing.request_hashing import RequestHasher
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DB = ROOT.parent / "shared" / "fixtures" / "real-proxy-fixed" / "requests.db"

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from build_minimal_traces import main
-from lib.trace_files import check_directory
+from lib.validate.trace_files import check_directory
 from tests.jsonl_builders import OTHER_SESSION, SESSION
 from tests.trace_inputs import hand_capture
 

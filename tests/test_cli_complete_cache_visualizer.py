@@ -158,7 +158,7 @@ def test_input_errors_exit_2_with_one_line(hand: tuple[str, str], tmp_path: Path
 def test_workers_give_the_same_reports(hand: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        mode: str) -> None:
     # Chunks of 2 requests, hashed in 2 processes with a random salt each run: same figures.
-    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 2)
+    monkeypatch.setattr("lib.hashing.hash_pool.CHUNK_REQUESTS", 2)
     db, jsonl = hand
     outputs = []
     for workers in ("1", "2"):

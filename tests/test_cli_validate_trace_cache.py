@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
-from tests.validate_inputs import build_example_traces
+from tests.validate_inputs import build_example_traces, published_corpus
 from validate_trace_cache import main
 
 SEED_ARGS = ["examples/traces/", "--db", "examples/requests.db", "--jsonl-dir", "examples/jsonl/"]
@@ -138,8 +138,6 @@ BREAKAGES = {
                         "trace_0001.json: requests[0]: len(hash_ids) = 331 but in // block_size = 332"),
     "duplicate id": (lambda w: _copy_trace(w, "trace_copy.json", lambda d: d["requests"].pop()),
                      "trace_copy.json: top level: duplicate trace id `trace_0001` (also in trace_0001.json)"),
-    "duplicate trace": (lambda w: _copy_trace(w, "trace_0002.json", lambda d: d.update(id="trace_0002")),
-                        "trace_0002.json: requests: duplicate trace: identical request list to trace_0001.json"),
     "broken JSON": (lambda w: (w / "examples" / "traces" / "broken.json").write_text('{"id": "x", "requests": ['),
                     "broken.json: file: not valid JSON"),
     "Mooncake ceil": (_ceil_violation, "mooncake_trace.jsonl: line 2: len(hash_ids) = 2 but ceil(input_length / 512) = 3"),
@@ -153,12 +151,103 @@ def test_broken_traces_name_file_request_and_rule_and_exit_1(workdir: Path, name
     code, out, err = invoke("examples/traces/")
     assert code == 1
     assert f"\n  {expected}" in out
-    assert err.startswith("Check failed: ") and "schema problem(s), first: " in err and err.count("\n") == 1
+    assert err.startswith("Check failed: ") and "schema error(s), first: " in err and err.count("\n") == 1
+
+
+WARNINGS = {
+    "duplicate trace": (lambda w: _copy_trace(w, "trace_0002.json", lambda d: d.update(id="trace_0002")),
+                        "duplicate_request_list",
+                        "trace_0002.json: requests: duplicate trace: identical request list to trace_0001.json"),
+    "missing api_time": (lambda w: _edit(w, lambda d: d["requests"][1].pop("api_time")), "missing_api_time",
+                         "trace_0001.json: requests[1]: missing optional `api_time`"),
+    "null counter": (lambda w: _edit(w, lambda d: d["requests"][3].update(duration_ms=None)), "null_marker_counter",
+                     "trace_0001.json: requests[3]: `duration_ms` is null"),
+}
+
+
+@pytest.mark.parametrize("name", list(WARNINGS))
+def test_warnings_are_counted_per_rule_and_fail_only_under_strict(workdir: Path, name: str):
+    breakage, rule, expected = WARNINGS[name]
+    breakage(workdir)
+    code, out, _ = invoke("examples/traces/", "--json")
+    schema = json.loads(out)["schema"]
+    assert code == 0
+    assert (schema["errors"], schema["warnings"]) == (0, 1)
+    assert schema["rules"][rule]["count"] == 1 and schema["rules"][rule]["first"] == expected
+    code, _, err = invoke("examples/traces/", "--strict")
+    assert code == 1 and err == f"Check failed: 1 schema warning(s) under --strict, first: {expected}\n"
+
+
+def test_published_format_corpus_loads_with_warnings_counted_per_rule(tmp_path: Path):
+    corpus = published_corpus(tmp_path / "corpus")
+    code, out, err = invoke(str(corpus), "--json")
+    assert code == 0, err
+    schema = json.loads(out)["schema"]
+    assert (schema["native_files"], schema["errors"], schema["warnings"]) == (4, 0, 16)
+    assert {rule: entry["count"] for rule, entry in schema["rules"].items()} == {
+        "missing_api_time": 5, "missing_ttft": 4, "missing_think_time": 3, "null_marker_counter": 3,
+        "duplicate_request_list": 1,
+    }
+    assert schema["loads_in"] == {"kv-cache-tester": 4, "AIPerf weka_trace": 4}
+    code, out, _ = invoke(str(corpus))
+    assert out.startswith("Schema check: 4 native file(s), 0 Mooncake file(s), 395 requests: 0 error(s), 16 warning(s)\n"
+                          "  warning missing_api_time              5  ")
+    code, _, err = invoke(str(corpus), "--strict")
+    assert code == 1 and err.startswith("Check failed: 16 schema warning(s) under --strict, first: ")
+
+
+@pytest.mark.parametrize("token_count", ["tokenizer", "api"])
+def test_our_outputs_have_no_errors_or_warnings_and_load_everywhere(tmp_path: Path, token_count: str):
+    workdir = build_example_traces(tmp_path, "--format", "both", "--mooncake-sessions", "--token-count", token_count)
+    code, out, err = invoke(str(workdir / "examples" / "traces"), "--json", "--strict")
+    assert code == 0, err
+    schema = json.loads(out)["schema"]
+    assert (schema["errors"], schema["warnings"], schema["rules"]) == (0, 0, {})
+    assert schema["loads_in"] == {"kv-cache-tester": 1, "AIPerf weka_trace": 1, "AIPerf mooncake_trace": 2}
+    assert (schema["session_rows_checked"], schema["session_rows_unchecked"]) == (90, 0)
+
+
+def test_global_scope_loads_in_kv_cache_tester_only(tmp_path: Path):
+    workdir = build_example_traces(tmp_path, "--global-hash-ids")
+    code, out, _ = invoke(str(workdir / "examples" / "traces"))
+    assert code == 0
+    assert ("  warning global_hash_id_scope          1  loads in kv-cache-tester only: AIPerf's weka_trace and "
+            "Dynamo's replay require `local`\n") in out
+    assert "\nLoads in: kv-cache-tester 1/1, AIPerf weka_trace 0/1 file(s)\n" in out
+    code, _, _ = invoke(str(workdir / "examples" / "traces"), "--strict")
+    assert code == 1
+
+
+def test_session_rows_with_the_previous_answer_in_their_delta_are_errors(tmp_path: Path):
+    # The rows written before issue 13: input_length = in_i - in_(i-1), which AIPerf replays on
+    # top of the previous answer as well. Rebuilt here from the native trace beside the file.
+    traces = build_example_traces(tmp_path, "--format", "both", "--mooncake-sessions") / "examples" / "traces"
+    path = traces / "mooncake_sessions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    previous: dict[str, int] = {}
+    replayed: dict[str, int] = {}
+    for row in rows:
+        # Recover each row's whole prompt from the correct file, then write the old delta.
+        session = row["session_id"]
+        whole = row["input_length"] if "timestamp" in row else replayed[session] + previous[session] + row["input_length"]
+        old_delta = whole - replayed[session] if "delay" in row else whole
+        replayed[session], previous[session] = whole, row["output_length"]
+        row["input_length"] = old_delta
+        row["hash_ids"] = row["hash_ids"][:1] * -(-old_delta // 512)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out, err = invoke(str(traces), "--json")
+    schema = json.loads(out)["schema"]
+    assert code == 1
+    assert schema["rules"]["session_arithmetic"]["count"] == 32
+    assert schema["rules"]["session_arithmetic"]["first"] == (
+        "mooncake_sessions.jsonl: line 88: session `trace_0001` replays 38,766 prompt tokens, the trace's request has "
+        "37,856 (+2.4%)")
+    assert schema["loads_in"]["AIPerf mooncake_trace"] == 1
 
 
 def test_workers_give_the_same_report(workdir: Path, monkeypatch: pytest.MonkeyPatch):
     # Chunks of 3 requests: most start mid-conversation in a worker that has not seen the history.
-    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 3)
+    monkeypatch.setattr("lib.hashing.hash_pool.CHUNK_REQUESTS", 3)
     reports = []
     for workers in ("1", "2"):
         code, out, err = invoke(*SEED_ARGS, "--json", "--workers", workers)

@@ -1,4 +1,4 @@
-"""lib/conversation_index.py: JSONL turns linked to proxy rows, incremental by file size+mtime."""
+"""lib/capture/conversation_index.py: JSONL turns linked to proxy rows, incremental by file size+mtime."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 
 from jsonl_builders import (OTHER_SESSION, SESSION, agent_result, assistant, tool_result, user_prompt,
                             write_jsonl)
-from lib.conversation_index import (ConversationIndexSummary, ensure_conversation_index, load_conversations,
+from lib.capture.conversation_index import (ConversationIndexSummary, ensure_conversation_index, load_conversations,
                                     update_conversation_index)
 from lib.db import open_index_db, open_proxy_db
 
@@ -22,7 +22,7 @@ PROXY_SCHEMA = """CREATE TABLE requests (id TEXT PRIMARY KEY, timestamp DATETIME
     content_type TEXT, prompt_grade TEXT, response TEXT, model TEXT, original_model TEXT, routed_model TEXT,
     created_at DATETIME DEFAULT CURRENT_TIMESTAMP)"""
 
-pytest.importorskip("lib.message_index")
+pytest.importorskip("lib.capture.message_index")
 
 
 class Indexer:

@@ -11,10 +11,10 @@ from typing import Iterator
 
 import pytest
 
-from lib.analysis import AnalysisOptions
-from lib.dashboard import render_index, render_report
-from lib.report_model import IndexEntry, ReportModel
-from lib.visualizer import VisualizerOptions, run_visualizer
+from lib.report.analysis import AnalysisOptions
+from lib.report.dashboard import render_index, render_report
+from lib.report.model import IndexEntry, ReportModel
+from lib.report.visualizer import VisualizerOptions, run_visualizer
 from chromium_cdp import CHROMIUM, ChromiumPage
 from report_samples import build_sample_report
 

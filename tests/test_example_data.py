@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lib.capture_response import error_response
-from lib.capture_writer import go_json, proxy_body
-from lib.example_capture import generate_example
+from lib.synthetic.proxy_response import error_response
+from lib.synthetic.proxy_db_writer import go_json, proxy_body
+from lib.synthetic.example import generate_example
 from lib.timestamps import parse_timestamp
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import sqlite3
 import subprocess
@@ -14,12 +15,13 @@ from typing import Any
 import orjson
 import pytest
 
-from lib.hashing import RequestHashes, SegmentTokenizer, normalize_section
-from lib.mooncake import MooncakeCollector
-from lib.tokenizer import load_encoder
-from lib.trace_files import check_directory, iter_jsonl
-from lib.trace_plan import PlanOptions
-from lib.traces import MANIFEST, MOONCAKE_FILE, MOONCAKE_SESSIONS_FILE, SIDECAR_DIR, TraceOptions, TraceSummary, build_traces
+from lib.hashing.block_hashes import RequestHashes, SegmentTokenizer, normalize_section
+from lib.traces.mooncake import MooncakeCollector
+from lib.hashing.tokenizer import load_encoder
+from lib.validate.trace_files import check_directory, iter_jsonl
+from lib.traces.plan import PlanOptions
+from lib.traces.build import MANIFEST, MOONCAKE_FILE, MOONCAKE_SESSIONS_FILE, SIDECAR_DIR, build_traces
+from lib.traces.options import TraceOptions, TraceSummary
 from tests.jsonl_builders import OTHER_SESSION, SESSION
 from tests.test_hashing import common_prefix
 from tests.proxy_builders import jsonl_output_types, manifest_turns
@@ -170,9 +172,10 @@ def test_fixture_mooncake_rows_follow_the_ceil_convention(fixture_db: Path, fixt
     sessions = [row for _, row in iter_jsonl(out / MOONCAKE_SESSIONS_FILE)]
     assert len({r["session_id"] for r in sessions}) == 4
     assert all(len(r["hash_ids"]) == math.ceil(r["input_length"] / 512) for r in sessions)
-    # Later turns extend their context: deltas are far smaller than the whole prompt.
+    # Later turns extend their context: AIPerf replays the rows and the answers before the last.
     parent_rows = [r for r in sessions if r["session_id"] == FIXTURE_SESSION]
-    assert sum(r["input_length"] for r in parent_rows) == 9236  # the last turn's whole prompt
+    replayed = sum(r["input_length"] for r in parent_rows) + sum(r["output_length"] for r in parent_rows[:-1])
+    assert replayed == 9236  # the last turn's whole prompt
     # One `timestamp` per session, then `delay` = think time, also for the turn after the markers.
     for session in {r["session_id"] for r in sessions}:
         keys = [("timestamp" in r, "delay" in r) for r in sessions if r["session_id"] == session]
@@ -290,12 +293,12 @@ def test_workers_do_not_change_the_output_even_with_a_random_salt(pool: str, han
                                                                   monkeypatch: pytest.MonkeyPatch):
     # A is split at its 18-minute pause, so three plans; a worker drawing its own random salt
     # would give A's second segment keys (and so ids) unrelated to its first.
-    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 1)
+    monkeypatch.setattr("lib.hashing.hash_pool.CHUNK_REQUESTS", 1)
     if pool != "processes":
         # Every request its own chunk in a cold worker: a chunk starting mid-conversation must
         # re-hash its history to the same keys.
-        monkeypatch.setattr("lib.hash_pool.ProcessPoolExecutor", OneWorkerPerChunk)
-        monkeypatch.setattr("lib.hash_pool.MAX_CHUNK_FACTOR", 1)
+        monkeypatch.setattr("lib.hashing.hash_pool.ProcessPoolExecutor", OneWorkerPerChunk)
+        monkeypatch.setattr("lib.hashing.hash_pool.MAX_CHUNK_FACTOR", 1)
     options = dict(include_subagents=True, block_size=4, split_at_gap_s=300, salt=None, formats=("kv", "mooncake"),
                    mooncake_block_size=8)
     run(*hand, tmp_path / "one", workers=1, **options)
@@ -424,10 +427,10 @@ def test_old_proxy_turn_gives_only_its_non_streaming_twin(tmp_path: Path):
 
 
 def _generate(variant: str, target: Path) -> tuple[Path, Path]:
-    if importlib.util.find_spec("lib.example_scenario") is None or not GENERATOR.is_file():
+    if importlib.util.find_spec("lib.synthetic.scenario") is None or not GENERATOR.is_file():
         pytest.skip("examples/generate_example.py is not available")
     subprocess.run([sys.executable, str(GENERATOR), "--variant", variant, "--scale", "0.05", "--output-dir", str(target), "-q"],
-                   check=True, cwd=ROOT)
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # `lib` without installing
     return target / "requests.db", target / "jsonl"
 
 
@@ -473,8 +476,9 @@ def test_mooncake_session_deltas_survive_a_partial_tail_block():
     rows = [orjson.loads(line) for line in collector.session_lines()]
     assert rows == [
         {"session_id": "s", "timestamp": 0, "input_length": 19, "output_length": 2, "hash_ids": [1, 2, 3]},
-        # 8 new tokens: one id, the last block of the extended prompt (ids [1, 2, 4, 5]).
-        {"session_id": "s", "delay": 3000, "input_length": 8, "output_length": 2, "hash_ids": [5]},
-        # A rewritten context is sent whole.
-        {"session_id": "s", "delay": 3000, "input_length": 12, "output_length": 2, "hash_ids": [6, 7]},
+        # 27 - 19 - the 2-token answer = 6 new tokens: one id, the last block of the extended
+        # prompt (ids [1, 2, 4, 5]).
+        {"session_id": "s", "delay": 3000, "input_length": 6, "output_length": 2, "hash_ids": [5]},
+        # A rewritten context starts a new session, sent whole.
+        {"session_id": "s#2", "timestamp": 9000, "input_length": 12, "output_length": 2, "hash_ids": [6, 7]},
     ]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lib.api_cache_model import PredictedUsage
+from lib.cache.api_model import PredictedUsage
 from lib.errors import InputError
-from lib.trace_matching import trace_lanes
-from lib.validation import Comparison, _scaled
-from lib.validation_report import validate_traces
+from lib.validate.matching import trace_lanes
+from lib.validate.versus_api import Comparison, _scaled
+from lib.validate.validator import validate_traces
 from tests.validate_inputs import build_example_traces
 
 
