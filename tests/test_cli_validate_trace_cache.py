@@ -135,7 +135,7 @@ BREAKAGES = {
     "marker first": (lambda w: _edit(w, _marker_first),
                      "trace_0001.json: requests[0]: first entry is a sub-agent marker"),
     "hash_ids length": (lambda w: _edit(w, lambda d: d["requests"][0]["hash_ids"].pop()),
-                        "trace_0001.json: requests[0]: len(hash_ids) = 331 but in // block_size = 332"),
+                        "trace_0001.json: requests[0]: len(hash_ids) = 330 but in // block_size = 331"),
     "duplicate id": (lambda w: _copy_trace(w, "trace_copy.json", lambda d: d["requests"].pop()),
                      "trace_copy.json: top level: duplicate trace id `trace_0001` (also in trace_0001.json)"),
     "broken JSON": (lambda w: (w / "examples" / "traces" / "broken.json").write_text('{"id": "x", "requests": ['),
@@ -240,8 +240,8 @@ def test_session_rows_with_the_previous_answer_in_their_delta_are_errors(tmp_pat
     assert code == 1
     assert schema["rules"]["session_arithmetic"]["count"] == 32
     assert schema["rules"]["session_arithmetic"]["first"] == (
-        "mooncake_sessions.jsonl: line 88: session `trace_0001` replays 38,766 prompt tokens, the trace's request has "
-        "37,856 (+2.4%)")
+        "mooncake_sessions.jsonl: line 88: session `trace_0001` replays 38,723 prompt tokens, the trace's request has "
+        "37,814 (+2.4%)")
     assert schema["loads_in"]["AIPerf mooncake_trace"] == 1
 
 

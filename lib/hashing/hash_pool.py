@@ -98,7 +98,8 @@ def _pack(results: list[_Result]) -> list[tuple[Optional[str], Optional[tuple]]]
         shared = chained_prefix(previous, hashes.block_keys)
         packed.append((reason, (shared, hashes.block_keys[shared:], hashes.token_count, hashes.tail_key,
                                 prompt.tool_tokens, prompt.system_tokens, prompt.breakpoints,
-                                prompt.last_message_types, prompt.all_message_types, prompt.boundaries)))
+                                prompt.last_message_types, prompt.all_message_types, prompt.boundaries,
+                                prompt.billing_header)))
         previous = hashes.block_keys
     return packed
 

@@ -28,6 +28,10 @@ from lib.cache.capacity_model import CapacityPoint as CurvePoint
 from lib.report.dashboard import format_ttl
 from lib.report.forked import ForkedCall
 from lib.cache.capacity_model import capacity_curve, capacity_needed, lru_profile
+from lib.cache.api_model import model_family
+from lib.cache.eviction_time import EVICTION_TTLS_S, BilledRequest, EvictionTime, effective_eviction_time
+from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, KVGeometry
+from lib.cache.tiers import DEFAULT_TIERS_GIB, TierHits, tier_split
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.records import ProxyRequest
 from lib.report.model import (
@@ -59,6 +63,9 @@ class AnalysisOptions:
     ttls_s: tuple[Optional[float], ...] = DEFAULT_TTLS_S
     opt_max_requests: int = OPT_MAX_REQUESTS
     max_series_points: int = MAX_SERIES_POINTS
+    kv_model: KVGeometry = PRESETS[DEFAULT_PRESET]
+    tiers_gib: tuple[tuple[str, float], ...] = DEFAULT_TIERS_GIB
+    eviction_ttls_s: tuple[Optional[float], ...] = EVICTION_TTLS_S
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class Analysis:
     quality: tuple[QualityCount, ...]
     token_ratio: Optional[float]
     duration_s: float
+    tiers: tuple[TierHits, ...] = ()
+    eviction: Optional[EvictionTime] = None
 
 
 def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: AnalysisOptions, *,
@@ -113,6 +122,9 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     run = ForkedCall if parallel and events else ForkedCall.here
     capacity = run(_capacity, events, options) if events else None
     sweeping = run(sweep_ttl, events, ttls, block_size=options.block_size)
+    tiering = run(_tiers, events, options) if events else None
+    fitting = run(effective_eviction_time, events, _billed(turns), block_size=options.block_size,
+                  ttls=options.eviction_ttls_s) if events else None
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
     points = _points(turns, predictions)
     sweep = sweeping.result()
@@ -136,6 +148,8 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
                       for reason, entry in _ordered(selection.problems.as_dict())),
         token_ratio=_token_ratio(turns),
         duration_s=max((t.end_s for t in turns), default=0.0),
+        tiers=tiering.result() if tiering else (),
+        eviction=fitting.result() if fitting else None,
     )
 
 
@@ -286,6 +300,20 @@ def _capacity(events: Sequence[CacheEvent], options: AnalysisOptions) -> Capacit
     points = tuple(CapacityPoint(p.capacity_tokens, p.lru_hit_rate, math.nan if p.opt_hit_rate is None else p.opt_hit_rate)
                    for p in curve)
     return CapacityCurve(points, infinite, targets)
+
+
+def _tiers(events: Sequence[CacheEvent], options: AnalysisOptions) -> tuple[TierHits, ...]:
+    """Hit rate per HBM / DRAM / SSD tier of the chosen model's KV bytes (LRU stack distances)."""
+    profile = lru_profile(events, block_size=options.block_size)
+    return tier_split(profile, options.tiers_gib, options.kv_model.bytes_per_token)
+
+
+def _billed(turns: Sequence[Turn]) -> list[BilledRequest]:
+    """Each turn's model family and billed usage, for the effective-eviction-time fit."""
+    return [BilledRequest(model_family(t.request.model) or t.request.model or "unknown",
+                          t.request.usage.prompt_tokens if t.request.usage else None,
+                          t.request.usage.cache_read_input_tokens if t.request.usage else None, t.end_s)
+            for t in turns]
 
 
 def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve: Sequence[CurvePoint],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import orjson
 
 from lib.atomic import write_atomic
+from lib.cache.eviction_time import EvictionRow, EvictionTime, TtlFit
 from lib.cache.percentiles import percentile_of_sorted
 from lib.report.model import IndexEntry, ReportModel, TimingDistribution
 
@@ -37,6 +38,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("ttl", "TTL sweep"),
     ("working-set", "Working set over time"),
     ("capacity", "Cache capacity"),
+    ("capacity-bytes", "Capacity in bytes"),
+    ("eviction", "Effective eviction time"),
     ("timing", "Timing"),
     ("subagents", "Sub-agent lanes"),
     ("models", "Model usage"),
@@ -47,6 +50,9 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 _TIMING_EDGES_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 # A capacity sweep spanning more than this ratio is drawn on a log axis.
 _LOG_SCALE_MIN_RATIO = 20.0
+# Rows of the eviction table on the page and in the stats text: the standard sweep's TTLs and the
+# fitted ones (the --json has every row of the grid).
+_SHOWN_EVICTION_TTLS_S = (60, 120, 180, 240, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, None)
 
 
 def render_report(model: ReportModel, output_html: Path, *, shared_assets_dir: Optional[Path] = None) -> None:
@@ -124,6 +130,30 @@ def format_seconds(value: Optional[float]) -> str:
     return f"{value / 3600:.1f} h"
 
 
+def format_gib(gib: Optional[float]) -> str:
+    """GiB with 3 significant decimals for small sizes; 'not reached' for None."""
+    if gib is None:
+        return "not reached"
+    return f"{gib:,.3f} GiB" if gib < 10 else f"{gib:,.1f} GiB"
+
+
+def format_points(error: float) -> str:
+    """A difference of two rates in percentage points: -0.004 → '-0.4 pp'."""
+    return f"{error * 100:+.1f} pp"
+
+
+def fit_range(fit: TtlFit) -> str:
+    """`2m–5m`, or the single TTL when the range is one grid point."""
+    low, high = format_ttl(fit.range_low_s), format_ttl(fit.range_high_s)
+    return low if low == high else f"{low}–{high}"
+
+
+def shown_eviction_rows(eviction: EvictionTime) -> list[EvictionRow]:
+    """The eviction grid rows worth a table line: the standard sweep's TTLs and every fitted TTL."""
+    fitted = {fit.ttl_s for family in eviction.fits for fit in (family.refresh, family.no_refresh) if fit}
+    return [row for row in eviction.rows if row.ttl_s in _SHOWN_EVICTION_TTLS_S or row.ttl_s in fitted]
+
+
 @functools.lru_cache(maxsize=1)
 def _environment() -> "jinja2.Environment":
     """The jinja2 environment over `lib/report/templates` (imported lazily so `--help` stays fast)."""
@@ -137,6 +167,9 @@ def _environment() -> "jinja2.Environment":
         lstrip_blocks=True,
     )
     env.filters.update(tokens=format_tokens, pct=format_pct, seconds=format_seconds, ttl=format_ttl)
+    # The 'Capacity in bytes' and 'Effective eviction time' sections.
+    env.filters.update(gib=format_gib, points=format_points)
+    env.globals.update(zip=zip, fit_range=fit_range, shown_eviction_rows=shown_eviction_rows)
     return env
 
 

@@ -12,6 +12,9 @@ from typing import ClassVar, Optional
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 
 
+from lib.cache.eviction_time import EvictionTime
+from lib.cache.tiers import TierHits
+
 LANE_PARENT = "parent"
 LANE_UNLINKED = "unlinked"
 # Fraction of the infinite-cache hit rate the capacity targets aim for (SPEC §6.3).
@@ -121,6 +124,40 @@ class CapacityCurve:
 
 
 @dataclass(frozen=True, slots=True)
+class SizeInBytes:
+    """One capacity figure in tokens and in GiB of the report's KV model; None when never reached."""
+
+    label: str
+    tokens: Optional[int]
+    gib: Optional[float]
+
+
+@dataclass(frozen=True, slots=True)
+class PresetCapacity:
+    """LRU capacity for each target share (CAPACITY_TARGET_SHARES order) in GiB on one model preset."""
+
+    model: str
+    bytes_per_token: int
+    lru_gib: tuple[Optional[float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KvCapacity:
+    """Capacities in bytes of one KV model (docs/cache-models.md), other presets, and the tier view."""
+
+    model: str
+    geometry: str
+    source: str
+    bytes_per_token: int
+    working_set: tuple[SizeInBytes, ...]  # peak working set per TTL of the sweep
+    lru: tuple[SizeInBytes, ...]  # per target share
+    opt: tuple[SizeInBytes, ...]
+    presets: tuple[PresetCapacity, ...]
+    tiers: tuple[TierHits, ...]
+    infinite_hit_rate: float
+
+
+@dataclass(frozen=True, slots=True)
 class TimingDistribution:
     """Raw samples of one timing metric (api_time, ttft, think time) in seconds."""
 
@@ -190,6 +227,8 @@ class ReportModel:
     quality: tuple[QualityCount, ...] = ()
     notes: tuple[str, ...] = ()
     generated_at: str = ""
+    kv_capacity: Optional[KvCapacity] = None
+    eviction: Optional[EvictionTime] = None
 
     @property
     def lanes(self) -> tuple[str, ...]:

@@ -2,13 +2,15 @@
 
 Sections: request counts (streaming / non-streaming), input tokens simulated vs API (cache read /
 creation / new, accuracy), output tokens, model usage, context length percentiles, incremental
-growth, time between requests, TTL analysis; then cache capacity, sub-agents and data quality.
+growth, time between requests, TTL analysis; then cache capacity, capacity in bytes, effective
+eviction time (docs/cache-models.md), sub-agents and data quality.
 """
 from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
 from lib.report.analysis import Analysis
+from lib.report.capacity_bytes import capacity_bytes_lines, eviction_lines, kv_capacity, share_label
 from lib.report.dashboard import format_pct, format_seconds, format_tokens, format_ttl
 from lib.records import ProxyRequest
 from lib.report.figures import Comparison, compare, lane_counts, notes
@@ -35,6 +37,8 @@ def format_stats(analysis: Analysis, *, generated_at: str = "") -> str:
         ("Time between requests", _times(analysis)),
         ("TTL analysis", _ttl(analysis)),
         ("Cache capacity (LRU / OPT over all requests interleaved)", _capacity(analysis)),
+        ("Capacity in bytes (KV model, tiers)", capacity_bytes_lines(kv_capacity(analysis), _table)),
+        ("Effective eviction time (TTL fitted to the billed cache reads)", eviction_lines(analysis.eviction, _table)),
         ("Sub-agents", _subagents(analysis)),
         ("Data quality", _quality(analysis)),
     ]
@@ -180,11 +184,6 @@ def _capacity(analysis: Analysis) -> list[str]:
     lines += _table([("capacity (tokens)", "LRU hit rate", "OPT hit rate")] + [
         (format_tokens(p.capacity_tokens), format_pct(p.lru_hit_rate), _rate_cell(p.opt_hit_rate)) for p in curve.points])
     return lines
-
-
-def share_label(share: float) -> str:
-    """0.95 → '95 %'."""
-    return f"{share * 100:g} %"
 
 
 def _capacity_cell(tokens: Optional[int]) -> str:

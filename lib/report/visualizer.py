@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from lib.report.analysis import Analysis, AnalysisOptions, analyze
 from lib.atomic import write_atomic
+from lib.hashing.billing_header import BillingHeaderTally
 from lib.db import open_databases
 from lib.errors import InputError
 from lib.problems import ProblemCounter
@@ -61,6 +62,10 @@ class ReportResult:
     ttl_model_accuracy: Optional[float]
     # The data-quality counts by reason, in --json too (SPEC §9), not only in the stats text.
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Capacities in tokens and GiB, tiers (docs/cache-models.md); None without requests.
+    capacity_bytes: Optional[dict[str, Any]] = None
+    # The TTL sweep fitted to the billed cache reads, per model family; None without billed usage.
+    eviction_time: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -71,6 +76,7 @@ class VisualizerSummary:
     reports: list[ReportResult] = field(default_factory=list)
     index_html: Optional[Path] = None
     dropped: int = 0
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)  # over every report's requests
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,6 +87,7 @@ class VisualizerSummary:
                          for key, value in dataclasses.asdict(report).items()} for report in self.reports],
             "index_html": str(self.index_html) if self.index_html else None,
             "dropped_min_requests": self.dropped,
+            "billing_header": self.billing_header.as_dict(),
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -102,6 +109,8 @@ class VisualizerSummary:
             parts.append(f"Index: {self.index_html}.")
         if self.dropped:
             parts.append(f"Dropped {self.dropped} conversation(s) under --min-requests.")
+        if self.billing_header.with_header:
+            parts.append(self.billing_header.describe())
         return " ".join(parts) + f" {self.elapsed_s:.2f} s."
 
 
@@ -132,6 +141,11 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
             stems = _unique_stems([selection.name for selection in selections])
             for selection, stem in zip(selections, stems):
                 hashed = _hash(pool, selection, progress)
+                for item in selection.requests:
+                    prompt = hashed.get(item.request.request_id)
+                    if prompt is not None:
+                        lane = (selection.name, item.conversation_id, item.lane) if item.conversation_id else None
+                        summary.billing_header.add(prompt.billing_header, lane)
                 analysis = analyze(selection, hashed, options.analysis, parallel=options.workers > 1)
                 result, entry = _write(analysis, options, batch=mode == ALL, stem=stem)
                 summary.reports.append(result)
@@ -229,6 +243,8 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool, stem:
         api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
         problems=analysis.selection.problems.as_dict(),
+        capacity_bytes=dataclasses.asdict(model.kv_capacity) if model.kv_capacity else None,
+        eviction_time=dataclasses.asdict(model.eviction) if model.eviction else None,
     )
     return result, entry
 

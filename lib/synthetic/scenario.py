@@ -10,7 +10,7 @@ import base64
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 from lib.synthetic.jsonl_writer import agent_tool_result, new_uuid
 from lib.synthetic.proxy_db_writer import BETA_MAIN, BETA_SUBAGENT, BETA_UTILITY
@@ -82,8 +82,10 @@ class Scenario:
 class _Story:
     """Shared state while the scenario is written: seeded streams, scale, meter, cache."""
 
-    def __init__(self, seed: int, scale: float, meter: TokenMeter, old_proxy: bool) -> None:
+    def __init__(self, seed: int, scale: float, meter: TokenMeter, old_proxy: bool,
+                 api_cache_ttl_s: Optional[float] = None) -> None:
         self.seed, self.scale, self.meter, self.old_proxy = seed, scale, meter, old_proxy
+        self.api_cache_ttl_s = api_cache_ttl_s  # one TTL for every lane instead of Claude Code's 1 h / 5 m
         self.text = random.Random(f"{seed}:text")
         self.timing = random.Random(f"{seed}:timing")
         self.ids = IdSource(random.Random(f"{seed}:ids"))
@@ -91,6 +93,8 @@ class _Story:
         self.spawn_s = 0.0
 
     def lane(self, name: str, model: str, clock_s: float, **options: Any) -> Lane:
+        if self.api_cache_ttl_s:
+            options["ttl_s"] = self.api_cache_ttl_s
         return Lane(name=name, model=model, meter=self.meter, timing=self.timing, ids=self.ids, clock_s=clock_s,
                     old_proxy=self.old_proxy, **options)
 
@@ -103,9 +107,14 @@ class _Story:
         return max(120, int(tokens * self.scale * CHARS_PER_TOKEN))
 
 
-def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: bool) -> Scenario:
-    """Plan every call of the capture with timing and usage (deterministic for a seed)."""
-    story = _Story(seed, scale, meter, old_proxy)
+def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: bool,
+                   api_cache_ttl_s: Optional[float] = None) -> Scenario:
+    """Plan every call of the capture with timing and usage (deterministic for a seed).
+
+    `api_cache_ttl_s` gives the simulated API cache one TTL for every lane (a known eviction time
+    for the fit of docs/cache-models.md#effective-eviction-time); the request bodies are unchanged.
+    """
+    story = _Story(seed, scale, meter, old_proxy, api_cache_ttl_s)
     t0 = START.timestamp()
     session_id = new_uuid(story.text)
     extras = {"metadata": {"user_id": f"user_{random.Random(seed).getrandbits(256):064x}_account__session_{session_id}"}}
@@ -127,7 +136,8 @@ def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: boo
     title.send([{"type": "text", "text": '{"isNewTopic": true, "title": "Analyze vLLM Code Path"}'}], "end_turn", think_s=0.0)
     # Tools + system are warm from the user's other sessions (the seed's first request is ~84 % cached).
     system_end = len(tools) + len(system)
-    story.cache.warm(parent.layout.keys[system_end], t0 - 600, TTL_1H_S)
+    warm_ttl_s = api_cache_ttl_s or TTL_1H_S
+    story.cache.warm(parent.layout.keys[system_end], t0 - min(600.0, warm_ttl_s / 2), warm_ttl_s)
     spawn = _parent_until_agents(story, parent)
     story.spawn_s = parent.clock_s + 0.1
     if story.spawn_s % 1 > 0.79:

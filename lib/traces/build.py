@@ -16,6 +16,7 @@ import orjson
 
 from lib import __version__
 from lib.atomic import atomic_writer, write_atomic
+from lib.hashing.billing_header import BillingHeaderTally
 from lib.db import open_databases
 from lib.errors import InputError
 from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
@@ -147,6 +148,7 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
             if options.token_count != "api":
                 _calibrate(calibration, plan, hashed)
             writer.write(plan, hashed)
+            _count_billing_headers(summary.billing_header, plan, hashed)
         summary.tokens_requested += pool.tokens_requested - requested_before
         summary.tokens_tokenized += pool.tokens_tokenized - tokenized_before
     if options.plan.anonymize:
@@ -204,6 +206,15 @@ def _calibrate(calibration: Calibration, plan: TracePlan, hashed: Hashed) -> Non
         prompt = hashed.get(request.request_id)
         if prompt is not None:
             calibration.add(request, prompt)
+
+
+def _count_billing_headers(tally: BillingHeaderTally, plan: TracePlan, hashed: Hashed) -> None:
+    lanes = [("", plan.parent)] + [(sub.label, sub.requests) for sub in plan.subagents]
+    for label, requests in lanes:
+        for request in requests:
+            prompt = hashed.get(request.request_id)
+            if prompt is not None:
+                tally.add(prompt.billing_header, (plan.trace_id, label))
 
 
 def _write_mooncake(target: Path, writer: TraceWriter, options: TraceOptions, summary: TraceSummary) -> list[str]:

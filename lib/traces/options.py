@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from lib.hashing.billing_header import BillingHeaderTally
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.problems import ProblemCounter
 from lib.traces.plan import PlanOptions
@@ -61,11 +62,13 @@ class TraceSummary:
     tokens_tokenized: int = 0
     tokenizer_to_api_ratio: dict[str, float] = field(default_factory=dict)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["problems"] = self.problems.as_dict()
+        data["billing_header"] = self.billing_header.as_dict()
         data["memo_ratio"] = round(self.tokens_tokenized / self.tokens_requested, 4) if self.tokens_requested else 0.0
         return data
 
@@ -82,6 +85,8 @@ class TraceSummary:
         ratios = ", ".join(f"{family} {ratio:.2f}" for family, ratio in sorted(self.tokenizer_to_api_ratio.items()))
         if ratios:
             text += f" Tokenizer/API token ratio: {ratios}."
+        if self.billing_header.with_header:
+            text += " " + self.billing_header.describe()
         if self.problems:
             text += f" Skipped or degraded: {self.problems.describe()}."
         return text

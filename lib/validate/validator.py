@@ -125,6 +125,8 @@ def _api_text(api: ApiComparison) -> str:
                  f"accuracy {_percent(overall.accuracy_pct)}")
     if api.problems:
         lines.append(f"Unmatched or degraded: {api.problems.describe()}")
+    if api.billing_header.with_header:
+        lines.append(api.billing_header.describe())
     return "\n".join(lines)
 
 

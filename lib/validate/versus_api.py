@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence, cast
 
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
+from lib.hashing.billing_header import BillingHeaderTally
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest, Usage
@@ -110,6 +111,7 @@ class ApiComparison:
     model_requests: int
     field_errors: list[FieldError]
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)  # of the matched requests
 
     def error(self, name: str) -> Optional[FieldError]:
         """The FieldError of one usage field, None when nothing was compared."""
@@ -121,6 +123,7 @@ class ApiComparison:
             "overall": {"requests": self.requests, "matched": self.matched, **self.overall.as_dict()},
             "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors]},
             "problems": self.problems.as_dict(),
+            "billing_header": self.billing_header.as_dict(),
         }
 
 
@@ -141,11 +144,16 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     problems.merge(matches.problems)
     rows: list[TraceComparison] = []
     compared: dict[str, _Compared] = {}
+    billing_header = BillingHeaderTally()
     for trace in traces:
         match = matches.traces[trace.file]
         comparison = Comparison()
         for lane, lane_requests in trace.lanes.items():
             matched = match.lanes.get(lane, [])
+            for db_request in matched:
+                prompt = matches.hashed.get(db_request.request_id) if db_request is not None else None
+                if prompt is not None:
+                    billing_header.add(prompt.billing_header, (trace.file, lane))
             usable = [(r, m, m.usage) for r, m in zip(lane_requests, matched) if m is not None and m.usage is not None]
             ttl_s = ONE_HOUR_TTL_S if any(usage.cache_creation_1h_tokens for _, _, usage in usable) else DEFAULT_TTL_S
             for request, db_request, usage in usable:
@@ -165,7 +173,7 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     return ApiComparison(
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
-        field_errors=_field_errors(items, predictions), problems=problems,
+        field_errors=_field_errors(items, predictions), problems=problems, billing_header=billing_header,
     )
 
 
