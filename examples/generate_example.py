@@ -25,12 +25,14 @@ HERE = Path(__file__).resolve().parent
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of every random choice.")
 @click.option("--scale", type=click.FloatRange(min=0.001, max=10.0), default=1.0, show_default=True,
               help="Content size factor (0.05 makes a small capture for tests).")
+@click.option("--model-switch", is_flag=True,
+              help="Add a last parent turn after a `/model sonnet` switch (not in the shipped example).")
 @click.option("--api-cache-ttl", type=click.FloatRange(min=1.0), metavar="SEC",
               help="One TTL for the simulated API cache's usage numbers in every lane (default: 1 h for the "
                    "main thread, 5 min for the others); a known eviction time for docs/cache-models.md#effective-eviction-time.")
 @common_options
-def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: float, api_cache_ttl: Optional[float],
-         out: Output) -> None:
+def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: float, model_switch: bool,
+         api_cache_ttl: Optional[float], out: Output) -> None:
     """Write the example capture: the seed walkthrough's vLLM session with 4 concurrent Explore sub-agents.
 
     Re-running with the same options reproduces identical files.
@@ -42,7 +44,7 @@ def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: 
         python3 examples/generate_example.py --billing-header per-request --output-dir /tmp/per-request
     """
     summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale, billing_header=billing_header,
-                               api_cache_ttl_s=api_cache_ttl)
+                               model_switch=model_switch, api_cache_ttl_s=api_cache_ttl)
     counts = ", ".join(f"{name} {count}" for name, count in summary["requests"].items())
     out.summary(summary, f"Wrote {summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}, "
                          f"{billing_header} billing header) to {output_dir / 'requests.db'} and "

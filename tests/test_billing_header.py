@@ -239,7 +239,8 @@ def test_fixture_with_a_per_request_header_scores_like_the_constant_one(fixture_
         figures[name] = (overall["sim_hit_blocks"], overall["sim_blocks"], round(overall["sim_pct"], 1),
                          round(overall["api_pct"], 1), round(overall["accuracy_pct"], 1),
                          round(report["api_model_hit_rate"], 3), round(report["ttl_model_hit_rate"], 3))
-        assert "Overall (1 trace(s), 37 reqs, 37 matched): simulated 87.3%, API 88.0%, accuracy 99.2%" in runs["validator_text"]
+        assert ("Overall (1 trace(s), 37 reqs, 37 matched): simulated (prefix model) 87.3%, API billed 88.0%, "
+                "accuracy 99.2%") in runs["validator_text"]
     # Before the header was dropped, per-request values gave simulated 52.2 % (1,606/3,076 blocks).
     assert figures["per-request"] == figures["constant"] == (2663, 3050, 87.3, 88.0, 99.2, 0.886, 0.859)
     assert fixture_runs["per-request"]["traces"] == fixture_runs["constant"]["traces"]

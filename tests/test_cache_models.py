@@ -1,6 +1,7 @@
 """Prefix model and TTL simulation, hand-computed (SPEC §6.1, §6.2), plus brute-force cross-checks."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from lib.cache.ttl_model import (
     CacheEvent, HitRate, TTLResult, conversation_hit_rate, prefix_hits, sweep_ttl, warm_prefix_blocks,
 )
-from tests.cache_references import chained_events, reference_ttl
+from tests.cache_references import chained_events, reference_ttl, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = settings(derandomize=True, max_examples=150, deadline=None)
@@ -96,16 +97,19 @@ def test_ttl_sweep_figures_by_hand():
     # ttl 60: the 97 s gap before the third request expires everything.
     assert short.request_hit_blocks == (0, 2, 0)
     assert (short.hit_tokens, short.total_tokens) == (8, 36)
-    assert short.working_set_tokens == (0, 8, 0)
-    assert short.peak_working_set_tokens == 8
+    # Alive tokens over time: writes at 1, 3 and 101 s; the second write's blocks expire after 63 s,
+    # the third's after 161 s (drawn where they expire, not at the next request).
+    assert short.working_set_times_s == (1.0, 3.0, 63.0, 101.0, 161.0)
+    assert short.working_set_tokens == (8, 12, 0, 16, 0)
+    assert short.peak_working_set_tokens == 16
     # 2 + 1 + 4 misses over 4 unique blocks; only block 4 was computed once.
     assert (short.prefilled_blocks, short.unique_blocks, short.stable_blocks) == (7, 4, 1)
     assert short.mean_prefills_per_block == 1.75
     assert short.stable_share == 0.25
     assert exact.request_hit_blocks == (0, 2, 3)  # gap of exactly 97 s is still alive
     assert infinite.hit_rate == pytest.approx(20 / 36)
-    assert infinite.working_set_tokens == (0, 8, 12)
-    assert infinite.working_set_times_s == (0.0, 2.0, 100.0)
+    assert infinite.working_set_tokens == (8, 12, 16)
+    assert infinite.working_set_times_s == (1.0, 3.0, 101.0)
     assert (infinite.prefilled_blocks, infinite.stable_blocks, infinite.mean_prefills_per_block) == (4, 4, 1.0)
 
 
@@ -142,7 +146,7 @@ def test_ttl_simulation_matches_per_block_reference(events):
         result = ttl_result(events, ttl, block_size=4)
         hits, working, prefills = reference_ttl(events, ttl)
         assert list(result.request_hit_blocks) == hits
-        assert [tokens // 4 for tokens in result.working_set_tokens] == working
+        assert_working_set_matches_last_touches(events, ttl, result)
         assert result.prefilled_blocks == sum(prefills.values())
         assert result.stable_blocks == sum(1 for count in prefills.values() if count == 1)
         assert result.unique_blocks == len(prefills)
@@ -176,3 +180,25 @@ def test_importing_the_models_loads_no_io_or_cli_libraries():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def assert_working_set_matches_last_touches(events, ttl, result) -> None:
+    """At each time of the series: blocks alive at it (first point) and right after it (last point)."""
+    limit = math.inf if ttl is None else ttl
+    writes = [(now, events[index].ids) for kind, index, now in schedule(events) if kind == "write"]
+    times = result.working_set_times_s
+    assert set(times) >= {now for now, ids in writes if ids}
+    peak = 0
+    for position, moment in enumerate(times):
+        touched: dict[int, float] = {}
+        for now, ids in writes:
+            if now <= moment:
+                touched.update(dict.fromkeys(ids, now))
+        at = sum(1 for seen in touched.values() if moment - seen <= limit)
+        after = sum(1 for seen in touched.values() if moment - seen < limit)
+        peak = max(peak, at)
+        if position + 1 == len(times) or times[position + 1] != moment:
+            assert result.working_set_tokens[position] == 4 * after
+        if position == 0 or times[position - 1] != moment:
+            assert result.working_set_tokens[position] in (4 * at, 4 * after)
+    assert result.peak_working_set_tokens == 4 * peak

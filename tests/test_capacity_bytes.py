@@ -96,7 +96,7 @@ def test_example_capacity_for_95_percent_in_gib(example_db: Path, tmp_path: Path
     assert presets["llama-3.1-8b"] == 15.4453125         # 126,528 × 131,072 B
     assert presets["llama-3.1-70b"] == 38.61328125       # 126,528 × 327,680 B
     assert presets["gpt-oss-120b"] == 4.343994140625     # 126,528 × 36,864 B
-    assert capacity["working_set"][-1] == {"label": "∞", "tokens": 282_880, "gib": 282_880 * 70_272 / GIB}
+    assert capacity["working_set"][-1] == {"label": "∞", "tokens": 283_136, "gib": 283_136 * 70_272 / GIB}
     # 8 GiB hold 8 × 2^30 / (70,272 B × 64) = 1,909.97 → 1,909 blocks; 64 GiB of DRAM 15,279 more.
     assert [(t["name"], t["capacity_blocks"], t["hit_tokens"]) for t in capacity["tiers"]] == [
         ("HBM", 1909, 2_575_936), ("DRAM", 15279, 181_248)]

@@ -17,9 +17,9 @@ from validate_trace_cache import main
 SEED_ARGS = ["examples/traces/", "--db", "examples/requests.db", "--jsonl-dir", "examples/jsonl/"]
 BLOCK = re.compile(
     r"^(?P<id>\S+) \((?P<n>\d+) reqs, (?P<m>\d+) matched\)\n"
-    r"  Simulated: (?P<sim>[\d.]+)% \(([\d,]+)/([\d,]+) blocks\)\n"
-    r"  API: (?P<api>[\d.]+)% \(([\d,]+)/([\d,]+) tokens\)\n"
-    r"  Accuracy: (?P<acc>[\d.]+)%$",
+    r"  Simulated \(prefix model, parent and sub-agent requests, blocks\): (?P<sim>[\d.]+)% \(([\d,]+)/([\d,]+) blocks\)\n"
+    r"  API \(billed cache_read / prompt tokens\): (?P<api>[\d.]+)% \(([\d,]+)/([\d,]+) tokens\)\n"
+    r"  Accuracy \(1 − \|simulated − API\| / API\): (?P<acc>[\d.]+)%$",
     re.MULTILINE,
 )
 
@@ -62,8 +62,52 @@ def test_seed_command_prints_the_block_per_trace(workdir: Path):
         assert all(0 <= float(block[key]) <= 100 for key in ("sim", "api", "acc"))
     assert "Statistics (1 trace(s), parent requests only)" in out
     assert re.search(r"^cache_read +[\d,]+ +[\d,]+ +[\d.]+% +[\d.]+%", out, re.MULTILINE)
-    assert re.search(r"^Overall \(1 trace\(s\), 90 reqs, 90 matched\): simulated [\d.]+%, API [\d.]+%, accuracy [\d.]+%$",
-                     out, re.MULTILINE)
+    assert re.search(r"^Overall \(1 trace\(s\), 90 reqs, 90 matched\): simulated \(prefix model\) [\d.]+%, "
+                     r"API billed [\d.]+%, accuracy [\d.]+%$", out, re.MULTILINE)
+
+
+def test_every_hit_rate_says_what_it_measures(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS)
+    assert code == 0
+    assert "Hit rates here: the trace prefix model (a request's leading blocks found in its previous request), " \
+           "in blocks, parent requests only" in out
+    assert "  Simulated (prefix model, parent and sub-agent requests, blocks): 89.6% (42,568/47,504 blocks)" in out
+    assert "  API (billed cache_read / prompt tokens): 89.0% (3,181,137/3,573,645 tokens)" in out
+    assert "API cache model hit rate (predicted cache_read / prompt, API tokens): 89.0% (billed 89.0%)" in out
+
+
+def test_a_far_off_predicted_total_comes_with_its_reason(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS)
+    assert code == 0
+    assert re.search(r"^input +\d+ +\d+ +[\d.]+% +[\d.]+% +0 +13,030$", out, re.MULTILINE)
+    reason = next(line for line in out.splitlines() if line.startswith("Why input is predicted 0 but billed 13,030: "))
+    assert "hashing places at the end of the message carrying it" in reason
+    assert reason.endswith("The largest gap is one request (proxy row 90): +12,761 of the +13,030 tokens.")
+    assert not any(line.startswith(("Why cache_read", "Why cache_creation")) for line in out.splitlines())
+    code, out, _ = invoke(*SEED_ARGS, "--json")
+    assert json.loads(out)["versus_api"]["api_model"]["totals_reasons"][0].startswith("input is predicted 0")
+
+
+def test_one_trace_table_has_one_value_column(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS)
+    assert code == 0
+    lines = out.splitlines()
+    header = lines.index("Statistics (1 trace(s), parent requests only)") + 1
+    assert lines[header].split() == ["Metric", "Value"]
+    assert lines[header + 1].split() == ["Requests", "per", "trace", "6"]
+    assert re.search(r"^Hit rate, conversation only \(%\) +77\.0$", out, re.MULTILINE)
+    # The pooled rows are distributions over requests: they keep their columns.
+    assert lines[lines.index("Pooled over all parent requests:") + 1].split() == ["Min", "P25", "Median", "P75", "Max", "Mean"]
+
+
+def test_format_both_counts_requests_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    build_example_traces(tmp_path, "--format", "both")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = invoke("examples/traces/")
+    assert code == 0
+    assert out.startswith("Schema check: 1 native file(s), 1 Mooncake file(s), 90 requests and 90 Mooncake lines: "
+                          "no problems.")
+    assert "(90 requests and 90 Mooncake lines): no schema problems" in out
 
 
 def test_json_and_csv_outputs(workdir: Path):
@@ -261,7 +305,20 @@ def test_workers_give_the_same_report(workdir: Path, monkeypatch: pytest.MonkeyP
 
 def test_progress_shows_a_bar_over_the_requests_being_hashed(workdir: Path):
     code, out, err = invoke(*SEED_ARGS, "--progress")
-    assert code == 0 and "Accuracy: 99.3%" in out
+    assert code == 0 and "Accuracy (1 − |simulated − API| / API): 99.3%" in out
     assert "hashing:" in err and "0/90 " in err  # a bar over the 90 matched requests, cleared at the end
     code, _, err = invoke(*SEED_ARGS)
     assert code == 0 and "hashing" not in err
+
+
+def test_billed_misses_by_cause(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS, "--json")
+    assert code == 0
+    causes = json.loads(out)["versus_api"]["billed_miss_causes"]
+    # The 90 matched requests' cache creation + input (379,478 + 13,030; a cleaned capture: the estimate),
+    # every token with a cause.
+    assert causes == {"first_use": 311_976, "in_flight": 26_192, "partial_block": 3_522, "server_side": 1,
+                      "ttl_expiry": 50_817}
+    assert sum(causes.values()) == 379_478 + 13_030
+    code, out, _ = invoke(*SEED_ARGS)
+    assert "Billed misses by cause (API tokens, docs/cache-models.md#why-each-miss): first use (new content) 311,976" in out

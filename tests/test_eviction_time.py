@@ -77,7 +77,7 @@ def test_known_api_ttl_is_recovered_within_one_sweep_step(tmp_path: Path) -> Non
         assert abs(refresh["ttl_s"] - 120) <= SWEEP_STEP_S
         assert (refresh["ttl_s"], refresh["range_low_s"], refresh["range_high_s"]) == (120, 120, 300)
     assert fits["all"]["billed_hit_rate"] == pytest.approx(0.905846, abs=1e-6)
-    assert fits["all"]["refresh"]["error"] == pytest.approx(-0.015042, abs=1e-6)
+    assert fits["all"]["refresh"]["error"] == pytest.approx(-0.015033, abs=1e-6)
     # The sub-agents re-use their prefixes within seconds: any TTL explains their reads.
     assert (fits["haiku"]["refresh"]["range_low_s"], fits["haiku"]["refresh"]["range_high_s"]) == (30, None)
     assert len(eviction["rows"]) == len(EVICTION_TTLS_S)

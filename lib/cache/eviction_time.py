@@ -104,14 +104,15 @@ def effective_eviction_time(events: Sequence[CacheEvent], billed: Sequence[Bille
     references = sum(len(event.ids) for event in events)
     no_refresh_hits = (no_refresh_hit_blocks(events, ttls) if references * len(ttls) <= max_no_refresh_cells
                        else None)
-    scale = np.zeros(len(events))
+    scale = np.zeros(len(events))  # API prompt tokens per tokenizer token
     for i in usable:
-        scale[i] = block_size * (billed[i].api_prompt_tokens or 0) / max(events[i].token_count, 1)
+        if events[i].token_count:
+            scale[i] = (billed[i].api_prompt_tokens or 0) / events[i].token_count
     idle = idle_kv_ratios(events, [b.end_s for b in billed], ttls)
     unique = sweep[0].unique_blocks if sweep else 0
     rows = tuple(
-        EvictionRow(ttl, _rate(refresh_hits[:, k], scale, billed, usable),
-                    None if no_refresh_hits is None else _rate(no_refresh_hits[:, k], scale, billed, usable),
+        EvictionRow(ttl, _rate(refresh_hits[:, k], block_size, scale, billed, usable),
+                    None if no_refresh_hits is None else _rate(no_refresh_hits[:, k], block_size, scale, billed, usable),
                     idle[k], sweep[k].mean_prefills_per_block,
                     None if no_refresh_hits is None or not unique
                     else (references - int(no_refresh_hits[:, k].sum())) / unique)
@@ -124,23 +125,35 @@ def effective_eviction_time(events: Sequence[CacheEvent], billed: Sequence[Bille
     for family, members in groups:
         prompt = np.array([billed[i].api_prompt_tokens or 0 for i in members], dtype=np.float64)
         read = np.array([billed[i].api_read_tokens or 0 for i in members], dtype=np.float64)
-        refresh = best_fit(ttls, _simulated_reads(refresh_hits, scale, members, prompt), read, prompt)
+        refresh = best_fit(ttls, _simulated_reads(refresh_hits, block_size, scale, members, prompt), read, prompt)
         no_refresh = (None if no_refresh_hits is None
-                      else best_fit(ttls, _simulated_reads(no_refresh_hits, scale, members, prompt), read, prompt))
+                      else best_fit(ttls, _simulated_reads(no_refresh_hits, block_size, scale, members, prompt), read, prompt))
         fits.append(FamilyFit(family, len(members), float(read.sum() / prompt.sum()), refresh, no_refresh))
     return EvictionTime(rows, tuple(fits))
 
 
-def _simulated_reads(hit_blocks: np.ndarray, scale: np.ndarray, members: Sequence[int], prompt: np.ndarray) -> np.ndarray:
+def api_read_tokens(hit_blocks: np.ndarray, block_size: int, scale: np.ndarray) -> np.ndarray:
+    """Simulated hit tokens in API tokens: hit blocks × block_size × the request's API/tokenizer ratio.
+
+    Rounded half to even per request, as the report scales each split to its API prompt size, so
+    a grid row's hit rate is the TTL sweep's row and card figure (docs/visualizer.md#dashboard-sections).
+    """
+    return np.rint(hit_blocks * block_size * scale)
+
+
+def _simulated_reads(hit_blocks: np.ndarray, block_size: int, scale: np.ndarray, members: Sequence[int],
+                     prompt: np.ndarray) -> np.ndarray:
     """Simulated read tokens of each member request (rows) per TTL (columns), scaled and capped at its prompt."""
-    return np.minimum(hit_blocks[members, :] * scale[members, None], prompt[:, None])
+    return np.minimum(api_read_tokens(hit_blocks[members, :], block_size, scale[members, None]), prompt[:, None])
 
 
-def _rate(hit_blocks: np.ndarray, scale: np.ndarray, billed: Sequence[BilledRequest], members: Sequence[int]) -> float:
+def _rate(hit_blocks: np.ndarray, block_size: int, scale: np.ndarray, billed: Sequence[BilledRequest],
+          members: Sequence[int]) -> float:
     """Simulated hit tokens (scaled to the API's prompt size, capped at it) / billed prompt tokens."""
     prompt = np.array([billed[i].api_prompt_tokens or 0 for i in members], dtype=np.float64)
     total = prompt.sum()
-    return float(np.minimum(hit_blocks[members] * scale[members], prompt).sum() / total) if total else 0.0
+    reads = api_read_tokens(hit_blocks[members], block_size, scale[members])
+    return float(np.minimum(reads, prompt).sum() / total) if total else 0.0
 
 
 def best_fit(ttls: Sequence[Optional[float]], simulated: np.ndarray, read: np.ndarray, prompt: np.ndarray) -> TtlFit:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -19,6 +20,10 @@ from lib.problems import ProblemCounter
 
 SUBAGENT_FILE = re.compile(r"^agent-(?P<agent_id>.+)\.jsonl$")
 SESSION_PEEK_LINES = 50
+# Longer lines are skipped unread (`jsonl_line_too_long`): far above any real entry (a base64 image
+# reaches tens of MB), low enough that a runaway file cannot take all memory.
+MAX_LINE_BYTES = 256 << 20
+_READ_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,10 @@ def group_logs(logs: Iterable[LogFile]) -> dict[str, list[LogFile]]:
 def iter_entries(path: Path, problems: ProblemCounter) -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream (line number, entry) for each line holding a JSON object; count broken or truncated lines."""
     with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
+        for number, raw in enumerate(_capped_lines(stream), start=1):
+            if raw is None:
+                problems.add("jsonl_line_too_long", f"{path.name}:{number}")
+                continue
             if not raw.strip():
                 continue
             entry = _loads(raw)
@@ -99,6 +107,23 @@ def iter_entries(path: Path, problems: ProblemCounter) -> Iterator[tuple[int, di
             yield number, entry
 
 
+def _capped_lines(stream: Any) -> Iterator[Optional[bytes]]:
+    """Each line of a binary stream, or None for a line over MAX_LINE_BYTES (skipped without keeping it)."""
+    limit = MAX_LINE_BYTES
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) <= limit:
+            yield raw
+            continue
+        while not raw.endswith(b"\n"):  # discard the rest of the long line
+            raw = stream.readline(_READ_CHUNK_BYTES)
+            if not raw:
+                break
+        yield None
+
+
 def _companion_files(parent: Path) -> list[Path]:
     """Sub-agent files of a single parent file: `<stem>/subagents/` (newer) and `agent-*` beside it (older)."""
     if SUBAGENT_FILE.match(parent.name):
@@ -110,28 +135,32 @@ def _companion_files(parent: Path) -> list[Path]:
 
 def _describe_file(path: Path, problems: ProblemCounter) -> Optional[LogFile]:
     try:
-        stat = path.stat()
+        status = path.stat()
     except OSError as error:
         problems.add("unreadable_jsonl_file", f"{path.name}: {error.strerror}")
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        # A FIFO would block the scan forever, a link to /dev/zero would grow without end.
+        problems.add("jsonl_not_a_regular_file", path.name)
         return None
     match = SUBAGENT_FILE.match(path.name)
     if match is None:
         # Claude Code names the parent log after its sessionId; sub-agent files repeat that id.
-        return LogFile(path, path.stem, "", stat.st_size, stat.st_mtime_ns)
+        return LogFile(path, path.stem, "", status.st_size, status.st_mtime_ns)
     session = _peek_session_id(path)
     if session is None and path.parent.name == "subagents":
         session = path.parent.parent.name
     if session is None:
         problems.add("subagent_log_without_session", path.name)
         return None
-    return LogFile(path, session, match.group("agent_id"), stat.st_size, stat.st_mtime_ns)
+    return LogFile(path, session, match.group("agent_id"), status.st_size, status.st_mtime_ns)
 
 
 def _peek_session_id(path: Path) -> Optional[str]:
     try:
         with path.open("rb") as stream:
-            for _, raw in zip(range(SESSION_PEEK_LINES), stream):
-                entry = _loads(raw)
+            for _, raw in zip(range(SESSION_PEEK_LINES), _capped_lines(stream)):
+                entry = _loads(raw) if raw is not None else None
                 session = entry.get("sessionId") if entry is not None else None
                 if isinstance(session, str) and session:
                     return session

@@ -23,6 +23,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
+from lib.cache.miss_causes import RequestMisses, attribute_billed, attribute_simulated, split_tokens
 from lib.cache.ttl_model import DEFAULT_TTLS_S, CacheEvent, TTLResult, sweep_ttl
 from lib.cache.capacity_model import CapacityPoint as CurvePoint
 from lib.report.dashboard import format_ttl
@@ -36,7 +37,7 @@ from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.records import ProxyRequest, Usage
 from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, LANE_UNLINKED, CacheSplit, CapacityCurve, CapacityPoint,
-    CapacityTarget, ConcurrencyPoint, ModelUsage, QualityCount, RequestPoint, SubagentLane,
+    CapacityTarget, ConcurrencyPoint, ModelUsage, QualityCount, RequestMissCauses, RequestPoint, SubagentLane,
     TimingDistribution, TtlRow, WorkingSetPoint,
 )
 from lib.hashing.request_hashing import HashedRequest
@@ -105,6 +106,8 @@ class Analysis:
     quality: tuple[QualityCount, ...]
     token_ratio: Optional[float]
     duration_s: float
+    # Why each request missed, per request (API tokens): under the main TTL model and as billed.
+    miss_causes: tuple[RequestMissCauses, ...] = ()
     tiers: tuple[TierHits, ...] = ()
     eviction: Optional[EvictionTime] = None
 
@@ -132,10 +135,11 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
                   block_size=options.block_size, ttls=options.eviction_ttls_s) if events and not fit_after_api_model else None
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
     points = _points(turns, predictions, cleaned_old_proxy=selection.cleaned_old_proxy)
+    # The API usage the figures compare with: the points' (on a cleaned capture, the estimate).
+    api_usages = [Usage(input_tokens=p.api.new_tokens, cache_read_input_tokens=p.api.cache_read_tokens,
+                        cache_creation_input_tokens=p.api.cache_creation_tokens) if p.api else None for p in points]
     if events and fit_after_api_model:
-        estimated = [Usage(input_tokens=p.api.new_tokens, cache_read_input_tokens=p.api.cache_read_tokens,
-                           cache_creation_input_tokens=p.api.cache_creation_tokens) if p.api else None for p in points]
-        fitting = run(effective_eviction_time, events, _billed(turns, estimated), block_size=options.block_size,
+        fitting = run(effective_eviction_time, events, _billed(turns, api_usages), block_size=options.block_size,
                       ttls=options.eviction_ttls_s)
     sweep = sweeping.result()
     main = sweep[ttls.index(options.cache_ttl_s)]
@@ -145,7 +149,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
         points=points,
         ttl_splits=tuple(_scaled(_ttl_split(t, hits, options.block_size), t)
                          for t, hits in zip(turns, main.request_hit_blocks)),
-        ttl_rows=tuple(_ttl_row(result) for result in sweep),
+        ttl_rows=tuple(_ttl_row(result, turns) for result in sweep),
         working_set=_thin(main, options.max_series_points),
         capacity=capacity.result() if capacity else None,
         timings=_timings(points),
@@ -158,6 +162,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
                       for reason, entry in _ordered(selection.problems.as_dict())),
         token_ratio=_token_ratio(turns),
         duration_s=max((t.end_s for t in turns), default=0.0),
+        miss_causes=_miss_causes(turns, events, options, api_usages),
         tiers=tiering.result() if tiering else (),
         eviction=fitting.result() if fitting else None,
     )
@@ -280,10 +285,62 @@ def _ttl_split(turn: Turn, hit_blocks: int, block_size: int) -> CacheSplit:
                       max(turn.hashed.token_count - full * block_size, 0))
 
 
-def _ttl_row(result: TTLResult) -> TtlRow:
-    """One row of the sweep table, labelled as the page labels TTLs (1m, 5m, 1h, ∞)."""
-    return TtlRow(format_ttl(result.ttl_s), None if result.ttl_s is None else float(result.ttl_s), result.hit_rate,
-                  result.peak_working_set_tokens, result.mean_prefills_per_block, result.stable_share)
+def _ttl_row(result: TTLResult, turns: Sequence[Turn]) -> TtlRow:
+    """One row of the sweep table, labelled as the page labels TTLs (1m, 5m, 1h, ∞).
+
+    The hit rate is measured as the cards measure the TTL model: each request's split scaled to its
+    API prompt size, over the requests with API usage (all requests, in tokenizer tokens, without
+    usage), so the chosen TTL's row and its card show one number.
+    """
+    return TtlRow(format_ttl(result.ttl_s), None if result.ttl_s is None else float(result.ttl_s),
+                  _comparable_hit_rate(result, turns), result.peak_working_set_tokens,
+                  result.mean_prefills_per_block, result.stable_share)
+
+
+def _comparable_hit_rate(result: TTLResult, turns: Sequence[Turn]) -> float:
+    """Hit rate of one TTL in API tokens over the requests with API usage (as `figures.compare`)."""
+    splits = [_scaled(_ttl_split(turn, hits, result.block_size), turn)
+              for turn, hits in zip(turns, result.request_hit_blocks) if turn.request.usage is not None]
+    prompt = sum(split.prompt_tokens for split in splits)
+    return sum(split.cache_read_tokens for split in splits) / prompt if prompt else result.hit_rate
+
+
+def _miss_causes(turns: Sequence[Turn], events: Sequence[CacheEvent], options: AnalysisOptions,
+                 api_usages: Sequence[Optional[Usage]]) -> tuple[RequestMissCauses, ...]:
+    """Each request's misses by cause: the main TTL model's, and the API's billed ones (see lib/cache/miss_causes.py).
+
+    Both in API tokens where the API reported usage: the simulated causes are scaled to the misses
+    of the request's scaled split (so they add up to its creation + new bars). Billed misses are
+    placed against a replay at the API's own TTLs (1 h for lanes whose usage shows 1-hour writes,
+    else 5 minutes), so a pause the API's cache survived is not called an expiry.
+    """
+    if not turns:
+        return ()
+    sections = [(t.hashed.tool_tokens, t.hashed.system_tokens) for t in turns]
+    block_size = options.block_size
+    simulated = attribute_simulated(events, options.cache_ttl_s, block_size=block_size, sections=sections)
+    api_ttls = [request.ttl_s for request in _api_requests(turns)]
+    same = all(ttl == options.cache_ttl_s for ttl in api_ttls)
+    billed_replay = simulated if same else attribute_simulated(events, api_ttls, block_size=block_size,
+                                                               sections=sections)
+    written_end: dict[str, int] = {}  # per lane: the previous request's last breakpoint
+    causes = []
+    for turn, ours, billed, usage in zip(turns, simulated, billed_replay, api_usages):
+        causes.append(_request_causes(turn, ours, billed, usage, block_size, written_end.get(turn.item.lane)))
+        written_end[turn.item.lane] = max(turn.hashed.breakpoints, default=0)
+    return tuple(causes)
+
+
+def _request_causes(turn: Turn, ours: RequestMisses, billed: RequestMisses, usage: Optional[Usage], block_size: int,
+                    written_end: Optional[int]) -> RequestMissCauses:
+    """One request's causes, scaled like its simulated split; billed None without API usage."""
+    split = _scaled(_ttl_split(turn, ours.hit_tokens // block_size, block_size), turn)
+    misses = split.cache_creation_tokens + split.new_tokens
+    return RequestMissCauses(
+        simulated=split_tokens(ours.by_cause(), misses),
+        billed=attribute_billed(billed, usage.cache_read_input_tokens, usage.prompt_tokens, written_end=written_end)
+        if usage else None,
+    )
 
 
 def _thin(result: TTLResult, limit: int) -> tuple[WorkingSetPoint, ...]:

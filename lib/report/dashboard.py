@@ -18,6 +18,7 @@ import orjson
 
 from lib.atomic import write_atomic
 from lib.cache.eviction_time import EvictionRow, EvictionTime, TtlFit
+from lib.cache.miss_causes import CAUSE_LABELS, CAUSES, ordered_totals
 from lib.cache.percentiles import percentile_of_sorted
 from lib.report.model import IndexEntry, ReportModel, TimingDistribution
 
@@ -29,11 +30,19 @@ CHART_JS_FILENAME = "chart.umd.min.js"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 INDEX_FILENAME = "index.html"
+# Why the capacity model's infinite-cache hit rate and the TTL sweep's ∞ row differ (both shown).
+INFINITE_GAP_REASON = (
+    "the capacity model applies each request at once, so requests in flight together share their blocks (the "
+    "setting in which Belady/OPT is optimal), and counts cl100k_base tokens over every request; the TTL sweep makes "
+    "a request's blocks readable only when its response starts (the 'in flight' misses of Why each miss) and "
+    "weighs requests by their API prompt size, as the cards do.")
+REQUESTS_COLUMN = "Requests"  # the index page's own column; a card of that label is not repeated
 # (section id, heading) in page order; the nav, the template and the tests share this list.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Summary"),
     ("requests", "Prompt tokens per request"),
     ("hit-rate", "Hit rate over time"),
+    ("misses", "Why each miss"),
     ("context", "Context length and growth"),
     ("ttl", "TTL sweep"),
     ("working-set", "Working set over time"),
@@ -68,6 +77,9 @@ def render_report(model: ReportModel, output_html: Path, *, shared_assets_dir: O
         timings=_drawable_timings(model),
         timing_rows=[_timing_row(item) for item in _drawable_timings(model)],
         cache_ttl_label=format_ttl(model.cache_ttl_s),
+        miss_rows=miss_totals(model),
+        infinite_ttl_row=next((row for row in model.ttl_sweep if row.ttl_s is None), None),
+        infinite_gap_reason=INFINITE_GAP_REASON,
         data_json=_script_json(_page_data(model)),
         css=_static_text("dashboard.css"),
         app_js=_static_text("dashboard.js"),
@@ -215,6 +227,36 @@ def _page_data(model: ReportModel) -> dict[str, Any]:
             for lane in model.subagents
         ],
         "concurrency": _columns(model.concurrency, ("t_s", "active")),
+        "misses": _miss_data(model),
+    }
+
+
+def miss_totals(model: ReportModel) -> list[dict[str, Any]]:
+    """One row per cause with misses: label, simulated and billed tokens, their shares, requests affected."""
+    simulated = ordered_totals([causes.simulated for causes in model.miss_causes])
+    billed = ordered_totals([causes.billed for causes in model.miss_causes if causes.billed is not None])
+    all_simulated, all_billed = sum(simulated.values()), sum(billed.values())
+    return [
+        {"cause": cause, "label": CAUSE_LABELS[cause], "simulated": simulated.get(cause, 0),
+         "simulated_share": simulated.get(cause, 0) / all_simulated if all_simulated else None,
+         "billed": billed.get(cause, 0) if model.miss_causes and any(c.billed is not None for c in model.miss_causes) else None,
+         "billed_share": billed.get(cause, 0) / all_billed if all_billed else None,
+         "requests": sum(1 for c in model.miss_causes if c.simulated.get(cause) or (c.billed or {}).get(cause))}
+        for cause in CAUSES if cause in simulated or cause in billed
+    ]
+
+
+def _miss_data(model: ReportModel) -> Optional[dict[str, Any]]:
+    """Per-request missed tokens by cause, one list per cause (billed null where the API gave no usage)."""
+    if not model.miss_causes:
+        return None
+    rows = miss_totals(model)
+    return {
+        "causes": [row["cause"] for row in rows],
+        "labels": {row["cause"]: row["label"] for row in rows},
+        "simulated": {row["cause"]: [c.simulated.get(row["cause"], 0) for c in model.miss_causes] for row in rows},
+        "billed": {row["cause"]: [None if c.billed is None else c.billed.get(row["cause"], 0) for c in model.miss_causes]
+                   for row in rows},
     }
 
 
@@ -305,5 +347,9 @@ def _timing_row(item: TimingDistribution) -> dict[str, Any]:
 
 
 def _figure_labels(entries: Sequence[IndexEntry]) -> list[str]:
-    """Column headings of the index table: every figure label, in first-seen order."""
-    return list(dict.fromkeys(card.label for entry in entries for card in entry.figures))
+    """Column headings of the index table: every figure label, in first-seen order.
+
+    The request count has its own column (every entry has one), so a "Requests" card is not repeated.
+    """
+    return list(dict.fromkeys(card.label for entry in entries for card in entry.figures
+                              if card.label != REQUESTS_COLUMN))

@@ -143,6 +143,7 @@ def to_report_model(analysis: Analysis) -> ReportModel:
         quality=analysis.quality,
         notes=notes(analysis),
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        miss_causes=analysis.miss_causes,
         kv_capacity=kv_capacity(analysis),
         eviction=analysis.eviction,
     )

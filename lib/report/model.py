@@ -207,6 +207,18 @@ class QualityCount:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestMissCauses:
+    """Why one request missed: missed tokens by cause (lib/cache/miss_causes.py), simulated and billed.
+
+    `simulated` adds up to the TTL model's cache creation + new tokens of the request, `billed` to the
+    API's (None without API usage); both in API tokens where the API reported usage.
+    """
+
+    simulated: dict[str, int]
+    billed: Optional[dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class ReportModel:
     """Everything one dashboard shows (SPEC §8); empty sections are rendered as a short note."""
 
@@ -227,6 +239,7 @@ class ReportModel:
     quality: tuple[QualityCount, ...] = ()
     notes: tuple[str, ...] = ()
     generated_at: str = ""
+    miss_causes: tuple[RequestMissCauses, ...] = ()
     kv_capacity: Optional[KvCapacity] = None
     eviction: Optional[EvictionTime] = None
 

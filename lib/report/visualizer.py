@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from lib.cache.miss_causes import ordered_totals
 from lib.report.analysis import Analysis, AnalysisOptions, analyze
 from lib.atomic import write_atomic
 from lib.hashing.billing_header import BillingHeaderTally
@@ -64,6 +65,8 @@ class ReportResult:
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A cleaned old-proxy capture: the API figures are estimated (lib/capture/turn_timing.py).
     api_estimated: bool = False
+    # Missed tokens by cause (lib/cache/miss_causes.py): {"simulated": {...}, "billed": {...}}.
+    miss_causes: dict[str, dict[str, int]] = field(default_factory=dict)
     # Capacities in tokens and GiB, tiers (docs/cache-models.md); None without requests.
     capacity_bytes: Optional[dict[str, Any]] = None
     # The TTL sweep fitted to the billed cache reads, per model family; None without billed usage.
@@ -246,6 +249,8 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool, stem:
         api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
         problems=analysis.selection.problems.as_dict(), api_estimated=analysis.selection.cleaned_old_proxy,
+        miss_causes={"simulated": ordered_totals([c.simulated for c in analysis.miss_causes]),
+                     "billed": ordered_totals([c.billed for c in analysis.miss_causes if c.billed is not None])},
         capacity_bytes=dataclasses.asdict(model.kv_capacity) if model.kv_capacity else None,
         eviction_time=dataclasses.asdict(model.eviction) if model.eviction else None,
     )

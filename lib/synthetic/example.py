@@ -63,13 +63,13 @@ def _row(call: ApiCall, *, is_twin: bool, is_streaming: bool, variant: str, bill
     headers = request_headers(content_length=client_content_length(stored, "," + extras if extras else ""),
                               api_key_hash=API_KEY_HASH, beta=lane.beta)
     timing = call.twin if is_twin and call.twin else call
-    reply = ApiReply(model=lane.model, message_id=timing.message_id, request_id=timing.request_id,
+    reply = ApiReply(model=call.model, message_id=timing.message_id, request_id=timing.request_id,
                      content=call.content, stop_reason=call.stop_reason, usage=timing.simulated_usage,
                      started_at=epoch_to_datetime(timing.start_s), ttft_ms=timing.ttft_ms,
                      response_time_ms=timing.api_ms, context_management="context-management" in lane.beta)
     response = proxy_response(reply, rng, is_streaming=is_streaming, utc_offset=UTC_OFFSET)
     return ProxyRow(id=f"{rng.getrandbits(64):016x}", arrived_at=epoch_to_datetime(timing.start_s),
-                    utc_offset=UTC_OFFSET, headers=go_json(headers), body=stored, model=lane.model, response=response)
+                    utc_offset=UTC_OFFSET, headers=go_json(headers), body=stored, model=call.model, response=response)
 
 
 def capture_rows(scenario: Scenario, variant: str, seed: int, billing_header: str = "constant") -> Iterator[ProxyRow]:
@@ -124,10 +124,11 @@ def write_jsonl_logs(scenario: Scenario, jsonl_dir: Path, seed: int) -> dict[str
 
 
 def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: int = 7, scale: float = 1.0,
-                     meter: Optional[TokenMeter] = None, api_cache_ttl_s: Optional[float] = None,
-                     billing_header: str = "constant") -> dict:
+                     meter: Optional[TokenMeter] = None, model_switch: bool = False,
+                     api_cache_ttl_s: Optional[float] = None, billing_header: str = "constant") -> dict:
     """Write `requests.db` and `jsonl/` for one variant into `output_dir`; returns a summary.
 
+    `model_switch` adds a last parent turn on another model (see `build_scenario`).
     `api_cache_ttl_s`: the TTL of the simulated API cache for every lane (default: 1 h for the
     main thread, 5 min for the others, as Claude Code asks).
     """
@@ -137,7 +138,7 @@ def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: 
         raise ValueError(f"unknown billing header mode {billing_header!r}; expected one of {BILLING_HEADERS}")
     output = Path(output_dir)
     scenario = build_scenario(seed, scale, meter or TokenMeter(tiktoken_counter()), old_proxy=variant != "fixed",
-                              api_cache_ttl_s=api_cache_ttl_s)
+                              model_switch=model_switch, api_cache_ttl_s=api_cache_ttl_s)
     db_path = output / "requests.db"
     temp_path = output / ".requests.db.tmp"
     temp_path.unlink(missing_ok=True)

@@ -79,7 +79,8 @@ class DirectoryCheck:
 
     native_files: int = 0
     mooncake_files: int = 0
-    requests: int = 0
+    requests: int = 0  # in native traces; Mooncake files repeat them, so their lines are counted apart
+    mooncake_lines: int = 0
     problems: list[SchemaProblem] = field(default_factory=list)
     # Consumer -> files it loads; a file breaking a rule that names the consumer is not counted.
     loads_in: dict[str, int] = field(default_factory=dict)
@@ -114,6 +115,7 @@ class DirectoryCheck:
             "native_files": self.native_files,
             "mooncake_files": self.mooncake_files,
             "requests": self.requests,
+            "mooncake_lines": self.mooncake_lines,
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "rules": self.by_rule(),
@@ -158,11 +160,16 @@ def check_directory(path: str | Path, *, mooncake_block_size: int = 512,
                 ids_seen.setdefault(trace_id, name)
                 if mooncake:
                     lanes[trace_id] = _lane_prompts(requests)
-            digest = xxhash.xxh3_128_digest(orjson.dumps(requests))
-            if digest in digests_seen:
-                problems.append(SchemaProblem(name, "requests", f"duplicate trace: identical request list to {digests_seen[digest]}",
-                                              "duplicate_request_list"))
-            digests_seen.setdefault(digest, name)
+            try:
+                digest = xxhash.xxh3_128_digest(orjson.dumps(requests))
+            except TypeError:  # orjson's "Recursion limit reached": it reads 1024 levels but writes 254
+                problems.append(SchemaProblem(name, "requests", "nested deeper than 254 levels", "nested_too_deep"))
+            else:
+                if digest in digests_seen:
+                    problems.append(SchemaProblem(name, "requests",
+                                                  f"duplicate trace: identical request list to {digests_seen[digest]}",
+                                                  "duplicate_request_list"))
+                digests_seen.setdefault(digest, name)
         _count_loads(result, problems, NATIVE_CONSUMERS)
         result.problems.extend(problems)
     for file in mooncake:
@@ -263,7 +270,7 @@ def _counting(rows: Iterator[tuple[int, Any]], result: DirectoryCheck,
               session_rows: list[tuple[int, dict]]) -> Iterator[tuple[int, Any]]:
     """Count the rows, and keep what the session arithmetic needs of session rows (not their ids)."""
     for line_number, row in rows:
-        result.requests += 1
+        result.mooncake_lines += 1
         if isinstance(row, dict) and isinstance(row.get("session_id"), str):
             session_rows.append((line_number, {key: row.get(key) for key in ("session_id", "input_length", "output_length")}))
         yield line_number, row

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from lib.cache.miss_causes import CAUSE_LABELS
 from lib.errors import CheckFailed, InputError
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.validate.trace_files import DirectoryCheck, check_directory
@@ -56,7 +57,7 @@ class ValidationReport:
         verdict = "no schema problems" if not schema.problems else \
             f"{len(schema.errors)} schema error(s), {len(schema.warnings)} warning(s)"
         text = (f"Checked {schema.native_files} native and {schema.mooncake_files} Mooncake file(s) in {self.path} "
-                f"({schema.requests:,} requests): {verdict}; statistics over {len(self.stats.traces)} trace(s)")
+                f"({_request_count(schema)}): {verdict}; statistics over {len(self.stats.traces)} trace(s)")
         if self.api is not None:
             text += f"; {self.api.matched}/{self.api.requests} requests matched to the DB"
         return text + f". {self.elapsed_s:.2f} s."
@@ -66,13 +67,19 @@ def _percent(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.1f}%"
 
 
+def _request_count(schema: DirectoryCheck) -> str:
+    """Native requests, and Mooncake lines apart: `--format both` writes every request twice."""
+    text = f"{schema.requests:,} requests"
+    return text + (f" and {schema.mooncake_lines:,} Mooncake lines" if schema.mooncake_files else "")
+
+
 # Errors are listed one per line up to this many (all of them are in --json); warnings per rule.
 LISTED_ERRORS = 50
 
 
 def _schema_text(schema: DirectoryCheck) -> str:
     head = (f"Schema check: {schema.native_files} native file(s), {schema.mooncake_files} Mooncake file(s), "
-            f"{schema.requests:,} requests")
+            f"{_request_count(schema)}")
     lines = [head + ": no problems." if not schema.problems else
              head + f": {len(schema.errors)} error(s), {len(schema.warnings)} warning(s)"]
     for code, rule in schema.by_rule().items():
@@ -97,14 +104,17 @@ def _schema_text(schema: DirectoryCheck) -> str:
 
 def _comparison_lines(comparison: Comparison) -> list[str]:
     return [
-        f"  Simulated: {_percent(comparison.sim_pct)} ({comparison.sim_hit_blocks:,}/{comparison.sim_blocks:,} blocks)",
-        f"  API: {_percent(comparison.api_pct)} ({comparison.api_read_tokens:,}/{comparison.api_prompt_tokens:,} tokens)",
-        f"  Accuracy: {_percent(comparison.accuracy_pct)}",
+        f"  Simulated (prefix model, parent and sub-agent requests, blocks): {_percent(comparison.sim_pct)} "
+        f"({comparison.sim_hit_blocks:,}/{comparison.sim_blocks:,} blocks)",
+        f"  API (billed cache_read / prompt tokens): {_percent(comparison.api_pct)} "
+        f"({comparison.api_read_tokens:,}/{comparison.api_prompt_tokens:,} tokens)",
+        f"  Accuracy (1 − |simulated − API| / API): {_percent(comparison.accuracy_pct)}",
     ]
 
 
 def _api_text(api: ApiComparison) -> str:
-    lines = ["Simulated (trace prefix model, every lane) vs API (cache_read / prompt), over the same matched requests"]
+    lines = ["Simulated (trace prefix model, every lane: unlike the statistics above, sub-agent requests too) vs API "
+             "(cache_read / prompt), over the same matched requests"]
     for trace in api.traces:
         lines.append(f"{trace.trace_id} ({trace.requests} reqs, {trace.matched} matched)")
         lines.extend(_comparison_lines(trace.comparison))
@@ -118,10 +128,19 @@ def _api_text(api: ApiComparison) -> str:
     for error in api.field_errors:
         lines.append(f"{error.field:<16}{error.median_tokens:>10,.0f}{error.p90_tokens:>10,.0f}{error.median_pct:>9.1f}%"
                      f"{error.p90_pct:>9.1f}%{error.predicted_tokens:>14,}{error.actual_tokens:>14,}")
+    read, prompt = api.error("cache_read"), sum(error.actual_tokens for error in api.field_errors)
+    if read is not None and prompt:
+        lines.append(f"API cache model hit rate (predicted cache_read / prompt, API tokens): "
+                     f"{100 * read.predicted_tokens / prompt:.1f}% (billed {100 * read.actual_tokens / prompt:.1f}%)")
+    lines.extend(f"Why {reason}" for reason in api.totals_reasons)
+    if api.billed_miss_causes:
+        causes = " · ".join(f"{CAUSE_LABELS.get(cause, cause)} {tokens:,}" for cause, tokens in api.billed_miss_causes.items())
+        lines.append(f"Billed misses by cause (API tokens, docs/cache-models.md#why-each-miss): {causes} "
+                     f"(of {sum(api.billed_miss_causes.values()):,})")
     overall = api.overall
     lines.append("")
     lines.append(f"Overall ({len(api.traces)} trace(s), {api.requests} reqs, {api.matched} matched): "
-                 f"simulated {_percent(overall.sim_pct)}, API {_percent(overall.api_pct)}, "
+                 f"simulated (prefix model) {_percent(overall.sim_pct)}, API billed {_percent(overall.api_pct)}, "
                  f"accuracy {_percent(overall.accuracy_pct)}")
     if api.api_truth == API_TRUTH_CLEANED:
         lines.append(CLEANED_NOTE)

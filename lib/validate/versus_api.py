@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence, cast
 
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
+from lib.cache.miss_causes import attribute_billed, attribute_simulated, ordered_totals
+from lib.cache.replay import CacheEvent
 from lib.hashing.billing_header import BillingHeaderTally
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.problems import ProblemCounter
@@ -42,6 +44,17 @@ CLEANED_NOTE = ("API figures estimated: a cleaned old-proxy capture (every turn 
                 "twin deleted); each replay read its twin's write, so its cache_read is capped at the API model's read "
                 "and the rest counted as creation (docs/validate.md).")
 ONE_HOUR_TTL_S = 3600.0
+# A field's predicted total is explained when it is this far off its actual total (and not tiny).
+REASON_MIN_GAP_SHARE = 0.5
+REASON_MIN_TOKENS = 1_000
+# Known reasons for a field's totals to differ (the per-request largest gap is added to them).
+FIELD_REASONS = {
+    "input": ("the model bills as input only the tokens after a request's last cache_control breakpoint, which "
+              "hashing places at the end of the message carrying it (docs/validate.md), so it predicts ~0 for Claude "
+              "Code's requests; the API bills what follows the marked content block, so a breakpoint on an earlier "
+              "block of the last message (Claude Code marking the 2nd of 4 tool results) is input there and cache "
+              "creation in the model"),
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,10 @@ class ApiComparison:
     field_errors: list[FieldError]
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     api_truth: str = ""
+    # One sentence per usage field whose predicted total is far from the actual one, with the reason.
+    totals_reasons: list[str] = field(default_factory=list)
+    # The API's billed misses (creation + input) by cause, API tokens (lib/cache/miss_causes.py).
+    billed_miss_causes: dict[str, int] = field(default_factory=dict)
     billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)  # of the matched requests
 
     def error(self, name: str) -> Optional[FieldError]:
@@ -128,8 +145,10 @@ class ApiComparison:
         return {
             "traces": [trace.as_dict() for trace in self.traces],
             "overall": {"requests": self.requests, "matched": self.matched, **self.overall.as_dict()},
-            "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors]},
+            "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors],
+                          "totals_reasons": self.totals_reasons},
             "api_truth": self.api_truth,
+            "billed_miss_causes": self.billed_miss_causes,
             "problems": self.problems.as_dict(),
             "billing_header": self.billing_header.as_dict(),
         }
@@ -175,8 +194,8 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
         lanes_of.append((trace, lanes))
     block_size = _common_block_size(traces)
     items = sorted(compared.values(), key=lambda item: (item.request.timestamp, item.request.row_id))
-    predictions = predict_usage([_api_request(item, ids) for item, ids in _with_ids(items)],
-                                block_size=block_size, warm_first_breakpoint=True)
+    api_requests = [_api_request(item, ids) for item, ids in _with_ids(items)]
+    predictions = predict_usage(api_requests, block_size=block_size, warm_first_breakpoint=True)
     # A cleaned old-proxy capture: each replay read its deleted twin's write; take it back (lib/capture/turn_timing.py).
     cleaned = is_cleaned_old_proxy((item.request for item in items), matches.replay_twins)
     usages = {item.request.request_id: cast(Usage, item.request.usage) for item in items}  # only requests with usage are compared
@@ -200,6 +219,8 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
         matched=sum(row.matched for row in rows), model_requests=len(items),
         field_errors=_field_errors(items, predictions, usages), problems=problems, billing_header=billing_header,
         api_truth=API_TRUTH_CLEANED if cleaned else API_TRUTH_USAGE,
+        totals_reasons=_totals_reasons(items, predictions, usages),
+        billed_miss_causes=_billed_miss_causes(items, api_requests, block_size, usages),
     )
 
 
@@ -257,3 +278,53 @@ def _field_errors(items: list[_Compared], predictions: list[PredictedUsage],
                    percentile(shares[name], 50), percentile(shares[name], 90), *totals[name])
         for name in USAGE_FIELDS
     ]
+
+
+def _totals_reasons(items: list[_Compared], predictions: list[PredictedUsage], usages: dict[str, Usage]) -> list[str]:
+    """Why a field's predicted total is far from its actual total: the known reason and the largest request."""
+    totals = {name: [0, 0] for name in USAGE_FIELDS}  # predicted, actual
+    largest: dict[str, tuple[int, int]] = {}  # field → (actual − predicted, proxy row) of the largest gap
+    for item, predicted in zip(items, predictions):
+        usage = usages[item.request.request_id]
+        actual = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
+        for name, guess, real in zip(USAGE_FIELDS, _scaled(predicted, item.prompt.token_count, usage.prompt_tokens), actual):
+            totals[name][0] += guess
+            totals[name][1] += real
+            if abs(real - guess) > abs(largest.get(name, (0, 0))[0]):
+                largest[name] = (real - guess, item.request.row_id)
+    reasons = []
+    for name, (predicted_total, actual_total) in totals.items():
+        difference = actual_total - predicted_total
+        if abs(difference) < max(REASON_MIN_TOKENS, REASON_MIN_GAP_SHARE * max(actual_total, predicted_total)):
+            continue
+        gap, row_id = largest[name]
+        known = FIELD_REASONS.get(name)
+        reasons.append(f"{name} is predicted {predicted_total:,} but billed {actual_total:,}: "
+                       + (f"{known}. " if known else "")
+                       + f"The largest gap is one request (proxy row {row_id}): {gap:+,} of the {difference:+,} tokens.")
+    return reasons
+
+
+def _billed_miss_causes(items: list[_Compared], requests: list[ApiRequest], block_size: int,
+                        usages: dict[str, Usage]) -> dict[str, int]:
+    """The billed misses of the compared requests by cause, against a replay at the API's TTLs.
+
+    As in the visualizer: one cache of every compared request in time order, ids kept apart per
+    model (no KV reuse across models), each lane's previous breakpoint as the end of what the API
+    could have written.
+    """
+    models = sorted({request.model for request in requests})
+    events = [CacheEvent(request.start_s, request.ready_s,
+                         [block * len(models) + models.index(request.model) for block in request.ids],
+                         request.token_count, f"{item.stream}\x00{item.lane}", request.model)
+              for item, request in zip(items, requests)]
+    results = attribute_simulated(events, [request.ttl_s for request in requests], block_size=block_size,
+                                  sections=[(item.prompt.tool_tokens, item.prompt.system_tokens) for item in items])
+    written_end: dict[str, int] = {}
+    per_request = []
+    for item, event, result in zip(items, events, results):
+        usage = usages[item.request.request_id]
+        per_request.append(attribute_billed(result, usage.cache_read_input_tokens, usage.prompt_tokens,
+                                            written_end=written_end.get(event.stream)))
+        written_end[event.stream] = max(item.prompt.breakpoints, default=0)
+    return ordered_totals(per_request)
