@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv example test bench screenshot clean
+.PHONY: venv example lint test bench screenshot clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -23,11 +24,16 @@ example: venv
 	$(PY) complete_cache_visualizer.py examples/requests.db --conversation-id combined \
 		--output examples/visualizations/combined.html
 
-test: venv
+# ruff and mypy are configured in pyproject.toml; mypy checks lib/.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -q tests
 
 bench: venv
-	$(PY) bench/run.py --size 200MB
+	$(PY) -m bench.run --size 200MB
 
 screenshot: venv
 	UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/test_dashboard_browser.py

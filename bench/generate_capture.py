@@ -2,15 +2,12 @@
 """Generate a large synthetic capture (requests.db + jsonl/) in the real proxy format, deterministically."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.synthetic_capture import generate_capture, parse_size  # noqa: E402
-from lib.cli import Output, common_options  # noqa: E402
+from bench.synthetic_capture import generate_capture, parse_size
+from lib.cli import Output, common_options
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,8 +40,8 @@ def main(target_bytes: int, output_dir: Path | None, seed: int, out: Output) -> 
 
     \b
     Example:
-        python3 bench/generate_capture.py --size 1GB
-        python3 bench/generate_capture.py --size 5MB --output-dir /tmp/tiny
+        python3 -m bench.generate_capture --size 1GB
+        python3 -m bench.generate_capture --size 5MB --output-dir /tmp/tiny
     """
     target = output_dir or HERE / "out" / f"{target_bytes // 10**6}MB"
     summary = generate_capture(target, target_bytes=target_bytes, seed=seed)

@@ -18,10 +18,9 @@ from typing import Callable, Optional, TypeVar
 
 import click
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.synthetic_capture import generate_capture, parse_size
 
-from bench.synthetic_capture import generate_capture, parse_size  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "bench" / "out"
 TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualizer")
@@ -428,8 +427,8 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
 
     \b
     Example:
-        python3 bench/run.py --size 1GB
-        python3 bench/run.py --size 200MB --tools message_index,traces --workers 2
+        python3 -m bench.run --size 1GB
+        python3 -m bench.run --size 200MB --tools message_index,traces --workers 2
     """
     tools = tuple(name.strip() for name in tool_list.split(",") if name.strip())
     unknown = sorted(set(tools) - set(TOOLS))
@@ -478,7 +477,8 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
                                         "capture": capture_summary, "floor": asdict(floor),
                                         "floors": [asdict(run) for run in timer.floors],
                                         "results": [asdict(run) for run in results],
-                                        "scaling": [{**asdict(scaling), "speedup": scaling.speedup, "same_speed_speedup": scaling.same_speed()}
+                                        "scaling": [{**asdict(scaling), "speedup": scaling.speedup,
+                                                     "same_speed_speedup": scaling.same_speed()}
                                                     for scaling in scalings], "extra": extra}, indent=2))
     if not keep:
         shutil.rmtree(work, ignore_errors=True)

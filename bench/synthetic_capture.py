@@ -22,13 +22,13 @@ from typing import Any, Callable, Iterator, Optional
 
 import orjson
 
-from lib.capture_jsonl import JsonlSession, new_uuid
-from lib.capture_response import ApiReply, ApiUsage, error_response, proxy_response, random_token
-from lib.capture_writer import (BETA_MAIN, BETA_SUBAGENT, BETA_UTILITY, CaptureWriter, ProxyRow, go_json,
+from lib.synthetic.jsonl_writer import JsonlSession, new_uuid
+from lib.synthetic.proxy_response import ApiReply, ApiUsage, error_response, proxy_response, random_token
+from lib.synthetic.proxy_db_writer import (BETA_MAIN, BETA_SUBAGENT, BETA_UTILITY, CaptureWriter, ProxyRow, go_json,
                                 hashed_api_key, proxy_body, request_headers, sorted_keys)
-from lib.example_lanes import IdSource
-from lib.example_prompts import EXPLORE_TOOLS, PARENT_TOOLS, explore_system, parent_system, tool_definitions
-from lib.example_text import prose, python_module
+from lib.synthetic.lanes import IdSource
+from lib.synthetic.prompts import EXPLORE_TOOLS, PARENT_TOOLS, explore_system, parent_system, tool_definitions
+from lib.synthetic.filler_text import prose, python_module
 
 OPUS = "claude-opus-4-6"
 HAIKU = "claude-haiku-4-5-20251001"

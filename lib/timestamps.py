@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Optional, overload
 
 
 def parse_timestamp(value: object) -> Optional[datetime]:
@@ -29,11 +29,23 @@ def parse_timestamp(value: object) -> Optional[datetime]:
     return parsed
 
 
+@overload
+def to_epoch(value: datetime) -> float: ...
+@overload
+def to_epoch(value: None) -> None: ...
+@overload
+def to_epoch(value: Optional[datetime]) -> Optional[float]: ...
 def to_epoch(value: Optional[datetime]) -> Optional[float]:
     """Seconds since the epoch, or None."""
     return value.timestamp() if value is not None else None
 
 
+@overload
+def from_epoch(seconds: float) -> datetime: ...
+@overload
+def from_epoch(seconds: None) -> None: ...
+@overload
+def from_epoch(seconds: Optional[float]) -> Optional[datetime]: ...
 def from_epoch(seconds: Optional[float]) -> Optional[datetime]:
     """An aware UTC datetime from epoch seconds, or None."""
     return datetime.fromtimestamp(seconds, tz=timezone.utc) if seconds is not None else None

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from hypothesis import strategies as st
 
-from lib.cache_models import CacheEvent
+from lib.cache.ttl_model import CacheEvent
 
 
 def schedule(events: Sequence[CacheEvent]) -> list[tuple[str, int, float]]:

@@ -5,7 +5,7 @@ read is a whole number of blocks. Ids come from `chain`, so equal segment prefix
 """
 from __future__ import annotations
 
-from lib.api_cache_model import (
+from lib.cache.api_model import (
     ApiRequest, PredictedUsage, min_cacheable_tokens, model_family, predict_usage,
 )
 

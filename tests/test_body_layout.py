@@ -1,4 +1,4 @@
-"""lib/body_layout.py through RequestHasher.hash_raw: a body read against an earlier body of its
+"""lib/hashing/body_layout.py through RequestHasher.hash_raw: a body read against an earlier body of its
 conversation hashes exactly like the same body parsed whole, and the shortcut is really taken."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.body_layout import BodyReader, layout_of
-from lib.request_hashing import RequestHasher
+from lib.hashing.body_layout import BodyReader, layout_of
+from lib.hashing.request_hashing import RequestHasher
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DB = ROOT.parent / "shared" / "fixtures" / "real-proxy-fixed" / "requests.db"
@@ -172,7 +172,8 @@ def test_the_real_proxy_fixture_is_mostly_read_incrementally():
         bodies = [raw for (raw,) in connection.execute("SELECT CAST(body AS BLOB) FROM requests ORDER BY rowid")]
     assert len(bodies) == 40
     shared = assert_same_as_whole(bodies)
-    # Parsed whole: the quota and title calls and the first call of the parent and of each of
-    # the 3 sub-agents. Every other body keeps all but the last message of its lane's previous
-    # one (whose cache_control moved), the 529's retry all of them.
-    assert shared.reader.reused == 34
+    # Parsed whole: the quota and title calls and the first call of the parent and of the first
+    # sub-agent; the other two first calls share the bytes around the messages with it but for
+    # their billing headers. Every other body keeps all but the last message of its lane's
+    # previous one (whose cache_control moved), the 529's retry all of them.
+    assert shared.reader.reused == 36

@@ -30,7 +30,7 @@ def test_help_shows_the_seed_example_and_common_options() -> None:
 
 
 def test_first_run_indexes_the_fixture_and_second_run_has_nothing_new(fixture_db: Path, fixture_dir: Path) -> None:
-    pytest.importorskip("lib.message_index")
+    pytest.importorskip("lib.capture.message_index")
     code, stdout, stderr = run(fixture_db, "--projects-path", fixture_dir / "jsonl", "--json")
     assert code == 0, stderr
     summary = json.loads(stdout)
@@ -47,7 +47,7 @@ def test_first_run_indexes_the_fixture_and_second_run_has_nothing_new(fixture_db
 
 
 def test_index_db_leaves_the_proxy_db_byte_identical(fixture_db: Path, fixture_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("lib.message_index")
+    pytest.importorskip("lib.capture.message_index")
     before = digest(fixture_db)
     code, _, stderr = run(fixture_db, "--projects-path", fixture_dir / "jsonl", "--index-db", tmp_path / "idx.db", "-q")
     assert code == 0, stderr
@@ -73,7 +73,7 @@ def test_non_proxy_db_exits_2(tmp_path: Path) -> None:
 
 
 def test_missing_projects_path_exits_2(fixture_db: Path, tmp_path: Path) -> None:
-    pytest.importorskip("lib.message_index")
+    pytest.importorskip("lib.capture.message_index")
     code, _, stderr = run(fixture_db, "--projects-path", tmp_path / "nowhere")
     assert code == 2
     assert stderr == f"Error: {tmp_path / 'nowhere'}: no such file or directory\n"

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from build_minimal_traces import main
-from lib.trace_files import check_directory
+from lib.validate.trace_files import check_directory
 from tests.jsonl_builders import OTHER_SESSION, SESSION
 from tests.trace_inputs import hand_capture
 
@@ -135,8 +135,8 @@ def test_rerun_is_idempotent_and_removes_stale_files(hand: tuple[str, str], tmp_
 
 
 def test_subagent_clock_aiperf_on_the_example(example_db: Path, tmp_path: Path):
-    """The example's Explore agents spawn at t 48.185 and run to t 135: AIPerf 0.13 would read 34 of
-    their 84 requests as absolute. --subagent-clock aiperf starts the parent at t 136 instead."""
+    """The example's Explore agents spawn at t 49.815 and run to t 161.262: AIPerf 0.13 would read 41
+    of their 84 requests as absolute. --subagent-clock aiperf starts the parent at t 162 instead."""
     def built(*extra: str) -> dict:
         out = tmp_path / ("out" + "".join(extra))
         code, _, err = invoke(str(example_db), "--jsonl-dir", str(ROOT / "examples" / "jsonl"), "--output-dir", str(out),
@@ -149,7 +149,8 @@ def test_subagent_clock_aiperf_on_the_example(example_db: Path, tmp_path: Path):
         return sum(r["t"] >= m["t"] for m in document["requests"] if m["type"] == "subagent" for r in m["requests"])
 
     default, shifted = built(), built("--subagent-clock", "aiperf")
-    assert [r["t"] for r in default["requests"]] == [0, 11, 30, 48.185, 48.185, 48.185, 48.185, 269, 383, 706]
-    assert [r["t"] for r in shifted["requests"]] == [136, 147, 166, 184.185, 184.185, 184.185, 184.185, 405, 519, 842]
-    assert (read_as_absolute(default), read_as_absolute(shifted)) == (34, 0)
+    assert [r["t"] for r in default["requests"]] == [0, 12.809, 31.848, 49.815, 49.815, 49.815, 49.815, 298.817, 415.667, 741.01]
+    assert [r["t"] for r in shifted["requests"]] == [162, 174.809, 193.848, 211.815, 211.815, 211.815, 211.815, 460.817, 577.667,
+                                                        903.01]
+    assert (read_as_absolute(default), read_as_absolute(shifted)) == (41, 0)
     assert [{**r, "t": 0} for r in shifted["requests"]] == [{**r, "t": 0} for r in default["requests"]]

@@ -1,4 +1,4 @@
-"""lib/forked.py: a function computed in a forked child returns, raises and fails like a local call."""
+"""lib/report/forked.py: a function computed in a forked child returns, raises and fails like a local call."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from lib.forked import ForkedCall
+from lib.report.forked import ForkedCall
 
 
 def _summary(values: np.ndarray, *, scale: int) -> tuple[int, int]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
-from lib import tokenizer
-from lib.hash_pool import HashPool, HashSettings
+from lib.hashing import tokenizer
+from lib.hashing.hash_pool import HashPool, HashSettings
 from tests.proxy_builders import make_proxy_db
 
 

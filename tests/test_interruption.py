@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.example_capture import generate_example
+from lib.synthetic.example import generate_example
 from tests.tool_runner import TOOLS, Tool, Workspace, run_tool, tool_params
 
 NEW_ROWS = 10

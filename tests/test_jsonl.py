@@ -1,4 +1,4 @@
-"""lib/jsonl.py: discovery, streaming, dedupe and sub-agent links, on the real fixture and hand-made logs."""
+"""lib/capture/jsonl_conversations.py: discovery, streaming, dedupe and sub-agent links, on the real fixture and hand-made logs."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ import pytest
 from jsonl_builders import (OTHER_SESSION, SESSION, agent_progress, agent_result, assistant, tool_result,
                             user_prompt, write_jsonl)
 from lib.errors import InputError
-from lib.jsonl import Conversation, read_conversations
-from lib.log_files import discover_logs
+from lib.capture.jsonl_conversations import Conversation, read_conversations
+from lib.capture.jsonl_files import discover_logs
 from lib.problems import ProblemCounter
 
 FIXTURE_SESSION = "aece16d6-730c-4020-ab76-fd7ec747f412"

@@ -13,8 +13,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from lib.capture_writer import CaptureWriter
-from lib.example_capture import generate_example
+from lib.synthetic.proxy_db_writer import CaptureWriter
+from lib.synthetic.example import generate_example
 from tests.tool_runner import PYTHON, ROOT, TOOL_BY_NAME, ToolRun, Workspace, run_tool
 
 WRITER = ROOT / "tests" / "live_writer.py"

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from bench.synthetic_capture import generate_capture
-from lib.trace_plan import PlanOptions
-from lib.traces import TraceOptions, build_traces
+from lib.traces.plan import PlanOptions
+from lib.traces.build import build_traces
+from lib.traces.options import TraceOptions
 
 # Re-tokenizing whole histories would put the ratio near 100 %; memoized segments keep it ~2 %.
 MAX_MEMO_RATIO = 0.10

@@ -1,7 +1,7 @@
-"""lib/proxy_generation.py: old-proxy twin pairs and the per-capture verdict (SPEC §1.4)."""
+"""lib/capture/proxy_generation.py: old-proxy twin pairs and the per-capture verdict (SPEC §1.4)."""
 from __future__ import annotations
 
-from lib.proxy_generation import TwinCandidate, TwinPair, classify_generation, find_twin_pairs
+from lib.capture.proxy_generation import TwinCandidate, TwinPair, classify_generation, find_twin_pairs
 
 
 def candidate(request_id: str, ts: float, streaming: bool, key: str = "k1", row_id: int = 0) -> TwinCandidate:

@@ -1,4 +1,4 @@
-"""lib/responses.py: the `response` column, SSE chunks, and the proxy's misleading synthesized body."""
+"""lib/capture/response_parser.py: the `response` column, SSE chunks, and the proxy's misleading synthesized body."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from lib.records import Usage
-from lib.responses import parse_response, parse_stream_chunks
+from lib.capture.response_parser import parse_response, parse_stream_chunks
 from tests.proxy_builders import (
     client_exchanges,
     error_response,

@@ -8,8 +8,8 @@ import pytest
 
 from lib.db import open_index_db, open_proxy_db
 from lib.errors import InputError
-from lib.report_model import LANE_PARENT, LANE_UNLINKED
-from lib.selection import Capture, load_capture, newest_conversation_id, select_all, select_combined, select_conversation
+from lib.report.model import LANE_PARENT, LANE_UNLINKED
+from lib.report.selection import Capture, load_capture, newest_conversation_id, select_all, select_combined, select_conversation
 from lib.timestamps import parse_timestamp
 from tests.jsonl_builders import OTHER_SESSION, SESSION
 from tests.proxy_builders import error_response, insert_rows, message_response, proxy_row, streaming_response

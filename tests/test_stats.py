@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lib.stats import percentile, percentiles, summarize
+from lib.cache.percentiles import percentile, percentiles, summarize
 
 
 def test_percentile_interpolates_between_closest_ranks():

@@ -1,4 +1,4 @@
-"""lib/tokenizer.py: offline cl100k_base with pinned token ids."""
+"""lib/hashing/tokenizer.py: offline cl100k_base with pinned token ids."""
 from __future__ import annotations
 
 import subprocess
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lib.errors import InputError
-from lib import tokenizer
-from lib.tokenizer import installed_encodings, load_encoder, parse_ranks
+from lib.hashing import tokenizer
+from lib.hashing.tokenizer import installed_encodings, load_encoder, parse_ranks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def test_unknown_encoding_names_the_installed_ones() -> None:
 
 
 def test_importing_the_module_does_not_import_tiktoken() -> None:
-    code = "import sys; import lib.tokenizer; print('tiktoken' in sys.modules)"
+    code = "import sys; import lib.hashing.tokenizer; print('tiktoken' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

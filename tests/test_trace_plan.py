@@ -4,9 +4,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
-from lib.jsonl import Conversation
+from lib.capture.jsonl_conversations import Conversation
 from lib.records import AssistantTurn, ProxyRequest, SubagentLink
-from lib.trace_plan import PlanOptions, plan_traces
+from lib.traces.plan import PlanOptions, plan_traces
 
 UTC = timezone.utc
 PACIFIC = timezone(timedelta(hours=-8))

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.trace_files import check_directory
-from lib.trace_stats import POOLED_ROWS, TRACE_ROWS, StatsCollector, StatsTable
+from lib.validate.trace_files import check_directory
+from lib.validate.stats_table import POOLED_ROWS, TRACE_ROWS, StatsCollector, StatsTable
 from tests.validate_inputs import build_example_traces
 
 

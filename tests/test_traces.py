@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import sqlite3
 import subprocess
@@ -14,12 +15,13 @@ from typing import Any
 import orjson
 import pytest
 
-from lib.hashing import RequestHashes, SegmentTokenizer, normalize_section
-from lib.mooncake import MooncakeCollector
-from lib.tokenizer import load_encoder
-from lib.trace_files import check_directory, iter_jsonl
-from lib.trace_plan import PlanOptions
-from lib.traces import MANIFEST, MOONCAKE_FILE, MOONCAKE_SESSIONS_FILE, SIDECAR_DIR, TraceOptions, TraceSummary, build_traces
+from lib.hashing.block_hashes import RequestHashes, SegmentTokenizer, normalize_section
+from lib.traces.mooncake import MooncakeCollector
+from lib.hashing.tokenizer import load_encoder
+from lib.validate.trace_files import check_directory, iter_jsonl
+from lib.traces.plan import PlanOptions
+from lib.traces.build import MANIFEST, MOONCAKE_FILE, MOONCAKE_SESSIONS_FILE, SIDECAR_DIR, build_traces
+from lib.traces.options import TraceOptions, TraceSummary
 from tests.jsonl_builders import OTHER_SESSION, SESSION
 from tests.test_hashing import common_prefix
 from tests.proxy_builders import jsonl_output_types, manifest_turns
@@ -140,13 +142,13 @@ def test_fixture_ids_are_local_dense_and_shared_by_subagents(fixture_db: Path, f
     # Dense from 1 in first-appearance order (file order: markers' requests where the marker is).
     assert seen == list(range(1, len(seen) + 1))
     first = parents(document)[0]
-    assert first["hash_ids"] == list(range(1, first["in"] // 64 + 1)) and first["in"] == 5067
+    assert first["hash_ids"] == list(range(1, first["in"] // 64 + 1)) and first["in"] == 5029
     subs = markers(document)
-    # The Explore agents share their tools (2738 tokens, 42 blocks) and the start of the system
-    # prompt; its first block, the billing header, carries a per-agent `cch=` value.
+    # The Explore agents share their tools and system prompt (2738 + 570 tokens, 51 full blocks):
+    # its first block, the billing header with a per-agent `cch=` value, is dropped before hashing.
     firsts = [m["requests"][0]["hash_ids"] for m in subs]
-    assert [common_prefix(firsts[0], other) for other in firsts[1:]] == [43, 43]
-    assert subs[0]["tool_tokens"] == 2738
+    assert [common_prefix(firsts[0], other) for other in firsts[1:]] == [51, 51]
+    assert [(m["tool_tokens"], m["system_tokens"]) for m in subs] == [(2738, 570)] * 3
     for document_requests in [parents(document)] + [m["requests"] for m in subs]:
         for previous, request in zip(document_requests, document_requests[1:]):
             # Every turn of the fixture extends its predecessor's prompt.
@@ -170,9 +172,10 @@ def test_fixture_mooncake_rows_follow_the_ceil_convention(fixture_db: Path, fixt
     sessions = [row for _, row in iter_jsonl(out / MOONCAKE_SESSIONS_FILE)]
     assert len({r["session_id"] for r in sessions}) == 4
     assert all(len(r["hash_ids"]) == math.ceil(r["input_length"] / 512) for r in sessions)
-    # Later turns extend their context: deltas are far smaller than the whole prompt.
+    # Later turns extend their context: AIPerf replays the rows and the answers before the last.
     parent_rows = [r for r in sessions if r["session_id"] == FIXTURE_SESSION]
-    assert sum(r["input_length"] for r in parent_rows) == 9236  # the last turn's whole prompt
+    replayed = sum(r["input_length"] for r in parent_rows) + sum(r["output_length"] for r in parent_rows[:-1])
+    assert replayed == 9198  # the last turn's whole prompt
     # One `timestamp` per session, then `delay` = think time, also for the turn after the markers.
     for session in {r["session_id"] for r in sessions}:
         keys = [("timestamp" in r, "delay" in r) for r in sessions if r["session_id"] == session]
@@ -227,9 +230,11 @@ def test_hand_made_conversation_shares_exactly_the_hand_computed_prefix(hand: tu
     # (15 of r3's 48 ids kept < 50 %) → the types of the whole prompt even though r3 stopped on tool_use.
     assert [r["input_types"] for r in (r1, r2, r3, r4)] == [["text"], ["tool_result"], ["text"], ["text"]]
     assert [r["input_types"] for r in (s1, s2)] == [["text"], ["tool_result"]]
-    assert [r["t"] for r in document["requests"]] == [0, 1.9, 10, 60, 1200]
-    assert [r["think_time"] for r in (r1, r2, r3, r4)] == [0, 8, 48, 1138]
-    assert (r1["api_time"], r1["ttft"], s2["think_time"]) == (1.5, 0.7, 1)
+    # Whole-second proxy starts refined to the latest start the sources allow: completedAt (whole
+    # seconds) − 1.5 s puts r1 at 10:00:00.5, so the spawn (JSONL 18:00:01.900Z) is at t = 1.4.
+    assert [r["t"] for r in document["requests"]] == [0, 1.4, 10, 60, 1200]
+    assert [r["think_time"] for r in (r1, r2, r3, r4)] == [0, 8.5, 48.5, 1138.5]
+    assert (r1["api_time"], r1["ttft"], s2["think_time"]) == (1.5, 0.7, 0.5)
 
 
 def test_global_scope_shares_identical_prefixes_across_conversations(hand: tuple[Path, Path], tmp_path: Path):
@@ -290,12 +295,12 @@ def test_workers_do_not_change_the_output_even_with_a_random_salt(pool: str, han
                                                                   monkeypatch: pytest.MonkeyPatch):
     # A is split at its 18-minute pause, so three plans; a worker drawing its own random salt
     # would give A's second segment keys (and so ids) unrelated to its first.
-    monkeypatch.setattr("lib.hash_pool.CHUNK_REQUESTS", 1)
+    monkeypatch.setattr("lib.hashing.hash_pool.CHUNK_REQUESTS", 1)
     if pool != "processes":
         # Every request its own chunk in a cold worker: a chunk starting mid-conversation must
         # re-hash its history to the same keys.
-        monkeypatch.setattr("lib.hash_pool.ProcessPoolExecutor", OneWorkerPerChunk)
-        monkeypatch.setattr("lib.hash_pool.MAX_CHUNK_FACTOR", 1)
+        monkeypatch.setattr("lib.hashing.hash_pool.ProcessPoolExecutor", OneWorkerPerChunk)
+        monkeypatch.setattr("lib.hashing.hash_pool.MAX_CHUNK_FACTOR", 1)
     options = dict(include_subagents=True, block_size=4, split_at_gap_s=300, salt=None, formats=("kv", "mooncake"),
                    mooncake_block_size=8)
     run(*hand, tmp_path / "one", workers=1, **options)
@@ -332,7 +337,7 @@ def test_split_at_gap_restarts_t_and_keeps_a_subagent_in_its_spawn_segment(hand:
     assert sorted(documents) == sorted([f"{SESSION}_s1", f"{SESSION}_s2", f"{SESSION}_s3", OTHER_SESSION])
     assert summary.traces_written == 4
     s1, s2, s3 = (documents[f"{SESSION}_s{i}"] for i in (1, 2, 3))
-    assert [r["t"] for r in s1["requests"]] == [0, 1.9, 10]
+    assert [r["t"] for r in s1["requests"]] == [0, 1.4, 10]
     assert [r["t"] for r in s2["requests"]] == [0] and [r["t"] for r in s3["requests"]] == [0]
     assert len(markers(s1)) == 1 and not markers(s2) and not markers(s3)
     # Segments share the conversation's id namespace (SPEC §4.7).
@@ -418,16 +423,18 @@ def test_old_proxy_turn_gives_only_its_non_streaming_twin(tmp_path: Path):
     run(db, jsonl, out)
     (request,) = parents(native(out)[SESSION])
     assert (request["type"], request["stop"], request["output_types"]) == ("n", "tool_use", ["thinking", "tool_use"])
-    assert "ttft" not in request and request["api_time"] == 3.548
+    # The turn starts at the twin's send (09:00:00); api_time runs to the replay's answer: the replay
+    # started at 09:00:02.952 (JSONL line 06.500 − 3.548 s) and took 3.548 s.
+    assert "ttft" not in request and (request["t"], request["api_time"]) == (0, 6.5)
     (row,) = sidecar(out, SESSION)
     assert row["message_id"] == "msg_Replay" and row["has_old_proxy_twin"] is True
 
 
 def _generate(variant: str, target: Path) -> tuple[Path, Path]:
-    if importlib.util.find_spec("lib.example_scenario") is None or not GENERATOR.is_file():
+    if importlib.util.find_spec("lib.synthetic.scenario") is None or not GENERATOR.is_file():
         pytest.skip("examples/generate_example.py is not available")
     subprocess.run([sys.executable, str(GENERATOR), "--variant", variant, "--scale", "0.05", "--output-dir", str(target), "-q"],
-                   check=True, cwd=ROOT)
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # `lib` without installing
     return target / "requests.db", target / "jsonl"
 
 
@@ -473,8 +480,9 @@ def test_mooncake_session_deltas_survive_a_partial_tail_block():
     rows = [orjson.loads(line) for line in collector.session_lines()]
     assert rows == [
         {"session_id": "s", "timestamp": 0, "input_length": 19, "output_length": 2, "hash_ids": [1, 2, 3]},
-        # 8 new tokens: one id, the last block of the extended prompt (ids [1, 2, 4, 5]).
-        {"session_id": "s", "delay": 3000, "input_length": 8, "output_length": 2, "hash_ids": [5]},
-        # A rewritten context is sent whole.
-        {"session_id": "s", "delay": 3000, "input_length": 12, "output_length": 2, "hash_ids": [6, 7]},
+        # 27 - 19 - the 2-token answer = 6 new tokens: one id, the last block of the extended
+        # prompt (ids [1, 2, 4, 5]).
+        {"session_id": "s", "delay": 3000, "input_length": 6, "output_length": 2, "hash_ids": [5]},
+        # A rewritten context starts a new session, sent whole.
+        {"session_id": "s#2", "timestamp": 9000, "input_length": 12, "output_length": 2, "hash_ids": [6, 7]},
     ]

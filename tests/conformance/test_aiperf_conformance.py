@@ -109,6 +109,7 @@ def _replayed_prompts(conversation: dict[str, Any]) -> list[int]:
     """Each turn's prompt as AIPerf sends it against a server answering exactly `max_tokens` tokens:
     a reset turn carries its whole prompt; any other turn adds the history, the live answer and its delta."""
     prompts: list[int] = []
+    previous_answer = 0
     for turn in conversation["turns"]:
         if turn["reset_context"] or not prompts:
             prompts.append(turn["prompt_tokens"])

@@ -1,0 +1,1 @@
+"""Pure cache simulations over block ids: TTL and prefix models, LRU/OPT capacity, the API's cache model."""

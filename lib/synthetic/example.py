@@ -1,0 +1,175 @@
+"""Turn the example scenario into files: `requests.db` rows per proxy variant and the JSONL logs.
+
+Variants (SPEC §1.4): `fixed` — one streaming row per turn; `old` — a streaming twin (max_tokens
+32000) then the non-streaming replay (21333) the JSONL points at, whose usage reads what the twin
+wrote; `cleaned` — the old capture with only the non-streaming rows kept (the shipped example, like
+the user's own DB).
+
+Billing headers (orthogonal to the variant): `constant` — one value per conversation (the shipped
+example); `per-request` — derived from each body, as many Claude Code versions send it. The API
+strips it before caching, so the usage numbers are the same either way.
+"""
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator, Optional
+
+from lib.synthetic.jsonl_writer import JsonlSession, new_uuid, progress_copy, write_jsonl
+from lib.synthetic.proxy_response import ApiReply, proxy_response
+from lib.synthetic.proxy_db_writer import (CaptureWriter, ProxyRow, client_content_length, go_json, hashed_api_key, proxy_body,
+                             request_headers)
+from lib.synthetic.lanes import ApiCall, Lane, client_body, epoch_to_datetime
+from lib.synthetic.prompts import CWD, with_per_request_billing
+from lib.synthetic.scenario import Scenario, build_scenario
+from lib.synthetic.usage import TokenMeter, tiktoken_counter
+
+VARIANTS = ("cleaned", "fixed", "old")
+BILLING_HEADERS = ("constant", "per-request")
+UTC_OFFSET = timedelta(hours=-4)
+REPLAY_MAX_TOKENS = 21333
+API_KEY_HASH = hashed_api_key("sk-ant-api03-example-key-not-real")
+SLUG = "curious-mapping-heron"
+
+
+def _row_plan(scenario: Scenario, variant: str) -> list[tuple[float, int, ApiCall, bool, bool]]:
+    """(start, order, call, is_twin, is_streaming) for every row the variant stores, in arrival order."""
+    plan: list[tuple[float, int, ApiCall, bool, bool]] = []
+    for lane in scenario.lanes:
+        for call in lane.calls:
+            if not lane.streams:
+                plan.append((call.start_s, len(plan), call, False, False))
+            elif variant == "fixed":
+                plan.append((call.start_s, len(plan), call, False, True))
+            else:
+                if variant == "old" and call.twin is not None:
+                    plan.append((call.twin.start_s, len(plan), call, True, True))
+                plan.append((call.start_s, len(plan), call, False, False))
+    return sorted(plan)
+
+
+def _row(call: ApiCall, *, is_twin: bool, is_streaming: bool, variant: str, billing_header: str,
+         rng: random.Random) -> ProxyRow:
+    lane: Lane = call.lane
+    max_tokens = lane.max_tokens
+    if variant != "fixed" and not is_streaming and lane.streams and max_tokens == 32000:
+        max_tokens = REPLAY_MAX_TOKENS
+    body = client_body(call, stream=is_streaming, max_tokens=max_tokens)
+    if billing_header == "per-request":
+        body = with_per_request_billing(body)
+    stored = go_json(proxy_body(body))
+    extras = go_json(lane.client_extras)[1:-1] if lane.client_extras else ""
+    headers = request_headers(content_length=client_content_length(stored, "," + extras if extras else ""),
+                              api_key_hash=API_KEY_HASH, beta=lane.beta)
+    timing = call.twin if is_twin and call.twin else call
+    reply = ApiReply(model=call.model, message_id=timing.message_id, request_id=timing.request_id,
+                     content=call.content, stop_reason=call.stop_reason, usage=timing.simulated_usage,
+                     started_at=epoch_to_datetime(timing.start_s), ttft_ms=timing.ttft_ms,
+                     response_time_ms=timing.api_ms, context_management="context-management" in lane.beta)
+    response = proxy_response(reply, rng, is_streaming=is_streaming, utc_offset=UTC_OFFSET)
+    return ProxyRow(id=f"{rng.getrandbits(64):016x}", arrived_at=epoch_to_datetime(timing.start_s),
+                    utc_offset=UTC_OFFSET, headers=go_json(headers), body=stored, model=call.model, response=response)
+
+
+def capture_rows(scenario: Scenario, variant: str, seed: int, billing_header: str = "constant") -> Iterator[ProxyRow]:
+    """The variant's rows in arrival order, built one at a time."""
+    rng = random.Random(f"{seed}:rows:{variant}")
+    for _, _, call, is_twin, is_streaming in _row_plan(scenario, variant):
+        yield _row(call, is_twin=is_twin, is_streaming=is_streaming, variant=variant, billing_header=billing_header,
+                   rng=rng)
+
+
+def _lane_lines(lane: Lane, session: JsonlSession) -> Iterator[tuple[float, dict]]:
+    for kind, at_s, payload in lane.log:
+        at = epoch_to_datetime(at_s)
+        if kind == "snapshot":
+            yield at_s, session.snapshot(new_uuid(session.rng), at)
+        elif kind == "prompt":
+            yield at_s, session.user_prompt(payload, at)
+        elif kind == "call":
+            yield at_s, session.assistant(payload.api_message(), payload.request_id, at)
+        else:
+            block, structured = payload
+            yield at_s, session.tool_results([block], structured, at)
+
+
+def write_jsonl_logs(scenario: Scenario, jsonl_dir: Path, seed: int) -> dict[str, int]:
+    """Write `<sessionId>.jsonl` and `agent-<agentId>.jsonl` beside it (the older layout); line counts."""
+    rng = random.Random(f"{seed}:jsonl")
+    prompt_id = new_uuid(rng)
+    counts: dict[str, int] = {}
+    parent_session = JsonlSession(rng=rng, session_id=scenario.session_id, cwd=CWD, prompt_id=prompt_id, slug=SLUG)
+    parent_lines = list(_lane_lines(scenario.parent, parent_session))
+    launcher = next(line for _, line in parent_lines if line["type"] == "assistant"
+                    and any(block.get("name") == "Agent" for block in line["message"]["content"]))
+    progress: list[tuple[float, dict]] = []
+    for lane, agent_id, tool_use in scenario.agents:
+        session = JsonlSession(rng=rng, session_id=scenario.session_id, cwd=CWD, prompt_id=prompt_id,
+                               agent_id=agent_id, slug=SLUG)
+        lines = list(_lane_lines(lane, session))
+        name = f"agent-{agent_id}.jsonl"
+        counts[name] = write_jsonl(jsonl_dir / name, (line for _, line in lines))
+        for index, (at_s, line) in enumerate(lines):
+            progress_line = parent_session.agent_progress(
+                agent_id=agent_id, copied=progress_copy(line), prompt=tool_use["input"]["prompt"] if index == 0 else "",
+                parent_tool_use_id=tool_use["id"], tool_use_id=f"agent_{launcher['message']['id']}",
+                at=epoch_to_datetime(at_s))
+            progress_line["parentUuid"] = launcher["uuid"]
+            progress.append((at_s, progress_line))
+    merged = sorted(parent_lines + progress, key=lambda item: item[0])
+    name = f"{scenario.session_id}.jsonl"
+    counts[name] = write_jsonl(jsonl_dir / name, (line for _, line in merged))
+    return counts
+
+
+def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: int = 7, scale: float = 1.0,
+                     meter: Optional[TokenMeter] = None, model_switch: bool = False,
+                     api_cache_ttl_s: Optional[float] = None, billing_header: str = "constant") -> dict:
+    """Write `requests.db` and `jsonl/` for one variant into `output_dir`; returns a summary.
+
+    `model_switch` adds a last parent turn on another model (see `build_scenario`).
+    `api_cache_ttl_s`: the TTL of the simulated API cache for every lane (default: 1 h for the
+    main thread, 5 min for the others, as Claude Code asks).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if billing_header not in BILLING_HEADERS:
+        raise ValueError(f"unknown billing header mode {billing_header!r}; expected one of {BILLING_HEADERS}")
+    output = Path(output_dir)
+    scenario = build_scenario(seed, scale, meter or TokenMeter(tiktoken_counter()), old_proxy=variant != "fixed",
+                              model_switch=model_switch, api_cache_ttl_s=api_cache_ttl_s)
+    db_path = output / "requests.db"
+    temp_path = output / ".requests.db.tmp"
+    temp_path.unlink(missing_ok=True)
+    with CaptureWriter(temp_path) as writer:
+        writer.add_all(capture_rows(scenario, variant, seed, billing_header))
+    temp_path.replace(db_path)
+    jsonl_dir = output / "jsonl"
+    jsonl_dir.mkdir(parents=True, exist_ok=True)
+    # Stale logs of another seed would be linked to this DB by the index builders; the folder is ours.
+    for stale in jsonl_dir.glob("*.jsonl"):
+        stale.unlink()
+    lines = write_jsonl_logs(scenario, jsonl_dir, seed)
+    return _summary(scenario, variant, writer.rows_written, db_path, lines) | {"billing_header": billing_header}
+
+
+def _summary(scenario: Scenario, variant: str, rows: int, db_path: Path, lines: dict[str, int]) -> dict:
+    parent = scenario.parent.calls
+
+    def cache_line(call: ApiCall) -> dict:
+        usage = call.simulated_usage
+        return {"in": usage.prompt_tokens, "cache_read": usage.cache_read_input_tokens,
+                "cache_creation": usage.cache_creation_input_tokens, "input": usage.input_tokens,
+                "hit_pct": round(100 * usage.cache_read_input_tokens / usage.prompt_tokens, 1)}
+
+    return {
+        "variant": variant, "rows": rows, "db_bytes": db_path.stat().st_size, "jsonl_lines": lines,
+        "session_id": scenario.session_id,
+        "requests": {"parent": len(parent), **{agent_id: len(lane.calls) for lane, agent_id, _ in scenario.agents},
+                     **{lane.name: len(lane.calls) for lane in scenario.utility}},
+        "parent_calls": [cache_line(call) for call in parent],
+        "agent_calls": {agent_id: [cache_line(call) for call in lane.calls] for lane, agent_id, _ in scenario.agents},
+        "span_s": round(max(c.end_s for lane in scenario.lanes for c in lane.calls)
+                        - min(c.start_s if c.twin is None else c.twin.start_s for lane in scenario.lanes for c in lane.calls), 1),
+    }

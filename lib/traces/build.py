@@ -1,0 +1,239 @@
+"""build_minimal_traces: from DB + JSONL to native traces, sidecars, Mooncake rows and a manifest.
+
+The run is a pipeline over trace plans (lib/traces/plan.py): hash each plan's prompts (in worker
+processes with --workers > 1; results come back in plan order so output is identical), then let
+lib/traces/writer.py allocate integer ids in file order and write each file atomically. Only one
+plan's keys are held at a time, except the compact Mooncake rows, which are the Mooncake file itself.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import orjson
+
+from lib import __version__
+from lib.atomic import atomic_writer, write_atomic
+from lib.hashing.billing_header import BillingHeaderTally
+from lib.db import open_databases
+from lib.errors import InputError
+from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
+from lib.capture.jsonl_conversations import merge_conversations, read_log_group
+from lib.capture.jsonl_files import default_projects_dir, discover_logs, group_logs
+from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
+from lib.problems import ProblemCounter
+from lib.records import ProxyRequest
+from lib.traces.options import TraceOptions, TraceSummary
+from lib.traces.plan import TracePlan, plan_traces
+from lib.traces.writer import SIDECAR_DIR, Calibration, Hashed, TraceWriter
+from lib.capture.turn_timing import answers_logged_at, first_sends, iter_turns, load_replay_twins
+
+# Beside the sidecars, not the traces: replay tools load every *.json of the trace directory.
+MANIFEST = f"{SIDECAR_DIR}/manifest.json"
+MOONCAKE_FILE = "mooncake_trace.jsonl"
+MOONCAKE_SESSIONS_FILE = "mooncake_sessions.jsonl"
+
+
+# --- hashing, in this process or in workers -----------------------------------------------------
+
+
+
+def _plan_requests(plan: TracePlan) -> list[ProxyRequest]:
+    return list(plan.parent) + [r for sub in plan.subagents for r in sub.requests]
+
+
+def _hashed_plans(plans: list[TracePlan], pool: HashPool, problems: ProblemCounter, *, last_pass: bool = False
+                  ) -> Iterator[tuple[TracePlan, Hashed]]:
+    """Each plan with its hashed prompts, in plan order whatever the number of workers.
+
+    All plans' requests go to the pool as one sequence (a long conversation is spread over
+    workers in chunks); a plan's hashing problems are counted when its results are consumed.
+    On the `last_pass`, the workers are let go once the last results are in, so they exit
+    while the last plan is written.
+    """
+    requests = [request for plan in plans for request in _plan_requests(plan)]
+    conversation = {request.request_id: plan.conversation_id for plan in plans for request in _plan_requests(plan)}
+    results = pool.hash_requests(requests, problems, group=lambda request: conversation[request.request_id])
+    for number, plan in enumerate(plans, 1):
+        hashed = {request.request_id: prompt for request, prompt in itertools.islice(results, len(_plan_requests(plan)))}
+        if last_pass and number == len(plans):
+            pool.release()
+        yield plan, hashed
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str], options: TraceOptions,
+                 say: Callable[[str], None], problems: ProblemCounter
+                 ) -> tuple[list[TracePlan], Any, dict[str, str]]:
+    """Plans of the run (conversations from the JSONL, requests from the message index) and twins.
+
+    With workers, this process reads both while they load their tokenizers.
+    """
+    # Found first: a folder without logs must fail (exit 2) before an index is written, as in the conversation index.
+    found = discover_logs(jsonl_dir, problems)
+    if not found:
+        raise InputError(f"{jsonl_dir or default_projects_dir()}: no Claude Code JSONL logs found")
+    with open_databases(db_path, index_db) as (proxy, index):
+        ensure_message_index(proxy, index, say=say)
+        message_ids = load_message_ids(index)
+        twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
+        logs = group_logs(found).values()
+        conversations = merge_conversations(map(read_log_group, logs), problems)
+        # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
+        requests = first_sends({r.request_id: r for r in iter_indexed_requests(index)}, load_replay_twins(index),
+                               answers_logged_at((message_ids.get(turn.message_id), turn.timestamp)
+                                                 for turn in iter_turns(conversations.values())))
+        wanted = options.plan.conversation_id
+        if wanted and wanted not in conversations:
+            # An empty output with exit 0 would hide a typo in the id.
+            raise InputError(f"--conversation-id {wanted}: no such conversation in the JSONL logs ({len(conversations)} found)")
+    plans, plan_summary = plan_traces(conversations, message_ids, requests, options.plan)
+    problems.merge(plan_summary.problems)
+    return plans, plan_summary, twins
+
+
+def _previous_manifest_files(output_dir: Path) -> set[str]:
+    try:
+        manifest = orjson.loads((output_dir / MANIFEST).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return set()
+    files = set(manifest.get("mooncake", [])) if isinstance(manifest, dict) else set()
+    for entry in manifest.get("traces", []) if isinstance(manifest, dict) else []:
+        if isinstance(entry, dict):
+            files.update(str(entry[key]) for key in ("file", "sidecar") if entry.get(key))
+    return files
+
+
+def _remove_stale(output_dir: Path, previous: set[str], current: set[str]) -> int:
+    """Delete files the previous run's manifest listed that this run did not write again."""
+    removed = 0
+    for name in sorted(previous - current):
+        target = (output_dir / name).resolve()
+        if output_dir.resolve() in target.parents and target.is_file():
+            target.unlink()
+            removed += 1
+    return removed
+
+
+def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, options: TraceOptions, *,
+                 index_db: Optional[str] = None, say: Callable[[str], None] = lambda _: None,
+                 progress: Callable[[Iterable, int], Iterable] = lambda items, _total: items) -> TraceSummary:
+    """Run the whole pipeline and return its summary (SPEC §3 item 3, §5)."""
+    started = time.perf_counter()
+    target = Path(output_dir)
+    summary = TraceSummary(output_dir=str(target))
+    # One salt for the whole run: worker processes drawing their own random salts would give
+    # equal prefixes different keys, and so different ids, across chunks hashed in other workers.
+    settings = HashSettings(salt=run_salt(options.salt), block_size=options.block_size, tokenizer=options.tokenizer)
+    # Started before the inputs are read, so that the workers load their tokenizers meanwhile.
+    # (Loading it here once, for the workers to inherit, and having them read the JSONL instead
+    # left the second core idle during the load: 3 % slower with 2 workers, round 5 of bench/README.md.)
+    with HashPool(db_path, settings, workers=options.workers) as pool:
+        plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, say, summary.problems)
+        summary.conversations = plan_summary.conversations
+        summary.dropped_min_requests = plan_summary.dropped_min_requests
+        target.mkdir(parents=True, exist_ok=True)
+        previous_files = _previous_manifest_files(target)
+        calibration = Calibration()
+        if options.token_count == "api":
+            # A first pass fixes one tokenizer→API factor per model family before any id is written,
+            # so every request of a family is scaled alike and shared prefixes keep matching.
+            for plan, hashed in _hashed_plans(plans, pool, ProblemCounter()):
+                _calibrate(calibration, plan, hashed)
+            # The memo makes the second pass nearly free: the real tokenizing work is counted here.
+            summary.tokens_tokenized += pool.tokens_tokenized
+        requested_before, tokenized_before = pool.tokens_requested, pool.tokens_tokenized
+        writer = TraceWriter(target, options, summary, calibration, twins, pool.hasher.hasher)
+        for plan, hashed in progress(_hashed_plans(plans, pool, summary.problems, last_pass=True), len(plans)):
+            if options.token_count != "api":
+                _calibrate(calibration, plan, hashed)
+            writer.write(plan, hashed)
+            _count_billing_headers(summary.billing_header, plan, hashed)
+        summary.tokens_requested += pool.tokens_requested - requested_before
+        summary.tokens_tokenized += pool.tokens_tokenized - tokenized_before
+    if options.plan.anonymize:
+        summary.problems = _anonymized_problems(summary.problems, _anonymous_names(plans, writer.positions))
+
+    current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
+    mooncake_files = _write_mooncake(target, writer, options, summary)
+    current.update(mooncake_files)
+    manifest = {
+        "tool": "build_minimal_traces.py", "version": __version__, "format": "kv-cache-tester native trace",
+        "options": options.for_manifest(), "traces": writer.manifest_entries, "mooncake": mooncake_files,
+        "dropped_min_requests": summary.dropped_min_requests,
+        "tokenizer_to_api_ratio": calibration.ratios(),
+    }
+    if options.mooncake_sessions and writer.mooncake is not None:
+        stats = writer.mooncake.session_stats
+        manifest["mooncake_sessions"] = {"sessions": stats.sessions, "restarts": stats.restarts,
+                                         "one_token_rows": len(stats.carried_rows)}
+    write_atomic(target / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    summary.stale_removed = _remove_stale(target, previous_files, current)
+    summary.files = sorted(current)
+    summary.tokenizer_to_api_ratio = calibration.ratios()
+    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _anonymous_names(plans: list[TracePlan], positions: dict[str, str]) -> dict[str, str]:
+    """Every id the run knows a written name for: requests and messages (trace positions), conversations
+    (trace ids) and sub-agents (`trace_0001/agent_001`)."""
+    names = dict(positions)
+    for plan in plans:
+        base = plan.trace_id.removesuffix(f"_s{plan.segment + 1}")
+        names.setdefault(plan.conversation_id, base)
+        for sub in plan.subagents:
+            names.setdefault(sub.agent_id, f"{base}/{sub.label}")
+    return names
+
+
+def _anonymized_problems(problems: ProblemCounter, names: dict[str, str]) -> ProblemCounter:
+    """The same counts, each example replaced by its anonymous name or left out: under --anonymize the
+    summary and --json name no row, message, session or agent id and no path (README, Anonymization)."""
+    written = set(names.values())
+    result = ProblemCounter()
+    for reason, entry in problems.as_dict().items():
+        result.add(reason, count=entry["count"])
+        for example in entry["examples"]:
+            name = example if example in written else names.get(example)
+            if name:
+                result.add(reason, name, count=0)
+    return result
+
+
+def _calibrate(calibration: Calibration, plan: TracePlan, hashed: Hashed) -> None:
+    for request in list(plan.parent) + [r for sub in plan.subagents for r in sub.requests]:
+        prompt = hashed.get(request.request_id)
+        if prompt is not None:
+            calibration.add(request, prompt)
+
+
+def _count_billing_headers(tally: BillingHeaderTally, plan: TracePlan, hashed: Hashed) -> None:
+    lanes = [("", plan.parent)] + [(sub.label, sub.requests) for sub in plan.subagents]
+    for label, requests in lanes:
+        for request in requests:
+            prompt = hashed.get(request.request_id)
+            if prompt is not None:
+                tally.add(prompt.billing_header, (plan.trace_id, label))
+
+
+def _write_mooncake(target: Path, writer: TraceWriter, options: TraceOptions, summary: TraceSummary) -> list[str]:
+    collector = writer.mooncake
+    if collector is None:
+        return []
+    with atomic_writer(target / MOONCAKE_FILE, "wb") as stream:
+        stream.writelines(collector.flat_lines())
+    files = [MOONCAKE_FILE]
+    if options.mooncake_sessions:
+        with atomic_writer(target / MOONCAKE_SESSIONS_FILE, "wb") as stream:
+            stream.writelines(collector.session_lines(writer.session_answer_length))
+        files.append(MOONCAKE_SESSIONS_FILE)
+        # A turn smaller than its replayed history is sent as one token: the replay runs ahead (docs/traces.md).
+        for example in collector.session_stats.carried_rows:
+            summary.problems.add("mooncake_session_turn_carried", example)
+    summary.mooncake_rows = len(collector)
+    return files

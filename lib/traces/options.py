@@ -1,0 +1,95 @@
+"""What a build_minimal_traces run is asked to do (`TraceOptions`) and what it did (`TraceSummary`).
+
+Shared by the run (lib/traces/build.py) and the writer (lib/traces/writer.py), which fills the summary.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from lib.hashing.billing_header import BillingHeaderTally
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
+from lib.problems import ProblemCounter
+from lib.traces.plan import PlanOptions
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """Every option of build_minimal_traces.py that shapes the output."""
+
+    plan: PlanOptions = field(default_factory=PlanOptions)
+    block_size: int = DEFAULT_BLOCK_SIZE
+    hash_id_scope: str = "local"
+    salt: Optional[str] = None
+    formats: tuple[str, ...] = ("kv",)
+    mooncake_block_size: int = 512
+    mooncake_sessions: bool = False
+    workers: int = 1
+    token_count: str = "tokenizer"
+    tokenizer: str = "cl100k_base"
+    # "spawn": sub-agent `t` from its first request, parent `t` from 0 (docs/traces.md);
+    # "aiperf": the parent's `t` start past every sub-agent's last `t`, so AIPerf 0.13 reads them relative too.
+    subagent_clock: str = "spawn"
+
+    def for_manifest(self) -> dict[str, Any]:
+        """The options as recorded in manifest.json: never the salt, no ids when anonymized."""
+        plan = asdict(self.plan)
+        plan["since"] = self.plan.since.isoformat() if self.plan.since and not self.plan.anonymize else None
+        plan["until"] = self.plan.until.isoformat() if self.plan.until and not self.plan.anonymize else None
+        if self.plan.anonymize:
+            plan["conversation_id"] = None
+        options = asdict(self)
+        options["plan"] = plan
+        options["salt"] = "given" if self.salt is not None else "random"
+        options["formats"] = list(self.formats)
+        # Worker count changes speed, never output: leaving it out keeps runs byte-identical.
+        del options["workers"]
+        return options
+
+
+@dataclass
+class TraceSummary:
+    """What a run wrote and skipped."""
+
+    output_dir: str
+    traces_written: int = 0
+    requests_written: int = 0
+    subagents_written: int = 0
+    subagent_requests_written: int = 0
+    conversations: int = 0
+    dropped_min_requests: int = 0
+    mooncake_rows: int = 0
+    files: list[str] = field(default_factory=list)
+    stale_removed: int = 0
+    tokens_requested: int = 0
+    tokens_tokenized: int = 0
+    tokenizer_to_api_ratio: dict[str, float] = field(default_factory=dict)
+    problems: ProblemCounter = field(default_factory=ProblemCounter)
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["problems"] = self.problems.as_dict()
+        data["billing_header"] = self.billing_header.as_dict()
+        data["memo_ratio"] = round(self.tokens_tokenized / self.tokens_requested, 4) if self.tokens_requested else 0.0
+        return data
+
+    def describe(self) -> str:
+        memo = self.tokens_tokenized / self.tokens_requested if self.tokens_requested else 0.0
+        text = (
+            f"Wrote {self.traces_written} trace(s) to {self.output_dir}: {self.requests_written} parent requests, "
+            f"{self.subagents_written} sub-agents with {self.subagent_requests_written} requests"
+            f"{f', {self.mooncake_rows} Mooncake rows' if self.mooncake_rows else ''}. "
+            f"{self.conversations} conversation(s) with DB requests; dropped {self.dropped_min_requests} "
+            f"under --min-requests. Tokenized {self.tokens_tokenized:,} of {self.tokens_requested:,} prompt tokens "
+            f"({memo:.1%}). {self.elapsed_s:.2f} s."
+        )
+        ratios = ", ".join(f"{family} {ratio:.2f}" for family, ratio in sorted(self.tokenizer_to_api_ratio.items()))
+        if ratios:
+            text += f" Tokenizer/API token ratio: {ratios}."
+        if self.billing_header.with_header:
+            text += " " + self.billing_header.describe()
+        if self.problems:
+            text += f" Skipped or degraded: {self.problems.describe()}."
+        return text
