@@ -40,6 +40,17 @@ pytestmark = pytest.mark.skipif(
 
 FIGURES: dict[str, Any] = {}
 
+# What AIPerf 0.13 builds from our outputs, per source (example variant at scale 0.2, real-proxy
+# fixture): requests (parent + sub-agent) = turns = Mooncake rows; conversations AIPerf's weka loader
+# builds in the default layout (it splits the example's sub-agents it reads as absolute) vs our lanes;
+# sub-agent requests and how many of them AIPerf 0.13 reads as absolute in the default layout.
+PINNED = {
+    "example": {"requests": 90, "default_conversations": 9, "lanes": 5, "subagent_requests": 84,
+                "default_read_as_absolute": 53},
+    "fixture": {"requests": 37, "default_conversations": 4, "lanes": 4, "subagent_requests": 25,
+                "default_read_as_absolute": 0},
+}
+
 
 @pytest.fixture(scope="module", autouse=True)
 def print_figures() -> Iterator[None]:
@@ -141,6 +152,10 @@ def test_weka_loader_builds_one_conversation_per_lane(source, aiperf_env):
         built = sorted(c["session_id"] for c in _probe(aiperf_env, source[layout], "weka_trace"))
         FIGURES[f"{source['name']}/{layout} weka conversations (aiperf vs ours)"] = [len(built), len(_lanes(source[layout]))]
     assert built == _lanes(source["aiperf"])
+    pinned = PINNED[source["name"]]
+    assert FIGURES[f"{source['name']}/default weka conversations (aiperf vs ours)"] == [
+        pinned["default_conversations"], pinned["lanes"]]
+    assert len(built) == pinned["lanes"]
 
 
 def test_weka_prompt_sizes_match_native_in(source, aiperf_env):
@@ -153,6 +168,7 @@ def test_weka_prompt_sizes_match_native_in(source, aiperf_env):
             pairs.append((prompt, _native_request(trace, turn)["in"]))
     figures = _deviations(pairs)
     FIGURES[f"{source['name']} weka per-turn prompt vs in"] = figures
+    assert figures["turns"] == PINNED[source["name"]]["requests"]
     assert figures["over_1pct"] == 0
 
 
@@ -179,6 +195,9 @@ def test_subagent_times_default_layout_follow_aiperf_rule(source, aiperf_env):
     """Default layout: AIPerf misplaces exactly the sub-agent requests docs/traces.md says it does."""
     counts = _subagent_times(source["default"], _probe(aiperf_env, source["default"], "weka_trace"))
     FIGURES[f"{source['name']}/default sub-agent request times"] = counts
+    pinned = PINNED[source["name"]]
+    assert (counts["subagent_requests"], counts["read_as_absolute"]) == (
+        pinned["subagent_requests"], pinned["default_read_as_absolute"])
     assert counts["read_as_absolute"] == counts["predicted_absolute"]
     assert counts["as_meant"] + counts["read_as_absolute"] == counts["subagent_requests"]
 
@@ -187,7 +206,7 @@ def test_subagent_times_aiperf_clock_all_as_meant(source, aiperf_env):
     """--subagent-clock aiperf: every sub-agent request lands at marker `t` + its own `t`."""
     counts = _subagent_times(source["aiperf"], _probe(aiperf_env, source["aiperf"], "weka_trace"))
     FIGURES[f"{source['name']}/aiperf-clock sub-agent request times"] = counts
-    assert counts["subagent_requests"] > 0
+    assert counts["subagent_requests"] == PINNED[source["name"]]["subagent_requests"]
     assert counts["as_meant"] == counts["subagent_requests"]
 
 
@@ -198,6 +217,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 def test_mooncake_trace_one_conversation_per_row(source, aiperf_env):
     """mooncake_trace.jsonl: one single-turn conversation per row, at its timestamp, its prompt within 1 %."""
     rows = _rows(source["default"] / "mooncake_trace.jsonl")
+    assert len(rows) == PINNED[source["name"]]["requests"]
     conversations = _probe(aiperf_env, source["default"] / "mooncake_trace.jsonl", "mooncake_trace")
     assert [len(c["turns"]) for c in conversations] == [1] * len(rows)
     assert [c["turns"][0]["timestamp_ms"] for c in conversations] == [row["timestamp"] for row in rows]
@@ -224,6 +244,7 @@ def test_mooncake_sessions_rebuild_native_in(source, aiperf_env):
         pairs += list(zip(_replayed_prompts(conversation), ours))
     figures = _deviations(pairs)
     FIGURES[f"{source['name']} mooncake sessions: replayed prompt vs native in"] = figures
+    assert figures["turns"] == PINNED[source["name"]]["requests"]
     assert figures["over_1pct"] == 0
 
 
@@ -265,6 +286,7 @@ def test_aiperf_profile_completes_every_request(source, aiperf_env, layout, tmp_
     traces = _traces(source[layout])
     requests = sum(1 if entry["type"] != "subagent" else len(entry["requests"])
                    for trace in traces for entry in trace["requests"])
+    assert requests == PINNED[source["name"]]["requests"]
     result = _profile(aiperf_env, source[layout], tmp_path, requests)
     del result["messages_per_conversation"]
     FIGURES[f"{source['name']}/{layout} aiperf profile (requests in traces: {requests})"] = result
@@ -275,6 +297,7 @@ def test_aiperf_profile_replays_sessions_with_history(source, aiperf_env, tmp_pa
     """mooncake_sessions.jsonl replayed: every request completes, and turn k of a session sends the
     history, the live answers and its delta (2k + 1 messages), the arithmetic the sessions test uses."""
     rows = _rows(source["default"] / "mooncake_sessions.jsonl")
+    assert len(rows) == PINNED[source["name"]]["requests"]
     result = _profile(aiperf_env, source["default"] / "mooncake_sessions.jsonl", tmp_path, len(rows), "mooncake_trace")
     turns = sorted(sum(row["session_id"] == session for row in rows) for session in {row["session_id"] for row in rows})
     assert result["messages_per_conversation"] == sorted([2 * k + 1 for k in range(n)] for n in turns)
