@@ -1,4 +1,5 @@
-"""validate_trace_cache.py as a user runs it: the seed command, broken traces, gates, exit codes (SPEC §3, §7)."""
+"""validate_trace_cache.py as a user runs it: the seed command, broken traces, gates, exit codes (docs/cli.md#exit-codes,
+docs/validate.md)."""
 from __future__ import annotations
 
 import csv
