@@ -67,7 +67,7 @@ def test_report_has_every_documented_section_in_order(report_html: str) -> None:
     documented = _documented_sections()
     assert documented[0] == "Summary cards" and len(documented) == len(SECTIONS)
     positions = []
-    for section_id, heading in SECTIONS:
+    for section_id, _ in SECTIONS:
         assert f'id="{section_id}"' in report_html
         positions.append(report_html.index(f'id="{section_id}"'))
     assert positions == sorted(positions)
