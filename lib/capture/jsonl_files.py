@@ -1,8 +1,8 @@
-"""Finding Claude Code JSONL logs and streaming their lines (SPEC §2).
+"""Finding Claude Code JSONL logs and streaming their lines (docs/inputs.md#where-logs-are-found).
 
 Parents live at `<project>/<sessionId>.jsonl`; sub-agents at `<sessionId>/subagents/agent-<agentId>.jsonl`
 (newer) or `agent-<agentId>.jsonl` beside the parent (older). A live session may be mid-write, so a
-cut-off last line is counted, not fatal (SPEC §9).
+cut-off last line is counted, not fatal (docs/reliability.md#bad-input).
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def iter_entries(path: Path, problems: ProblemCounter) -> Iterator[tuple[int, di
                     problems.add("invalid_utf8_jsonl_line", f"{path.name}:{number}")
                     yield number, entry
                     continue
-                # A last line without newline is a write in progress, not corruption (SPEC §2).
+                # A last line without newline is a write in progress, not corruption (docs/inputs.md#entries).
                 reason = "unparsable_jsonl_line" if raw.endswith(b"\n") else "truncated_jsonl_line"
                 problems.add(reason, f"{path.name}:{number}")
                 continue
