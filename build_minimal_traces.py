@@ -90,7 +90,9 @@ def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[
                            progress=lambda items, total: out.progress(items, total=total, desc="traces"))
     data, text = summary.as_dict(), summary.describe()
     if preset:
-        command = preset.command_line(output_dir, summary.mooncake_rows)
+        replayed = (summary.mooncake_rows if preset.replayed != "."
+                    else summary.requests_written + summary.subagent_requests_written)
+        command = preset.command_line(output_dir, replayed)
         data.update(preset=preset.name, replay_command=command)
         text += f"\nReplay with {preset.tool}:\n  {command}"
     out.summary(data, text)

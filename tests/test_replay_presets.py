@@ -22,7 +22,7 @@ EXPECTED = {
                         "--output-dir results"),
     "aiperf-weka": (["trace_0001.json"],
                     "aiperf profile --model '<model>' --url http://localhost:8000 --endpoint-type chat --streaming "
-                    "--custom-dataset-type weka_trace --input-file DIR"),
+                    "--custom-dataset-type weka_trace --input-file DIR --request-count 90"),
     "aiperf-mooncake": (["mooncake_sessions.jsonl", "mooncake_trace.jsonl"],
                         "aiperf profile --model '<model>' --url http://localhost:8000 --endpoint-type chat --streaming "
                         "--custom-dataset-type mooncake_trace --input-file DIR/mooncake_sessions.jsonl "

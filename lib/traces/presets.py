@@ -28,7 +28,7 @@ class Preset:
     mooncake_sessions: bool
     replayed: str  # the file or directory the tool reads, relative to --output-dir
     why: str
-    command: Callable[[str, int], list[str]]  # (replayed path, rows in it) -> argv
+    command: Callable[[str, int], list[str]]  # (replayed path, requests in it) -> argv
 
     hash_id_scope: str = "local"
 
@@ -62,7 +62,10 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
     Preset("aiperf-weka", "AIPerf `weka_trace`", "kv", 64, None, False, ".",
            "the loader takes each file's declared block_size and accepts only hash_id_scope local",
            lambda path, rows: ["aiperf", "profile", "--model", MODEL, "--url", URL, "--endpoint-type", "chat",
-                               "--streaming", "--custom-dataset-type", "weka_trace", "--input-file", path]),
+                               "--streaming", "--custom-dataset-type", "weka_trace", "--input-file", path,
+                               # AIPerf's default cap (10) can fall inside a sub-agent fan-out, where the
+                               # run never ends (docs/traces.md, "Replaying the traces").
+                               "--request-count", str(rows)]),
     Preset("aiperf-mooncake", "AIPerf `mooncake_trace` sessions", "mooncake", 64, 512, True,
            "mooncake_sessions.jsonl",
            "session rows (per-turn deltas, docs/traces.md \"Session rows\") at the loader's default 512",
