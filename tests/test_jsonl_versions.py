@@ -236,3 +236,19 @@ def test_a_broken_meta_json_is_counted_by_its_relative_path(tmp_path: Path) -> N
     assert conversations[SESSION].links[0].subagent_type == "Explore"
     assert problems.as_dict() == {"unparsable_agent_meta": {"count": 1,
                                                             "examples": [f"{SESSION}/subagents/agent-ax.jsonl"]}}
+
+
+def test_a_sidechain_line_naming_its_agent_is_filed_under_that_agent_not_linked_as_inline(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / f"{SESSION}.jsonl", [
+        assistant("msg_p1", "2026-01-01T10:00:00Z", agent_calls=[("toolu_a", "Agent", "Explore", "Look"),
+                                                               ("toolu_b", "Agent", "Explore", "Lost")]),
+        {"type": "progress", "isSidechain": True, "agentId": "ax", "sessionId": SESSION,
+         "timestamp": "2026-01-01T10:00:01Z", "uuid": "hp", "data": {"type": "hook_progress"}},
+        tool_result("toolu_a", "2026-01-01T10:00:30Z", agent_result("ax")),
+    ])
+    write_jsonl(tmp_path / "agent-ax.jsonl", [assistant("msg_x", "2026-01-01T10:00:02Z", agent_id="ax")])
+    conversations, problems = read(tmp_path)
+    assert [(link.tool_use_id, link.agent_id) for link in conversations[SESSION].links] == [
+        ("toolu_a", "ax"), ("toolu_b", "")]
+    assert list(conversations[SESSION].subagents) == ["ax"]
+    assert problems.as_dict() == {"unlinked_agent_tool_use": {"count": 1, "examples": ["toolu_b"]}}

@@ -344,14 +344,14 @@ class _FileReader:
         chain's root (its task prompt) names the sub-agent."""
         if entry.get("isSidechain") is not True:
             return ""
+        if named := _text(entry.get("agentId")):
+            return named  # a line of a sub-agent that has its own log: filed under it, never an inline agent
         uuid, parent = _text(entry.get("uuid")), _text(entry.get("parentUuid"))
         agent_id = self.sidechain_roots.get(parent, "")
         if not agent_id:
-            agent_id = _text(entry.get("agentId")) or INLINE_AGENT_PREFIX + (uuid or f"line-{len(self.sidechain_roots)}")
-            if agent_id not in facts.inline_agents:
-                prompt = _prompt_text(entry) if kind == "user" else ""
-                facts.inline_agents[agent_id] = _InlineAgent(prompt, timestamp)
-                self.inline_agents.append(agent_id)
+            agent_id = INLINE_AGENT_PREFIX + (uuid or f"line-{len(self.sidechain_roots)}")
+            facts.inline_agents[agent_id] = _InlineAgent(_prompt_text(entry) if kind == "user" else "", timestamp)
+            self.inline_agents.append(agent_id)
         if uuid:
             self.sidechain_roots[uuid] = agent_id
         return agent_id
