@@ -13,6 +13,8 @@ NATIVE_TRACE_OPTIONAL_FIELDS = frozenset({"totals"})
 NATIVE_REQUEST_FIELDS = frozenset({"t", "type", "model", "in", "out", "hash_ids", "input_types", "output_types", "stop",
                                    "api_time", "think_time"})
 NATIVE_STREAMING_ONLY_FIELDS = frozenset({"ttft"})
+# Left out when the source does not record them (JSONL-only traces), rather than written as 0.
+NATIVE_TIMING_FIELDS = frozenset({"api_time", "ttft"})
 NATIVE_MARKER_FIELDS = frozenset({
     "t", "type", "agent_id", "subagent_type", "duration_ms", "total_tokens", "tool_use_count", "status",
     "models", "tool_tokens", "system_tokens", "requests",
@@ -41,6 +43,7 @@ class RequestFacts:
     ttft_s: Optional[float]
     last_message_types: Sequence[str]
     all_message_types: Sequence[str]
+    timing_recorded: bool = True  # False: the source has no request timing (JSONL-only), api_time/ttft left out
 
 
 @dataclass
@@ -123,7 +126,9 @@ def native_requests(requests: Sequence[RequestFacts]) -> list[dict[str, Any]]:
             "api_time": whole_or_float(facts.api_time_s or 0.0),
             "think_time": whole_or_float(think_time),
         }
-        if facts.is_streaming:
+        if not facts.timing_recorded:
+            del entry["api_time"]
+        elif facts.is_streaming:
             entry["ttft"] = whole_or_float(facts.ttft_s or 0.0)
         entries.append(entry)
         previous = facts

@@ -14,6 +14,7 @@ from lib.traces.native_format import (
     NATIVE_MARKER_FIELDS,
     NATIVE_REQUEST_FIELDS,
     NATIVE_STREAMING_ONLY_FIELDS,
+    NATIVE_TIMING_FIELDS,
     NATIVE_TRACE_FIELDS,
     NATIVE_TRACE_OPTIONAL_FIELDS,
     TOTALS_FIELDS,
@@ -62,8 +63,9 @@ def _check_fields(obj: dict, required: frozenset, optional: frozenset, where: st
 
 def _check_request(entry: dict, where: str, block_size: Any) -> Iterator[str]:
     is_streaming = entry.get("type") == "s"
-    optional = NATIVE_STREAMING_ONLY_FIELDS if is_streaming else frozenset()
-    required = NATIVE_REQUEST_FIELDS | (NATIVE_STREAMING_ONLY_FIELDS if is_streaming else frozenset())
+    allowed = NATIVE_REQUEST_FIELDS | (NATIVE_STREAMING_ONLY_FIELDS if is_streaming else frozenset())
+    optional = allowed & NATIVE_TIMING_FIELDS  # absent in traces whose source records no timing (JSONL-only)
+    required = allowed - optional
     yield from _check_fields(entry, required, optional, where)
     if entry.get("type") not in ("s", "n"):
         yield f"{where}: `type` must be \"s\", \"n\" or \"subagent\""
