@@ -185,3 +185,24 @@ def test_example_jsonl_only_matches_the_full_run(example_db: Path, tmp_path: Pat
     assert sum(offset > 1 for offset in offsets) == 16 and offsets[-1] == 24.637
     assert simulated_and_api(tmp_path / "full") == (42620, 47559, 3211758, 3573631)  # 89.6 % and 89.9 %
     assert simulated_and_api(tmp_path / "logs_only") == (50014, 55794, 3211758, 3573631)  # 89.6 %
+
+
+@pytest.mark.parametrize("anonymize, route", [(False, "sidecar"), (True, "plan")])
+def test_validator_without_a_db_compares_with_the_usage_the_logs_record(fixture_dir: Path, tmp_path: Path,
+                                                                        anonymize: bool, route: str) -> None:
+    from validate_trace_cache import main as validate_main
+
+    logs = shutil.copytree(fixture_dir / "jsonl", tmp_path / "jsonl")
+    out = tmp_path / "traces"
+    assert run("--jsonl-dir", str(logs), "--output-dir", str(out), "--include-subagents", "-q",
+               *(["--anonymize"] if anonymize else []))[0] == 0
+    result = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs), "--json", "--min-accuracy", "99"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["versus_api"]
+    (trace,) = report["traces"]
+    assert (trace["route"], trace["matched"], trace["sim_hit_blocks"], trace["sim_blocks"]) == (route, 37, 3015, 3426)
+    assert (report["overall"]["api_read_tokens"], report["overall"]["api_prompt_tokens"]) == (193841, 220295)
+    assert report["api_model"] == {"requests": 0, "fields": []}
+    assert json.loads(result.stdout)["stats"]["traces"][0]["api_time_s"] is None
+    refused = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs), "--max-error", "5"])
+    assert refused.exit_code == 2 and "--max-error needs --db" in refused.stderr

@@ -13,10 +13,10 @@ from typing import Any, Iterable, Optional
 
 import orjson
 
-from lib.capture.jsonl_conversations import Conversation
-from lib.capture.jsonl_files import LogFile, iter_entries
+from lib.capture.jsonl_conversations import Conversation, merge_conversations, read_log_group
+from lib.capture.jsonl_files import LogFile, discover_logs, group_logs, iter_entries
 from lib.problems import ProblemCounter
-from lib.records import AssistantTurn
+from lib.records import AssistantTurn, ProxyRequest
 from lib.timestamps import parse_timestamp
 
 # Lines whose content is part of the next request's messages; other lines (progress, system notes
@@ -77,6 +77,38 @@ class _FileLines:
     answered: set[str]  # uuids of lines with an assistant line at or above them in their chain
     first_line: dict[str, str]  # message id → uuid of its first line
     last_time: dict[str, datetime]  # message id → time of its last line
+
+
+@dataclass
+class LogRequests:
+    """A logs folder read as requests: conversations, each call rebuilt, and each call as a request
+    keyed by its message id (no proxy row: no request id, no timing but the log's)."""
+
+    conversations: dict[str, Conversation]
+    calls: dict[str, RebuiltCall]
+    requests: dict[str, ProxyRequest]
+
+
+def requests_from_logs(jsonl_dir: Optional[str], problems: ProblemCounter) -> LogRequests:
+    """Read every conversation under `jsonl_dir` (default ~/.claude/projects) and rebuild its calls."""
+    groups = group_logs(discover_logs(jsonl_dir, problems))
+    conversations = merge_conversations(map(read_log_group, groups.values()), problems)
+    calls: dict[str, RebuiltCall] = {}
+    for conversation_id, conversation in conversations.items():
+        calls.update(rebuild_calls(conversation, groups[conversation_id]))
+    requests = {message_id: _request(number, call) for number, (message_id, call) in enumerate(calls.items(), 1)}
+    return LogRequests(conversations, calls, requests)
+
+
+def _request(number: int, call: RebuiltCall) -> ProxyRequest:
+    turn = call.turn
+    return ProxyRequest(
+        row_id=number, request_id=turn.message_id, timestamp=call.sent_at, completed_at=call.completed_at,
+        is_streaming=True, status=200, kind="ok" if turn.usage is not None else "without_usage", model=turn.model,
+        message_id=turn.message_id, usage=turn.usage, stop_reason=turn.stop_reason, output_types=turn.content_types,
+        api_time_s=None, ttft_s=None, anthropic_request_id=turn.jsonl_request_id, session_header=None,
+        max_tokens=None, retry_count=None, prompt_key=None, message_count=len(call.prompt),
+    )
 
 
 def rebuild_calls(conversation: Conversation, files: Iterable[LogFile]) -> dict[str, RebuiltCall]:

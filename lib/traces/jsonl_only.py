@@ -16,14 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from lib.capture.jsonl_conversations import Conversation, merge_conversations, read_log_group
-from lib.capture.jsonl_files import discover_logs, group_logs
-from lib.capture.jsonl_requests import RebuiltCall, rebuild_calls
+from lib.capture.jsonl_conversations import Conversation
+from lib.capture.jsonl_requests import RebuiltCall, requests_from_logs
 from lib.errors import InputError
 from lib.hashing.block_hashes import RequestHashes
 from lib.hashing.request_hashing import HashedRequest
 from lib.hashing.tokenizer import Encoder, load_encoder
-from lib.records import ProxyRequest
 from lib.traces.options import ROUTE_JSONL_ONLY, TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan, plan_traces
 from lib.traces.writer import Calibration, Hashed, TraceWriter, model_family
@@ -41,17 +39,13 @@ def build_traces_from_jsonl(jsonl_dir: Optional[str], output_dir: str, options: 
     started = time.perf_counter()
     target = Path(output_dir)
     summary = TraceSummary(output_dir=str(target), route=ROUTE_JSONL_ONLY)
-    groups = group_logs(discover_logs(jsonl_dir, summary.problems))
-    conversations = merge_conversations(map(read_log_group, groups.values()), summary.problems)
+    logs = requests_from_logs(jsonl_dir, summary.problems)
+    conversations, calls = logs.conversations, logs.calls
     wanted = options.plan.conversation_id
     if wanted and wanted not in conversations:
         raise InputError(f"--conversation-id {wanted}: no such conversation in the JSONL logs ({len(conversations)} found)")
-    calls: dict[str, RebuiltCall] = {}
-    for conversation_id, conversation in conversations.items():
-        calls.update(rebuild_calls(conversation, groups[conversation_id]))
-    requests = {message_id: _request(number, call) for number, (message_id, call) in enumerate(calls.items(), 1)}
-    plans, plan_summary = plan_traces(conversations, {message_id: message_id for message_id in requests}, requests,
-                                      options.plan)
+    plans, plan_summary = plan_traces(conversations, {message_id: message_id for message_id in logs.requests},
+                                      logs.requests, options.plan)
     summary.problems.merge(plan_summary.problems)
     summary.conversations = plan_summary.conversations
     summary.dropped_min_requests = plan_summary.dropped_min_requests
@@ -65,17 +59,6 @@ def build_traces_from_jsonl(jsonl_dir: Optional[str], output_dir: str, options: 
     for plan in progress(plans, len(plans)):
         writer.write(plan, layout.hashed(plan, conversations[plan.conversation_id], calls))
     return finish_run(target, writer, options, summary, calibration, previous_files, started)
-
-
-def _request(number: int, call: RebuiltCall) -> ProxyRequest:
-    turn = call.turn
-    return ProxyRequest(
-        row_id=number, request_id=turn.message_id, timestamp=call.sent_at, completed_at=call.completed_at,
-        is_streaming=True, status=200, kind="ok" if turn.usage is not None else "without_usage", model=turn.model,
-        message_id=turn.message_id, usage=turn.usage, stop_reason=turn.stop_reason, output_types=turn.content_types,
-        api_time_s=None, ttft_s=None, anthropic_request_id=turn.jsonl_request_id, session_header=None,
-        max_tokens=None, retry_count=None, prompt_key=None, message_count=len(call.prompt),
-    )
 
 
 def _agent_kind(conversation: Conversation, agent_id: str) -> str:

@@ -110,6 +110,7 @@ class ApiComparison:
     model_requests: int
     field_errors: list[FieldError]
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    source: str = "DB"  # where the API usage came from: "DB", or "JSONL logs" (no bodies: no API model)
 
     def error(self, name: str) -> Optional[FieldError]:
         """The FieldError of one usage field, None when nothing was compared."""
@@ -165,7 +166,7 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     return ApiComparison(
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
-        field_errors=_field_errors(items, predictions), problems=problems,
+        field_errors=_field_errors(items, predictions), problems=problems, source=matches.source,
     )
 
 
