@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from lib.capture.jsonl_conversations import Conversation
-from lib.capture.jsonl_requests import RebuiltCall, requests_from_logs
+from lib.capture.jsonl_requests import PromptLine, RebuiltCall, requests_from_logs
 from lib.errors import InputError
 from lib.hashing.block_hashes import RequestHashes
 from lib.hashing.request_hashing import HashedRequest
@@ -53,7 +53,7 @@ def build_traces_from_jsonl(jsonl_dir: Optional[str], output_dir: str, options: 
     options = replace(options, token_count="api")
     target.mkdir(parents=True, exist_ok=True)
     previous_files = previous_manifest_files(target)
-    layout = _Layout(options.block_size, _prefix_sizes(plans, conversations, calls, load_encoder(options.tokenizer)))
+    layout = _Layout(options.block_size, _prefix_sizes(conversations, calls, load_encoder(options.tokenizer)))
     calibration = Calibration()
     writer = TraceWriter(target, options, summary, calibration, {}, None)
     for plan in progress(plans, len(plans)):
@@ -68,7 +68,7 @@ def _agent_kind(conversation: Conversation, agent_id: str) -> str:
     return (link.subagent_type if link else "") or UNTYPED_AGENT_KIND
 
 
-def _prefix_sizes(plans: list[TracePlan], conversations: dict[str, Conversation], calls: dict[str, RebuiltCall],
+def _prefix_sizes(conversations: dict[str, Conversation], calls: dict[str, RebuiltCall],
                   encoder: Encoder) -> dict[tuple[str, str], int]:
     """Tokens of the unseen tools + system prefix per (agent kind, model family).
 
@@ -76,13 +76,10 @@ def _prefix_sizes(plans: list[TracePlan], conversations: dict[str, Conversation]
     tokenizer): its prompt total minus those tokens bounds the prefix from above; the smallest bound
     over the lanes of one kind is the part they can all share."""
     sizes: dict[tuple[str, str], int] = {}
-    for plan in plans:
-        conversation = conversations[plan.conversation_id]
-        lanes = [plan.parent] if plan.segment == 0 else []
-        lanes += [sub.requests for sub in plan.subagents]
-        for lane in lanes:
-            first = calls[lane[0].request_id]
-            if first.turn.usage is None:
+    for conversation in conversations.values():
+        for turns in (conversation.turns, *conversation.subagents.values()):
+            first = next((calls[turn.message_id] for turn in turns if turn.message_id in calls), None)
+            if first is None or first.turn.usage is None:
                 continue
             visible = len(encoder.encode("\n".join(line.text for line in first.prompt)))
             key = (_agent_kind(conversation, first.turn.agent_id), model_family(first.turn.model))
@@ -119,7 +116,7 @@ class _Layout:
         hashes = self._keys(spans, total, f"pad\0{turn.message_id}".encode())
         return HashedRequest(hashes, prefix, 0, (), call.last_message_types, call.all_message_types)
 
-    def _apportion(self, lines: list, tokens: int) -> None:
+    def _apportion(self, lines: list[PromptLine], tokens: int) -> None:
         """Split the tokens a call added among its new prompt lines, by their content size."""
         weights = [max(1, line.size) for line in lines]
         total_weight, given, running = sum(weights), 0, 0
