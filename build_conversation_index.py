@@ -16,7 +16,7 @@ from typing import Optional
 
 import click
 
-from lib.cli import Command, Output, common_options, run
+from lib.cli import Command, Output, common_options, index_db_option, run
 
 
 @click.command(cls=Command, help=__doc__)
@@ -24,23 +24,17 @@ from lib.cli import Command, Output, common_options, run
 @click.option("--projects-path", type=click.Path(), default=None,
               help="JSONL directory (searched recursively) or one session file. Default: ~/.claude/projects "
                    "($CLAUDE_CONFIG_DIR/projects).")
-@click.option("--index-db", type=click.Path(dir_okay=False), default=None,
-              help="Keep the index tables in this SQLite file and leave DB untouched.")
+@index_db_option
 @click.option("--rebuild", is_flag=True, help="Forget earlier runs and re-read every JSONL file.")
 @common_options
 def main(db: str, projects_path: Optional[str], index_db: Optional[str], rebuild: bool, out: Output) -> None:
     """Build or update the conversation index."""
     from lib.capture.conversation_index import update_conversation_index
-    from lib.db import open_index_db, open_proxy_db
+    from lib.db import open_databases
 
-    proxy = open_proxy_db(db)
-    index = open_index_db(db, index_db)
-    try:
+    with open_databases(db, index_db) as (proxy, index):
         summary = update_conversation_index(proxy, index, projects_path, rebuild=rebuild,
                                             progress=out.progress, say=out.text)
-    finally:
-        index.close()
-        proxy.close()
     out.summary(summary.as_dict(), summary.describe())
 
 

@@ -16,35 +16,29 @@ from typing import Optional
 
 import click
 
-from lib.cli import Command, Output, common_options, run
-from lib.db import open_index_db, open_proxy_db
+from lib.cli import Command, Output, common_options, index_db_option, run
+from lib.db import open_databases
 from lib.errors import InputError
 
 
 @click.command(cls=Command, help=__doc__)
 @click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--index-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Store the index tables in this SQLite file instead of DB (DB stays byte-identical).")
+@index_db_option
 @click.option("--rebuild", is_flag=True, help="Discard the existing index and parse every row again.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write {message_id: request_id} to this JSON file (atomically).")
 @common_options
-def main(db: Path, index_db: Optional[Path], rebuild: bool, json_out: Optional[Path], out: Output) -> None:
+def main(db: Path, index_db: Optional[str], rebuild: bool, json_out: Optional[Path], out: Output) -> None:
     """Build or update the message index of DB."""
     from lib.capture.message_index import update_message_index, write_message_id_json
 
-    proxy = open_proxy_db(db)
-    if index_db is not None and index_db.resolve() == db.resolve():
-        raise InputError(f"{index_db}: --index-db must be a different file from the proxy DB")
-    index = open_index_db(db, index_db)
-    try:
+    with open_databases(db, index_db) as (proxy, index):
+        if index_db is not None and Path(index_db).resolve() == db.resolve():
+            raise InputError(f"{index_db}: --index-db must be a different file from the proxy DB")
         summary = update_message_index(proxy, index, rebuild=rebuild, progress=out.progress)
         if json_out is not None:
             count = write_message_id_json(index, json_out)
             out.text(f"Wrote {count} message ids to {json_out}.")
-    finally:
-        index.close()
-        proxy.close()
     out.summary(summary.as_dict(), summary.describe())
 
 

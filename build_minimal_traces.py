@@ -6,7 +6,9 @@ from typing import Iterable, Optional
 
 import click
 
-from lib.cli import Command, Output, TimestampType, common_options, run
+from lib.cli import (Command, FiniteFloatRange, Output, common_options, index_db_option, run, time_window_options,
+                     workers_option)
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.errors import InputError
 from lib.traces.plan import PlanOptions
 from lib.traces.build import build_traces
@@ -18,23 +20,22 @@ from lib.traces.options import TraceOptions
 @click.argument("db", required=False, type=click.Path(dir_okay=False))
 @click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where traces are written.")
-@click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
-@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@index_db_option
+@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1), help="Drop traces with fewer parent requests.")
 @click.option("--include-subagents", is_flag=True, help="Add sub-agent markers with their own requests.")
 @click.option("--anonymize", is_flag=True, help="No ids, timestamps or content-derived strings in the output.")
-@click.option("--split-at-gap", type=click.FloatRange(0, min_open=True), metavar="SEC", help="Start a new trace after a longer pause.")
+@click.option("--split-at-gap", type=FiniteFloatRange(0, min_open=True), metavar="SEC", help="Start a new trace after a longer pause.")
 @click.option("--local-hash-ids/--global-hash-ids", default=True, show_default=True,
               help="One id namespace per conversation, or one per run.")
 @click.option("--conversation-id", help="Only this conversation (JSONL sessionId).")
-@click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
-@click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
+@time_window_options
 @click.option("--salt", help="Reproducible hashing salt (default: random per run; never written).")
 @click.option("--format", "output_format", type=click.Choice(["kv", "mooncake", "both"]), default="kv", show_default=True,
               help="kv: native JSON per trace; mooncake: one Mooncake JSONL; both.")
 @click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1), help="Block size of the Mooncake export.")
 @click.option("--mooncake-sessions", is_flag=True, help="Also write AIPerf's session flavour (per-turn deltas).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Hashing processes.")
+@workers_option
 @click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,
               help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family"
                    " (without DB: always the API's size).")

@@ -7,8 +7,11 @@ from typing import Optional
 
 import click
 
+from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, resolve_model
+from lib.cache.tiers import DEFAULT_TIERS_GIB, parse_tiers
 from lib.report.analysis import AnalysisOptions
-from lib.cli import Command, Output, TimestampType, common_options, run
+from lib.cli import Command, Output, common_options, index_db_option, run, time_window_options, workers_option
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.errors import InputError
 from lib.report.visualizer import VisualizerOptions, run_visualizer
 
@@ -26,24 +29,33 @@ from lib.report.visualizer import VisualizerOptions, run_visualizer
 @click.option("--text-only", is_flag=True, help="Write only <name>_stats.txt, no HTML.")
 @click.option("--cache-ttl", default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="SEC",
               help="TTL of the main TTL-model simulation (the sweep always covers 1m…24h and infinite).")
-@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1),
               help="With `all`: skip conversations with fewer parent requests.")
-@click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")
-@click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")
+@time_window_options
 @click.option("--projects-path", type=click.Path(), help="Claude Code JSONL logs, to (re)build the conversation index.")
-@click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Processes hashing prompts (same reports for any count).")
+@index_db_option
+@click.option("--kv-model", default=DEFAULT_PRESET, show_default=True, type=click.Choice(list(PRESETS), case_sensitive=False),
+              help="Model whose KV bytes per token turn capacities into GiB (presets: docs/cache-models.md#kv-bytes-per-token).")
+@click.option("--kv-geometry", metavar="KEY=N,...",
+              help="A custom model instead of --kv-model: layers=L,kv_heads=H,head_dim=D[,dtype_bytes=2], "
+                   "or layers=L,mla_dim=M for latent attention.")
+@click.option("--kv-bytes-per-token", type=click.IntRange(1), metavar="BYTES",
+              help="KV bytes per token directly (overrides --kv-model and --kv-geometry).")
+@click.option("--kv-tiers", default=",".join(f"{size:g}" for _, size in DEFAULT_TIERS_GIB), show_default=True,
+              metavar="GIB,...", help="Sizes of the HBM, DRAM and SSD tiers in GiB (or NAME=GiB,...) for the tier view.")
+@workers_option
 @common_options
 def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Optional[Path], output_dir: Optional[Path],
          text_only: bool, cache_ttl: float, block_size: int, min_requests: int, since, until,
-         projects_path: Optional[str], index_db: Optional[str], workers: int, out: Output) -> None:
+         projects_path: Optional[str], index_db: Optional[str], kv_model: str, kv_geometry: Optional[str],
+         kv_bytes_per_token: Optional[int], kv_tiers: str, workers: int, out: Output) -> None:
     """Simulate the prompt cache of a claude-code-proxy capture against the API's own usage.
 
     Sections: summary, per-request cache read/creation/new (API vs simulated), hit rate over time,
-    context growth, TTL sweep, working set, LRU/OPT capacity curve, timing, sub-agent lanes, model
-    usage and data-quality notes. Indexes missing from DB are built on the fly.
+    context growth, TTL sweep, working set, LRU/OPT capacity curve, capacity in GiB of a KV model
+    with an HBM/DRAM/SSD tier view, the effective eviction time fitted to the billed cache reads,
+    timing, sub-agent lanes, model usage and data-quality notes. Indexes missing from DB are built on the fly.
 
     \b
     Example:
@@ -57,10 +69,19 @@ def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Opt
         raise InputError("give either --output or --output-dir, not both")
     if since and until and since > until:
         raise InputError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
+    try:
+        model = resolve_model(kv_model, geometry=kv_geometry, bytes_per_token=kv_bytes_per_token)
+    except ValueError as error:
+        raise InputError(f"--kv-geometry: {error}") from None
+    try:
+        tiers = parse_tiers(kv_tiers)
+    except ValueError as error:
+        raise InputError(f"--kv-tiers: {error}") from None
     options = VisualizerOptions(
         conversation_id=conversation_id, newest=newest, output_html=output_html, output_dir=output_dir,
         text_only=text_only, min_requests=min_requests, since=since, until=until, projects_path=projects_path,
-        index_db=index_db, analysis=AnalysisOptions(block_size=block_size, cache_ttl_s=cache_ttl), workers=workers,
+        index_db=index_db, analysis=AnalysisOptions(block_size=block_size, cache_ttl_s=cache_ttl, kv_model=model, tiers_gib=tiers),
+        workers=workers,
     )
     summary = run_visualizer(db, options, say=out.text,
                              progress=lambda items, total: out.progress(items, total=total, desc="hashing"))

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from lib.atomic import write_atomic
-from lib.cli import Command, Output, common_options, run
+from lib.cli import Command, FiniteFloatRange, Output, common_options, index_db_option, run, workers_option
 from lib.errors import InputError
 from lib.validate.validator import check_gates, validate_traces
 
@@ -18,23 +18,24 @@ from lib.validate.validator import check_gates, validate_traces
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="The proxy's requests.db, to compare with the API's usage.")
 @click.option("--jsonl-dir", type=click.Path(),
               help="Claude Code JSONL logs, to match anonymized traces to DB rows; without --db, the API usage they record.")
-@click.option("--index-db", type=click.Path(dir_okay=False), help="Keep index tables in this SQLite file instead of DB.")
+@index_db_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the statistics table as CSV here.")
-@click.option("--min-accuracy", type=click.FloatRange(0, 100), metavar="PCT",
+@click.option("--min-accuracy", type=FiniteFloatRange(0, 100), metavar="PCT",
               help="Exit 1 when the overall simulated-vs-API accuracy is below PCT.")
-@click.option("--max-error", type=click.FloatRange(0), metavar="PCT",
+@click.option("--max-error", type=FiniteFloatRange(0), metavar="PCT",
               help="Exit 1 when the API model's median error of any usage field exceeds PCT of the prompt.")
 @click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1),
               help="Block size for the ceil check of Mooncake *.jsonl files.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Processes hashing the DB prompts (same report for any count).")
+@click.option("--strict", is_flag=True, help="Exit 1 on schema warnings too (missing optional timing, ...).")
+@workers_option
 @common_options
 def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db: Optional[str],
          csv_path: Optional[str], min_accuracy: Optional[float], max_error: Optional[float],
-         mooncake_block_size: int, workers: int, out: Output) -> None:
+         mooncake_block_size: int, strict: bool, workers: int, out: Output) -> None:
     """Validate traces: schema check, statistics table, simulated vs API cache hits.
 
-    Exit 1 on schema problems or a missed --min-accuracy / --max-error; 2 on unusable input.
+    Exit 1 on schema errors (and warnings with --strict) or a missed --min-accuracy / --max-error;
+    2 on unusable input. docs/validate.md lists the rules.
 
     \b
     Example:
@@ -52,7 +53,7 @@ def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db
     if csv_path:
         write_atomic(Path(csv_path), report.stats.csv_text().encode())
     out.summary(report.as_dict(), report.text())
-    check_gates(report, min_accuracy=min_accuracy, max_error=max_error)
+    check_gates(report, min_accuracy=min_accuracy, max_error=max_error, strict=strict)
 
 
 def cli() -> None:

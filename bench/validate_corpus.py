@@ -95,9 +95,10 @@ def main(traces: int, output_dir: Path, seed: int) -> None:
     # ru_maxrss of waited-for children, in KiB on Linux: the validator's peak resident memory.
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     report = orjson.loads(result.stdout) if result.stdout.startswith("{") else {}
-    problems = len(report.get("schema", {}).get("problems", [])) if report else "?"
+    schema = report.get("schema", {}) if report else {}
     click.echo(f"validate_trace_cache.py: {traces} files, {total / 1e6:.0f} MB, {elapsed:.1f} s, "
-               f"peak RSS {peak_mb:.0f} MB, exit {result.returncode}, {problems} schema problem(s)")
+               f"peak RSS {peak_mb:.0f} MB, exit {result.returncode}, {schema.get('errors', '?')} schema error(s), "
+               f"{schema.get('warnings', '?')} warning(s)")
     if result.returncode not in (0, 1):
         click.echo(result.stderr, err=True)
 

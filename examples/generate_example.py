@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import click
 
 from lib.cli import Output, common_options
-from lib.synthetic.example import VARIANTS, generate_example
+from lib.synthetic.example import BILLING_HEADERS, VARIANTS, generate_example
 
 HERE = Path(__file__).resolve().parent
 
@@ -16,13 +17,22 @@ HERE = Path(__file__).resolve().parent
 @click.option("--variant", type=click.Choice(VARIANTS), default="cleaned", show_default=True,
               help="cleaned: old-proxy capture with only the non-streaming rows (shipped); fixed: one streaming "
                    "row per turn; old: every turn as a streaming twin plus a non-streaming replay.")
+@click.option("--billing-header", type=click.Choice(BILLING_HEADERS), default="constant", show_default=True,
+              help="constant: one x-anthropic-billing-header value per conversation (shipped); per-request: a "
+                   "value derived from each body, as many Claude Code versions send it (any --variant).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True,
               help="Where requests.db and jsonl/ are written.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of every random choice.")
 @click.option("--scale", type=click.FloatRange(min=0.001, max=10.0), default=1.0, show_default=True,
               help="Content size factor (0.05 makes a small capture for tests).")
+@click.option("--model-switch", is_flag=True,
+              help="Add a last parent turn after a `/model sonnet` switch (not in the shipped example).")
+@click.option("--api-cache-ttl", type=click.FloatRange(min=1.0), metavar="SEC",
+              help="One TTL for the simulated API cache's usage numbers in every lane (default: 1 h for the "
+                   "main thread, 5 min for the others); a known eviction time for docs/cache-models.md#effective-eviction-time.")
 @common_options
-def main(variant: str, output_dir: Path, seed: int, scale: float, out: Output) -> None:
+def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: float, model_switch: bool,
+         api_cache_ttl: Optional[float], out: Output) -> None:
     """Write the example capture: the seed walkthrough's vLLM session with 4 concurrent Explore sub-agents.
 
     Re-running with the same options reproduces identical files.
@@ -31,12 +41,14 @@ def main(variant: str, output_dir: Path, seed: int, scale: float, out: Output) -
     Example:
         python3 examples/generate_example.py
         python3 examples/generate_example.py --variant fixed --scale 0.05 --output-dir /tmp/example
+        python3 examples/generate_example.py --billing-header per-request --output-dir /tmp/per-request
     """
-    summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale)
+    summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale, billing_header=billing_header,
+                               model_switch=model_switch, api_cache_ttl_s=api_cache_ttl)
     counts = ", ".join(f"{name} {count}" for name, count in summary["requests"].items())
-    out.summary(summary, f"Wrote {summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}) "
-                         f"to {output_dir / 'requests.db'} and {len(summary['jsonl_lines'])} JSONL files to "
-                         f"{output_dir / 'jsonl'}; requests per lane: {counts}.")
+    out.summary(summary, f"Wrote {summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}, "
+                         f"{billing_header} billing header) to {output_dir / 'requests.db'} and "
+                         f"{len(summary['jsonl_lines'])} JSONL files to {output_dir / 'jsonl'}; requests per lane: {counts}.")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import math
 import os
 import sys
 from typing import Any, Callable, Iterable, NoReturn, Optional, TypeVar
@@ -102,6 +103,24 @@ def common_options(command: Callable) -> Callable:
     return wrapper
 
 
+def index_db_option(command: Callable) -> Callable:
+    """--index-db FILE: the tools' index tables in a file of their own instead of the proxy DB."""
+    return click.option("--index-db", type=click.Path(dir_okay=False),
+                        help="Keep the index tables in this SQLite file instead of DB (DB stays untouched).")(command)
+
+
+def time_window_options(command: Callable) -> Callable:
+    """--since / --until: only requests in this time window (ends included)."""
+    command = click.option("--until", type=TimestampType(), help="Only requests at or before this time (ISO 8601).")(command)
+    return click.option("--since", type=TimestampType(), help="Only requests at or after this time (ISO 8601).")(command)
+
+
+def workers_option(command: Callable) -> Callable:
+    """--workers N: processes hashing prompts; the output never depends on N."""
+    return click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+                        help="Processes hashing prompts (the same output for any count).")(command)
+
+
 class Output:
     """Where a command's progress, text and JSON summary go."""
 
@@ -145,3 +164,14 @@ class TimestampType(click.ParamType):
         if parsed is None:
             self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2026-03-25T15:43:05-04:00)", param, ctx)
         return parsed
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf: nan passes every range comparison, so `--max-error nan`
+    would switch a CI gate off without a word."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number

@@ -34,6 +34,7 @@ def open_proxy_db(path: str | Path) -> sqlite3.Connection:
         connection.text_factory = decode_text
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         columns = {row[1] for row in connection.execute("PRAGMA table_info(requests)")}
+        kind = connection.execute("SELECT type FROM sqlite_master WHERE name = 'requests'").fetchone()
     except sqlite3.DatabaseError as error:
         raise InputError(f"{path}: not a SQLite database ({error})") from None
     missing = PROXY_COLUMNS - columns
@@ -41,6 +42,10 @@ def open_proxy_db(path: str | Path) -> sqlite3.Connection:
         connection.close()
         what = "has no `requests` table" if not columns else f"`requests` lacks columns {sorted(missing)}"
         raise InputError(f"{path}: not a claude-code-proxy DB ({what})")
+    if kind is not None and kind[0] != "table":
+        # Rows are read by rowid (arrival order, resume points), which a view does not have: 0 rows, silently.
+        connection.close()
+        raise InputError(f"{path}: not a claude-code-proxy DB (`requests` is a {kind[0]}, not the proxy's table)")
     return connection
 
 
@@ -74,6 +79,23 @@ def open_index_db(proxy_db: str | Path, index_db: Optional[str | Path] = None) -
     except sqlite3.DatabaseError as error:
         raise InputError(f"{target}: cannot open for writing ({error})") from None
     return connection
+
+
+@contextlib.contextmanager
+def open_databases(proxy_db: str | Path, index_db: Optional[str | Path] = None
+                   ) -> Iterator[tuple[sqlite3.Connection, sqlite3.Connection]]:
+    """The proxy DB (read-only) and the DB of the index tables (see `open_index_db`); both closed on exit."""
+    proxy = open_proxy_db(proxy_db)
+    try:
+        index = open_index_db(proxy_db, index_db)
+    except BaseException:
+        proxy.close()
+        raise
+    try:
+        yield proxy, index
+    finally:
+        index.close()
+        proxy.close()
 
 
 def table_exists(connection: sqlite3.Connection, name: str) -> bool:

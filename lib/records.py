@@ -5,9 +5,9 @@ One record type per concept; every field carries its unit in its name where one 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class ProxyRequest:
     """One row of the proxy's `requests` table, parsed (SPEC §1).
 
     `kind` says what the row is: "ok" (a 200 with a parsed message), "error" (4xx/5xx),
-    "pending" (response NULL), or "unparsable" (response JSON broken). Body sections are
-    loaded lazily through `load_body` so a reader that only needs metadata never keeps them.
+    "pending" (response NULL), or "unparsable" (response JSON broken). The body is not kept:
+    the hashing code reads it from the DB by `row_id` when it needs it.
     """
 
     row_id: int
@@ -63,7 +63,6 @@ class ProxyRequest:
     prompt_key: Optional[str]
     message_count: int
     problems: tuple[str, ...] = ()
-    load_body: Optional[Callable[[], dict[str, Any]]] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import random
 
 from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, CacheSplit, CapacityCurve, CapacityPoint, CapacityTarget,
-    ConcurrencyPoint, ModelUsage, QualityCount, ReportModel, RequestPoint, SubagentLane, SummaryCard,
+    ConcurrencyPoint, ModelUsage, QualityCount, ReportModel, RequestMissCauses, RequestPoint, SubagentLane, SummaryCard,
     TimingDistribution, TtlRow, WorkingSetPoint,
 )
 
@@ -128,7 +128,17 @@ def build_sample_report(seed: int = 5) -> ReportModel:
         ),
         notes=("Think time of the first request of each lane is unknown.", "<script>alert(1)</script> must be escaped"),
         generated_at="2026-03-25 19:43 UTC",
+        miss_causes=tuple(_miss_causes(point) for point in points),
     )
+
+
+def _miss_causes(point: RequestPoint) -> RequestMissCauses:
+    """Each request's misses split between two causes; billed where the API gave usage."""
+    simulated = point.simulated.cache_creation_tokens + point.simulated.new_tokens
+    billed = None if point.api is None else point.api.cache_creation_tokens + point.api.new_tokens
+    causes = "ttl_expiry" if point.index % 7 == 3 else "in_flight" if point.index % 11 == 5 else "first_use"
+    return RequestMissCauses({causes: simulated - 3, "partial_block": 3} if simulated > 3 else {causes: simulated},
+                             None if billed is None else {causes: billed})
 
 
 def _ttl_label(ttl_s: int) -> str:

@@ -89,13 +89,38 @@ def test_ttl_sweep_prefills_and_stable_share(analysis) -> None:
     one_minute, infinite = _row(analysis, "1m"), _row(analysis, "∞")
     assert (one_minute.prefills_per_block, one_minute.stable_share) == (pytest.approx(1.5), pytest.approx(0.5))
     assert (infinite.prefills_per_block, infinite.stable_share) == (pytest.approx(1.0), pytest.approx(1.0))
-    # Peak: 6 blocks alive at R4's read (R3 re-touched the chain at 216 s) = 12 tokens under every TTL.
-    assert {row.peak_working_set_tokens for row in analysis.ttl_rows} == {12}
+    # Peak: once R4's response lands (221 s) R3's 6 blocks (re-touched at 216 s) and R4's 2 are alive
+    # under every TTL: 8 blocks = 16 tokens.
+    assert {row.peak_working_set_tokens for row in analysis.ttl_rows} == {16}
 
 
 def test_working_set_follows_the_main_ttl(analysis) -> None:
-    # Sampled at each read: at 200 s everything of R1 (touched at 11 s) expired under the 60 s TTL.
-    assert [(p.t_s, p.tokens) for p in analysis.working_set] == [(0, 0), (10, 6), (200, 0), (215, 10), (220, 12)]
+    # A step at every write and expiry: R1's blocks (touched at 11 s) expire after 71 s, not at R2's
+    # read at 200 s; R3's after 276 s and R4's after 281 s, after the last request.
+    assert [(p.t_s, p.tokens) for p in analysis.working_set] == [
+        (1, 6), (11, 8), (71, 0), (201, 10), (216, 12), (221, 16), (276, 4), (281, 0)]
+
+
+def test_miss_causes_by_hand(analysis) -> None:
+    # R2 comes 189 s after R1's response under a 60 s TTL: its 4 cached blocks expired, 1 block is new.
+    # No request has a cache_control breakpoint, so the API writes nothing: what our cache kept is
+    # billed as past the previous request's last breakpoint.
+    simulated = [causes.simulated for causes in analysis.miss_causes]
+    billed = [causes.billed for causes in analysis.miss_causes]
+    assert simulated == [{"first_use": 6, "partial_block": 1}, {"first_use": 2}, {"ttl_expiry": 8, "first_use": 2},
+                         {"first_use": 2}, {"first_use": 4}]
+    assert billed[2] == {"beyond_breakpoint": 8, "first_use": 2}
+    for causes, split, point in zip(analysis.miss_causes, analysis.ttl_splits, analysis.points):
+        assert sum(causes.simulated.values()) == split.cache_creation_tokens + split.new_tokens
+        assert sum(causes.billed.values()) == point.api.cache_creation_tokens + point.api.new_tokens
+
+
+def test_selected_ttl_row_and_card_show_one_number(analysis) -> None:
+    from lib.report.figures import cards
+
+    row = _row(analysis, "1m")
+    card = next(card for card in cards(analysis) if card.label.startswith("TTL-model hit rate"))
+    assert card.value == f"{row.hit_rate * 100:.1f}%" == "39.0%"
 
 
 def test_capacity_targets_match_hand_computed_lru(analysis) -> None:
@@ -149,3 +174,39 @@ def test_opt_is_skipped_on_large_streams() -> None:
 def test_empty_selection_gives_an_empty_analysis() -> None:
     result = analyze(Selection("none", "none", "hand", []), {}, AnalysisOptions())
     assert (result.points, result.capacity, result.working_set) == ((), None, ())
+
+
+def test_card_and_row_agree_when_api_sizes_differ_from_ours() -> None:
+    # R0's API prompt is 4x our count and R3 has no usage: the row is measured as the card is
+    # (scaled per request, requests with usage only), not in our tokens over every request.
+    from lib.report.figures import cards
+
+    selection, hashed = _selection(REQUESTS)
+    items = list(selection.requests)
+    items[0] = dataclasses.replace(items[0], request=dataclasses.replace(
+        items[0].request, usage=Usage(input_tokens=28, output_tokens=10)))
+    items[3] = dataclasses.replace(items[3], request=dataclasses.replace(items[3].request, usage=None))
+    result = analyze(dataclasses.replace(selection, requests=tuple(items)), hashed,
+                     AnalysisOptions(block_size=2, cache_ttl_s=300))
+    row = _row(result, "5m")
+    card = next(card for card in cards(result) if card.label.startswith("TTL-model hit rate"))
+    # Hits with usage: R1 6, R2 8, R4 0 of 28 + 8 + 10 + 4 = 50 API tokens; unscaled it would be 24/41.
+    assert row.hit_rate == pytest.approx(14 / 50)
+    assert card.value == "28.0%"
+
+
+def test_eviction_rows_measure_hit_rates_as_the_ttl_sweep_does() -> None:
+    # R1's API prompt is 9 for our 8 tokens: its 6 hit tokens scale to 6.75, rounded to 7 as its split
+    # is; the eviction grid's 5m row then shows the TTL sweep's 5m figure, 15 of 51 API tokens.
+    selection, hashed = _selection(REQUESTS)
+    items = list(selection.requests)
+    items[0] = dataclasses.replace(items[0], request=dataclasses.replace(
+        items[0].request, usage=Usage(input_tokens=28, output_tokens=10)))
+    items[1] = dataclasses.replace(items[1], request=dataclasses.replace(
+        items[1].request, usage=Usage(input_tokens=9, output_tokens=10)))
+    items[3] = dataclasses.replace(items[3], request=dataclasses.replace(items[3].request, usage=None))
+    result = analyze(dataclasses.replace(selection, requests=tuple(items)), hashed,
+                     AnalysisOptions(block_size=2, cache_ttl_s=300, eviction_ttls_s=(60, 300, None)))
+    eviction = {row.ttl_s: row.refresh_hit_rate for row in result.eviction.rows}
+    assert _row(result, "5m").hit_rate == eviction[300] == 15 / 51
+    assert _row(result, "1m").hit_rate == eviction[60] and _row(result, "∞").hit_rate == eviction[None]

@@ -172,7 +172,8 @@ def test_the_real_proxy_fixture_is_mostly_read_incrementally():
         bodies = [raw for (raw,) in connection.execute("SELECT CAST(body AS BLOB) FROM requests ORDER BY rowid")]
     assert len(bodies) == 40
     shared = assert_same_as_whole(bodies)
-    # Parsed whole: the quota and title calls and the first call of the parent and of each of
-    # the 3 sub-agents. Every other body keeps all but the last message of its lane's previous
-    # one (whose cache_control moved), the 529's retry all of them.
-    assert shared.reader.reused == 34
+    # Parsed whole: the quota and title calls and the first call of the parent and of the first
+    # sub-agent; the other two first calls share the bytes around the messages with it but for
+    # their billing headers. Every other body keeps all but the last message of its lane's
+    # previous one (whose cache_control moved), the 529's retry all of them.
+    assert shared.reader.reused == 36

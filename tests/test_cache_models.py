@@ -1,6 +1,7 @@
 """Prefix model and TTL simulation, hand-computed (SPEC §6.1, §6.2), plus brute-force cross-checks."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +10,18 @@ import pytest
 from hypothesis import given, settings
 
 from lib.cache.ttl_model import (
-    CacheEvent, HitRate, conversation_hit_rate, prefix_hits, simulate_ttl, sweep_ttl, warm_prefix_blocks,
+    CacheEvent, HitRate, TTLResult, conversation_hit_rate, prefix_hits, sweep_ttl, warm_prefix_blocks,
 )
-from tests.cache_references import chained_events, reference_ttl
+from tests.cache_references import chained_events, reference_ttl, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = settings(derandomize=True, max_examples=150, deadline=None)
+
+
+def ttl_result(events: list[CacheEvent], ttl_s: float | None, *, block_size: int) -> TTLResult:
+    """One TTL's result of the sweep."""
+    (result,) = sweep_ttl(events, (ttl_s,), block_size=block_size)
+    return result
 
 
 def event(start_s: float, ready_s: float, ids: list[int], token_count: int, stream: str = "a") -> CacheEvent:
@@ -57,27 +64,27 @@ PAUSE = [event(0, 10, [1, 2, 3], 14), event(325, 330, [1, 2, 3, 4], 17)]
 
 
 def test_pause_longer_than_ttl_misses():
-    assert simulate_ttl(PAUSE, 300, block_size=4).request_hit_blocks == (0, 0)
-    assert simulate_ttl(PAUSE, None, block_size=4).request_hit_blocks == (0, 3)
+    assert ttl_result(PAUSE, 300, block_size=4).request_hit_blocks == (0, 0)
+    assert ttl_result(PAUSE, None, block_size=4).request_hit_blocks == (0, 3)
 
 
 def test_refresh_inside_pause_keeps_the_refreshed_prefix():
     # Another session touches blocks 1, 2 at 105: at 325 they are 220 s old, block 3 is 315 s old.
     refreshed = [*PAUSE, event(100, 105, [1, 2], 9, "b")]
     # The refresher itself reads blocks 1, 2 written at 10 (90 s old): 2 hits.
-    assert simulate_ttl(refreshed, 300, block_size=4).request_hit_blocks == (0, 2, 2)
+    assert ttl_result(refreshed, 300, block_size=4).request_hit_blocks == (0, 2, 2)
 
 
 def test_expiry_is_strict_entry_alive_at_exactly_ttl():
     at_ttl = [event(0, 10, [1, 2, 3], 14), event(310, 311, [1, 2, 3, 4], 17)]
     just_after = [event(0, 10, [1, 2, 3], 14), event(310.5, 311, [1, 2, 3, 4], 17)]
-    assert simulate_ttl(at_ttl, 300, block_size=4).request_hit_blocks == (0, 3)
-    assert simulate_ttl(just_after, 300, block_size=4).request_hit_blocks == (0, 0)
+    assert ttl_result(at_ttl, 300, block_size=4).request_hit_blocks == (0, 3)
+    assert ttl_result(just_after, 300, block_size=4).request_hit_blocks == (0, 0)
 
 
 def test_concurrent_requests_do_not_see_each_other():
     both = [event(0, 5, [1, 2], 8, "a"), event(0, 5, [1, 2], 8, "b")]
-    result = simulate_ttl(both, None, block_size=4)
+    result = ttl_result(both, None, block_size=4)
     assert result.request_hit_blocks == (0, 0)
     assert (result.prefilled_blocks, result.unique_blocks, result.stable_blocks) == (4, 2, 0)
 
@@ -89,23 +96,25 @@ def test_ttl_sweep_figures_by_hand():
     short, exact, infinite = sweep_ttl(GROWTH, (60, 97, None), block_size=4)
     # ttl 60: the 97 s gap before the third request expires everything.
     assert short.request_hit_blocks == (0, 2, 0)
-    assert short.request_hit_tokens == (0, 8, 0)
     assert (short.hit_tokens, short.total_tokens) == (8, 36)
-    assert short.working_set_tokens == (0, 8, 0)
-    assert short.peak_working_set_tokens == 8
+    # Alive tokens over time: writes at 1, 3 and 101 s; the second write's blocks expire after 63 s,
+    # the third's after 161 s (drawn where they expire, not at the next request).
+    assert short.working_set_times_s == (1.0, 3.0, 63.0, 101.0, 161.0)
+    assert short.working_set_tokens == (8, 12, 0, 16, 0)
+    assert short.peak_working_set_tokens == 16
     # 2 + 1 + 4 misses over 4 unique blocks; only block 4 was computed once.
     assert (short.prefilled_blocks, short.unique_blocks, short.stable_blocks) == (7, 4, 1)
     assert short.mean_prefills_per_block == 1.75
     assert short.stable_share == 0.25
     assert exact.request_hit_blocks == (0, 2, 3)  # gap of exactly 97 s is still alive
     assert infinite.hit_rate == pytest.approx(20 / 36)
-    assert infinite.working_set_tokens == (0, 8, 12)
-    assert infinite.working_set_times_s == (0.0, 2.0, 100.0)
+    assert infinite.working_set_tokens == (8, 12, 16)
+    assert infinite.working_set_times_s == (1.0, 3.0, 101.0)
     assert (infinite.prefilled_blocks, infinite.stable_blocks, infinite.mean_prefills_per_block) == (4, 4, 1.0)
 
 
 def test_partial_tail_counts_in_total_tokens():
-    result = simulate_ttl([event(0, 1, [1], 6), event(2, 3, [1], 6)], None, block_size=4)
+    result = ttl_result([event(0, 1, [1], 6), event(2, 3, [1], 6)], None, block_size=4)
     assert (result.hit_tokens, result.total_tokens) == (4, 12)
 
 
@@ -117,13 +126,13 @@ def test_sweep_keeps_ttl_order_and_default_covers_one_minute_to_infinite():
 
 
 def test_empty_stream_gives_zero_figures():
-    result = simulate_ttl([], 300, block_size=4)
+    result = ttl_result([], 300, block_size=4)
     assert (result.hit_rate, result.peak_working_set_tokens, result.unique_blocks) == (0.0, 0, 0)
 
 
 def test_sparse_and_negative_ids_behave_like_dense_ones():
     sparse = [event(0, 1, [1, 2], 8), event(5, 6, [1, 2, 2**62], 12), event(9, 9, [-7], 4), event(10, 10, [1, 2, 2**62], 12)]
-    result = simulate_ttl(sparse, None, block_size=4)
+    result = ttl_result(sparse, None, block_size=4)
     assert result.request_hit_blocks == (0, 2, 0, 3)
     assert result.unique_blocks == 4
 
@@ -134,10 +143,10 @@ def test_sparse_and_negative_ids_behave_like_dense_ones():
 @given(chained_events())
 def test_ttl_simulation_matches_per_block_reference(events):
     for ttl in (0, 5, 20, None):
-        result = simulate_ttl(events, ttl, block_size=4)
+        result = ttl_result(events, ttl, block_size=4)
         hits, working, prefills = reference_ttl(events, ttl)
         assert list(result.request_hit_blocks) == hits
-        assert [tokens // 4 for tokens in result.working_set_tokens] == working
+        assert_working_set_matches_last_touches(events, ttl, result)
         assert result.prefilled_blocks == sum(prefills.values())
         assert result.stable_blocks == sum(1 for count in prefills.values() if count == 1)
         assert result.unique_blocks == len(prefills)
@@ -149,9 +158,9 @@ def test_results_do_not_depend_on_id_values(events):
     shifted = [CacheEvent(e.start_s, e.ready_s, [i + 2**40 for i in e.ids], e.token_count) for e in events]
     # Half dense, half huge: the dense ids already handed out must survive the switch to a dict.
     mixed = events[: len(events) // 2] + shifted[len(events) // 2:]
-    expected = simulate_ttl(events, 20, block_size=4)
+    expected = ttl_result(events, 20, block_size=4)
     for variant in (shifted, mixed):
-        result = simulate_ttl(variant, 20, block_size=4)
+        result = ttl_result(variant, 20, block_size=4)
         if variant is shifted:
             assert result == expected
         assert list(result.request_hit_blocks) == reference_ttl(variant, 20)[0]
@@ -171,3 +180,25 @@ def test_importing_the_models_loads_no_io_or_cli_libraries():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def assert_working_set_matches_last_touches(events, ttl, result) -> None:
+    """At each time of the series: blocks alive at it (first point) and right after it (last point)."""
+    limit = math.inf if ttl is None else ttl
+    writes = [(now, events[index].ids) for kind, index, now in schedule(events) if kind == "write"]
+    times = result.working_set_times_s
+    assert set(times) >= {now for now, ids in writes if ids}
+    peak = 0
+    for position, moment in enumerate(times):
+        touched: dict[int, float] = {}
+        for now, ids in writes:
+            if now <= moment:
+                touched.update(dict.fromkeys(ids, now))
+        at = sum(1 for seen in touched.values() if moment - seen <= limit)
+        after = sum(1 for seen in touched.values() if moment - seen < limit)
+        peak = max(peak, at)
+        if position + 1 == len(times) or times[position + 1] != moment:
+            assert result.working_set_tokens[position] == 4 * after
+        if position == 0 or times[position - 1] != moment:
+            assert result.working_set_tokens[position] in (4 * at, 4 * after)
+    assert result.peak_working_set_tokens == 4 * peak

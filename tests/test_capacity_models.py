@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
-from lib.cache.ttl_model import CacheEvent, HitRate, simulate_ttl
-from lib.cache.capacity_model import capacity_curve, capacity_needed, lru_profile, simulate_lru, simulate_opt
+from lib.cache.capacity_model import capacity_curve, capacity_needed, lru_profile
+from lib.cache.ttl_model import CacheEvent, sweep_ttl
 from tests.cache_references import chained_events, reference_lru, reference_opt
 
 FAST = settings(derandomize=True, max_examples=150, deadline=None)
@@ -27,12 +27,13 @@ OPT_HITS = {0: 0, 1: 2, 2: 4, 3: 5, 4: 6, 5: 7, 6: 7, 100: 7}
 
 @pytest.mark.parametrize("capacity", sorted(LRU_HITS))
 def test_lru_hits_by_hand(capacity):
-    assert simulate_lru(STREAM, capacity, block_size=BS) == HitRate(LRU_HITS[capacity] * BS, 14 * BS)
+    assert lru_profile(STREAM, block_size=BS).hit_blocks(capacity) == LRU_HITS[capacity]
 
 
 @pytest.mark.parametrize("capacity", sorted(OPT_HITS))
 def test_opt_hits_by_hand(capacity):
-    assert simulate_opt(STREAM, capacity, block_size=BS) == HitRate(OPT_HITS[capacity] * BS, 14 * BS)
+    (point,) = capacity_curve(STREAM, [capacity], block_size=BS)
+    assert point.opt_hit_rate == OPT_HITS[capacity] * BS / (14 * BS)
 
 
 def test_capacity_curve_reports_tokens_and_both_policies():
@@ -70,7 +71,8 @@ def test_capacity_needed_against_a_given_reference_rate_can_be_unreachable():
 
 
 def test_infinite_capacity_matches_infinite_ttl_without_concurrency():
-    assert lru_profile(STREAM, block_size=BS).infinite_hit_rate == simulate_ttl(STREAM, None, block_size=BS).hit_rate
+    (infinite_ttl,) = sweep_ttl(STREAM, (None,), block_size=BS)
+    assert lru_profile(STREAM, block_size=BS).infinite_hit_rate == infinite_ttl.hit_rate
 
 
 # --- properties ---
@@ -79,9 +81,10 @@ def test_infinite_capacity_matches_infinite_ttl_without_concurrency():
 @given(chained_events())
 def test_lru_and_opt_match_per_block_references(events):
     profile = lru_profile(events, block_size=4)
-    for capacity in range(0, 10):
+    curve = capacity_curve(events, list(range(0, 10)), block_size=4)
+    for capacity, point in enumerate(curve):
         assert profile.hit_blocks(capacity) == reference_lru(events, capacity)
-        assert simulate_opt(events, capacity, block_size=4).hits == 4 * reference_opt(events, capacity)
+        assert point.opt_hit_rate == (4 * reference_opt(events, capacity) / profile.total_tokens if profile.total_tokens else 0.0)
 
 
 @FAST

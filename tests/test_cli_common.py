@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import gc
+import importlib
+import json
 import subprocess
 import sys
 
@@ -80,3 +82,23 @@ def test_run_keeps_usage_errors_at_exit_2():
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.startswith("Error: Invalid value for '--code'") and done.stderr.count("\n") == 1
+
+
+# Options several scripts share come from one bundle in lib/cli.py: same name, type, default and help.
+SHARED_OPTIONS = {
+    "index_db": SCRIPTS,
+    "workers": ["build_minimal_traces.py", "validate_trace_cache.py", "complete_cache_visualizer.py"],
+    "since": ["build_minimal_traces.py", "complete_cache_visualizer.py"],
+    "until": ["build_minimal_traces.py", "complete_cache_visualizer.py"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_OPTIONS))
+def test_shared_options_are_defined_once(name):
+    def spelled(script: str) -> str:
+        command = importlib.import_module(script.removesuffix(".py")).main
+        (option,) = [param for param in command.params if param.name == name]
+        return json.dumps(option.to_info_dict(), sort_keys=True, default=str)
+
+    spellings = {spelled(script) for script in SHARED_OPTIONS[name]}
+    assert len(spellings) == 1, spellings

@@ -11,15 +11,15 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
-from tests.validate_inputs import build_example_traces
+from tests.validate_inputs import build_example_traces, published_corpus
 from validate_trace_cache import main
 
 SEED_ARGS = ["examples/traces/", "--db", "examples/requests.db", "--jsonl-dir", "examples/jsonl/"]
 BLOCK = re.compile(
     r"^(?P<id>\S+) \((?P<n>\d+) reqs, (?P<m>\d+) matched\)\n"
-    r"  Simulated: (?P<sim>[\d.]+)% \(([\d,]+)/([\d,]+) blocks\)\n"
-    r"  API: (?P<api>[\d.]+)% \(([\d,]+)/([\d,]+) tokens\)\n"
-    r"  Accuracy: (?P<acc>[\d.]+)%$",
+    r"  Simulated \(prefix model, parent and sub-agent requests, blocks\): (?P<sim>[\d.]+)% \(([\d,]+)/([\d,]+) blocks\)\n"
+    r"  API \(billed cache_read / prompt tokens\): (?P<api>[\d.]+)% \(([\d,]+)/([\d,]+) tokens\)\n"
+    r"  Accuracy \(1 − \|simulated − API\| / API\): (?P<acc>[\d.]+)%$",
     re.MULTILINE,
 )
 
@@ -62,8 +62,52 @@ def test_seed_command_prints_the_block_per_trace(workdir: Path):
         assert all(0 <= float(block[key]) <= 100 for key in ("sim", "api", "acc"))
     assert "Statistics (1 trace(s), parent requests only)" in out
     assert re.search(r"^cache_read +[\d,]+ +[\d,]+ +[\d.]+% +[\d.]+%", out, re.MULTILINE)
-    assert re.search(r"^Overall \(1 trace\(s\), 90 reqs, 90 matched\): simulated [\d.]+%, API [\d.]+%, accuracy [\d.]+%$",
-                     out, re.MULTILINE)
+    assert re.search(r"^Overall \(1 trace\(s\), 90 reqs, 90 matched\): simulated \(prefix model\) [\d.]+%, "
+                     r"API billed [\d.]+%, accuracy [\d.]+%$", out, re.MULTILINE)
+
+
+def test_every_hit_rate_says_what_it_measures(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS)
+    assert code == 0
+    assert "Hit rates here: the trace prefix model (a request's leading blocks found in its previous request), " \
+           "in blocks, parent requests only" in out
+    assert "  Simulated (prefix model, parent and sub-agent requests, blocks): 89.6% (42,568/47,504 blocks)" in out
+    assert "  API (billed cache_read / prompt tokens): 89.9% (3,211,758/3,573,631 tokens)" in out
+    assert "API cache model hit rate (predicted cache_read / prompt, API tokens): 90.1% (billed 89.9%)" in out
+
+
+def test_a_far_off_predicted_total_comes_with_its_reason(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS)
+    assert code == 0
+    assert re.search(r"^input +\d+ +\d+ +[\d.]+% +[\d.]+% +0 +13,016$", out, re.MULTILINE)
+    reason = next(line for line in out.splitlines() if line.startswith("Why input is predicted 0 but billed 13,016: "))
+    assert "hashing places at the end of the message carrying it" in reason
+    assert reason.endswith("The largest gap is one request (proxy row 90): +12,764 of the +13,016 tokens.")
+    assert not any(line.startswith(("Why cache_read", "Why cache_creation")) for line in out.splitlines())
+    code, out, _ = invoke(*SEED_ARGS, "--json")
+    assert json.loads(out)["versus_api"]["api_model"]["totals_reasons"][0].startswith("input is predicted 0")
+
+
+def test_one_trace_table_has_one_value_column(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS)
+    assert code == 0
+    lines = out.splitlines()
+    header = lines.index("Statistics (1 trace(s), parent requests only)") + 1
+    assert lines[header].split() == ["Metric", "Value"]
+    assert lines[header + 1].split() == ["Requests", "per", "trace", "6"]
+    assert re.search(r"^Hit rate, conversation only \(%\) +77\.0$", out, re.MULTILINE)
+    # The pooled rows are distributions over requests: they keep their columns.
+    assert lines[lines.index("Pooled over all parent requests:") + 1].split() == ["Min", "P25", "Median", "P75", "Max", "Mean"]
+
+
+def test_format_both_counts_requests_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    build_example_traces(tmp_path, "--format", "both")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = invoke("examples/traces/")
+    assert code == 0
+    assert out.startswith("Schema check: 1 native file(s), 1 Mooncake file(s), 90 requests and 90 Mooncake lines: "
+                          "no problems.")
+    assert "(90 requests and 90 Mooncake lines): no schema problems" in out
 
 
 def test_json_and_csv_outputs(workdir: Path):
@@ -135,11 +179,9 @@ BREAKAGES = {
     "marker first": (lambda w: _edit(w, _marker_first),
                      "trace_0001.json: requests[0]: first entry is a sub-agent marker"),
     "hash_ids length": (lambda w: _edit(w, lambda d: d["requests"][0]["hash_ids"].pop()),
-                        "trace_0001.json: requests[0]: len(hash_ids) = 331 but in // block_size = 332"),
+                        "trace_0001.json: requests[0]: len(hash_ids) = 330 but in // block_size = 331"),
     "duplicate id": (lambda w: _copy_trace(w, "trace_copy.json", lambda d: d["requests"].pop()),
                      "trace_copy.json: top level: duplicate trace id `trace_0001` (also in trace_0001.json)"),
-    "duplicate trace": (lambda w: _copy_trace(w, "trace_0002.json", lambda d: d.update(id="trace_0002")),
-                        "trace_0002.json: requests: duplicate trace: identical request list to trace_0001.json"),
     "broken JSON": (lambda w: (w / "examples" / "traces" / "broken.json").write_text('{"id": "x", "requests": ['),
                     "broken.json: file: not valid JSON"),
     "Mooncake ceil": (_ceil_violation, "mooncake_trace.jsonl: line 2: len(hash_ids) = 2 but ceil(input_length / 512) = 3"),
@@ -153,7 +195,98 @@ def test_broken_traces_name_file_request_and_rule_and_exit_1(workdir: Path, name
     code, out, err = invoke("examples/traces/")
     assert code == 1
     assert f"\n  {expected}" in out
-    assert err.startswith("Check failed: ") and "schema problem(s), first: " in err and err.count("\n") == 1
+    assert err.startswith("Check failed: ") and "schema error(s), first: " in err and err.count("\n") == 1
+
+
+WARNINGS = {
+    "duplicate trace": (lambda w: _copy_trace(w, "trace_0002.json", lambda d: d.update(id="trace_0002")),
+                        "duplicate_request_list",
+                        "trace_0002.json: requests: duplicate trace: identical request list to trace_0001.json"),
+    "missing api_time": (lambda w: _edit(w, lambda d: d["requests"][1].pop("api_time")), "missing_api_time",
+                         "trace_0001.json: requests[1]: missing optional `api_time`"),
+    "null counter": (lambda w: _edit(w, lambda d: d["requests"][3].update(duration_ms=None)), "null_marker_counter",
+                     "trace_0001.json: requests[3]: `duration_ms` is null"),
+}
+
+
+@pytest.mark.parametrize("name", list(WARNINGS))
+def test_warnings_are_counted_per_rule_and_fail_only_under_strict(workdir: Path, name: str):
+    breakage, rule, expected = WARNINGS[name]
+    breakage(workdir)
+    code, out, _ = invoke("examples/traces/", "--json")
+    schema = json.loads(out)["schema"]
+    assert code == 0
+    assert (schema["errors"], schema["warnings"]) == (0, 1)
+    assert schema["rules"][rule]["count"] == 1 and schema["rules"][rule]["first"] == expected
+    code, _, err = invoke("examples/traces/", "--strict")
+    assert code == 1 and err == f"Check failed: 1 schema warning(s) under --strict, first: {expected}\n"
+
+
+def test_published_format_corpus_loads_with_warnings_counted_per_rule(tmp_path: Path):
+    corpus = published_corpus(tmp_path / "corpus")
+    code, out, err = invoke(str(corpus), "--json")
+    assert code == 0, err
+    schema = json.loads(out)["schema"]
+    assert (schema["native_files"], schema["errors"], schema["warnings"]) == (4, 0, 16)
+    assert {rule: entry["count"] for rule, entry in schema["rules"].items()} == {
+        "missing_api_time": 5, "missing_ttft": 4, "missing_think_time": 3, "null_marker_counter": 3,
+        "duplicate_request_list": 1,
+    }
+    assert schema["loads_in"] == {"kv-cache-tester": 4, "AIPerf weka_trace": 4}
+    code, out, _ = invoke(str(corpus))
+    assert out.startswith("Schema check: 4 native file(s), 0 Mooncake file(s), 395 requests: 0 error(s), 16 warning(s)\n"
+                          "  warning missing_api_time              5  ")
+    code, _, err = invoke(str(corpus), "--strict")
+    assert code == 1 and err.startswith("Check failed: 16 schema warning(s) under --strict, first: ")
+
+
+@pytest.mark.parametrize("token_count", ["tokenizer", "api"])
+def test_our_outputs_have_no_errors_or_warnings_and_load_everywhere(tmp_path: Path, token_count: str):
+    workdir = build_example_traces(tmp_path, "--format", "both", "--mooncake-sessions", "--token-count", token_count)
+    code, out, err = invoke(str(workdir / "examples" / "traces"), "--json", "--strict")
+    assert code == 0, err
+    schema = json.loads(out)["schema"]
+    assert (schema["errors"], schema["warnings"], schema["rules"]) == (0, 0, {})
+    assert schema["loads_in"] == {"kv-cache-tester": 1, "AIPerf weka_trace": 1, "AIPerf mooncake_trace": 2}
+    assert (schema["session_rows_checked"], schema["session_rows_unchecked"]) == (90, 0)
+
+
+def test_global_scope_loads_in_kv_cache_tester_only(tmp_path: Path):
+    workdir = build_example_traces(tmp_path, "--global-hash-ids")
+    code, out, _ = invoke(str(workdir / "examples" / "traces"))
+    assert code == 0
+    assert ("  warning global_hash_id_scope          1  loads in kv-cache-tester only: AIPerf's weka_trace and "
+            "Dynamo's replay require `local`\n") in out
+    assert "\nLoads in: kv-cache-tester 1/1, AIPerf weka_trace 0/1 file(s)\n" in out
+    code, _, _ = invoke(str(workdir / "examples" / "traces"), "--strict")
+    assert code == 1
+
+
+def test_session_rows_with_the_previous_answer_in_their_delta_are_errors(tmp_path: Path):
+    # The rows written before issue 13: input_length = in_i - in_(i-1), which AIPerf replays on
+    # top of the previous answer as well. Rebuilt here from the native trace beside the file.
+    traces = build_example_traces(tmp_path, "--format", "both", "--mooncake-sessions") / "examples" / "traces"
+    path = traces / "mooncake_sessions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    previous: dict[str, int] = {}
+    replayed: dict[str, int] = {}
+    for row in rows:
+        # Recover each row's whole prompt from the correct file, then write the old delta.
+        session = row["session_id"]
+        whole = row["input_length"] if "timestamp" in row else replayed[session] + previous[session] + row["input_length"]
+        old_delta = whole - replayed[session] if "delay" in row else whole
+        replayed[session], previous[session] = whole, row["output_length"]
+        row["input_length"] = old_delta
+        row["hash_ids"] = row["hash_ids"][:1] * -(-old_delta // 512)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out, err = invoke(str(traces), "--json")
+    schema = json.loads(out)["schema"]
+    assert code == 1
+    assert schema["rules"]["session_arithmetic"]["count"] == 32
+    assert schema["rules"]["session_arithmetic"]["first"] == (
+        "mooncake_sessions.jsonl: line 88: session `trace_0001` replays 38,723 prompt tokens, the trace's request has "
+        "37,814 (+2.4%)")
+    assert schema["loads_in"]["AIPerf mooncake_trace"] == 1
 
 
 def test_workers_give_the_same_report(workdir: Path, monkeypatch: pytest.MonkeyPatch):
@@ -172,7 +305,18 @@ def test_workers_give_the_same_report(workdir: Path, monkeypatch: pytest.MonkeyP
 
 def test_progress_shows_a_bar_over_the_requests_being_hashed(workdir: Path):
     code, out, err = invoke(*SEED_ARGS, "--progress")
-    assert code == 0 and "Accuracy: 99.7%" in out
+    assert code == 0 and "Accuracy (1 − |simulated − API| / API): 99.7%" in out
     assert "hashing:" in err and "0/90 " in err  # a bar over the 90 matched requests, cleared at the end
     code, _, err = invoke(*SEED_ARGS)
     assert code == 0 and "hashing" not in err
+
+
+def test_billed_misses_by_cause(workdir: Path):
+    code, out, _ = invoke(*SEED_ARGS, "--json")
+    assert code == 0
+    causes = json.loads(out)["versus_api"]["billed_miss_causes"]
+    # The 90 matched requests' cache creation + input (348,857 + 13,016), every token with a cause.
+    assert causes == {"first_use": 306_430, "in_flight": 39_284, "partial_block": 3_520, "server_side": 12_639}
+    assert sum(causes.values()) == 348_857 + 13_016
+    code, out, _ = invoke(*SEED_ARGS)
+    assert "Billed misses by cause (API tokens, docs/cache-models.md#why-each-miss): first use (new content) 306,430" in out

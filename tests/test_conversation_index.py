@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Iterator
@@ -212,3 +213,42 @@ def test_ensure_builds_a_missing_index_saying_so_and_is_quiet_afterwards(fixture
     assert [line.split(":")[0] for line in said] == ["No conversation index yet", "No message index yet"]
     index.close()
     proxy.close()
+
+
+def test_a_moved_log_folder_is_reread_but_leaves_the_index_file_byte_identical(empty_db: Path, logs: Path,
+                                                                               tmp_path: Path) -> None:
+    # A fresh clone of a project that ships an indexed DB: same logs, new paths and mtimes.
+    indexer = Indexer(empty_db, logs)
+    indexer.update()
+    indexer.close()
+    before = empty_db.read_bytes()
+    moved = tmp_path / "clone" / "projects"
+    shutil.copytree(logs, moved)
+    clone = Indexer(empty_db, moved)
+    summary = clone.update()
+    clone.close()
+    assert (summary.conversations_read, summary.conversations_identical) == (2, 2)
+    assert "2 of them identical to the index (nothing written)" in summary.describe()
+    assert empty_db.read_bytes() == before
+    stored = sqlite3.connect(empty_db).execute("SELECT DISTINCT source_file FROM conversation_index").fetchall()
+    assert sorted(stored) == sorted([(f"{OTHER_SESSION}.jsonl",), (f"{SESSION}.jsonl",), ("agent-sub1.jsonl",)])
+
+
+def test_an_unchanged_state_value_is_not_rewritten(empty_db: Path) -> None:
+    from lib.capture.index_state import create_state_table, read_state, write_state
+    from lib.db import transaction
+
+    with sqlite3.connect(empty_db) as index:
+        create_state_table(index)
+        with transaction(index):
+            write_state(index, "demo.key", "1")
+    before = empty_db.read_bytes()
+    with sqlite3.connect(empty_db) as index:
+        with transaction(index):
+            write_state(index, "demo.key", "1")
+        assert read_state(index, "demo.") == {"key": "1"}
+    assert empty_db.read_bytes() == before
+    with sqlite3.connect(empty_db) as index:
+        with transaction(index):
+            write_state(index, "demo.key", "2")
+        assert read_state(index, "demo.") == {"key": "2"}

@@ -81,7 +81,7 @@ def test_single_report_stays_far_below_5_mb(sample: ReportModel, tmp_path: Path)
 
 def test_one_chart_container_per_chart_with_data(report_html: str) -> None:
     charts = re.findall(r'data-chart="([^"]+)"', report_html)
-    assert charts == ["requests", "hit-rate", "context", "growth", "ttl", "working-set", "capacity",
+    assert charts == ["requests", "hit-rate", "misses", "context", "growth", "ttl", "working-set", "capacity",
                       "timing-api_time", "timing-ttft", "timing-think_time", "gantt", "concurrency"]
 
 
@@ -142,6 +142,21 @@ def test_index_lists_every_report_with_its_key_figures(sample: ReportModel, tmp_
         assert (card.label in html) == card.is_key
     assert "93.1%" in html
     assert REMOTE_REFERENCE.search(html) is None
+    # The "Requests" key card is the index's own request-count column, shown once.
+    assert html.count('<th scope="col">Requests</th>') == 1
+
+
+def test_miss_section_totals_each_cause_over_the_requests(sample: ReportModel, report_html: str) -> None:
+    data = _embedded_data(report_html)["misses"]
+    assert data["causes"] == ["first_use", "ttl_expiry", "in_flight", "partial_block"]
+    assert [sum(v for v in data["billed"]["ttl_expiry"] if v)] == [
+        sum((c.billed or {}).get("ttl_expiry", 0) for c in sample.miss_causes)]
+    assert "Why each miss" in report_html and "<th scope=\"row\">TTL expiry</th>" in report_html
+
+
+def test_capacity_caption_explains_the_infinite_ttl_gap(report_html: str) -> None:
+    assert "infinite-cache hit rate 93.0%. It differs from the TTL sweep's ∞ row (92.0%)" in report_html
+    assert "readable only when its response starts" in report_html
 
 
 def test_rerender_replaces_the_file_and_leaves_no_temporary_files(sample: ReportModel, tmp_path: Path) -> None:
@@ -150,15 +165,6 @@ def test_rerender_replaces_the_file_and_leaves_no_temporary_files(sample: Report
     render_report(sample, target)
     assert target.read_text(encoding="utf-8").startswith("<!doctype html>")
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
-
-
-def test_report_model_json_includes_derived_hit_rates_and_nulls_infinity(sample: ReportModel) -> None:
-    data = json.loads(sample.to_json())
-    first_api = data["requests"][0]["api"]
-    assert first_api["hit_rate"] == pytest.approx(first_api["cache_read_tokens"] / first_api["prompt_tokens"])
-    assert data["requests"][40]["api"] is None
-    assert data["ttl_sweep"][-1]["ttl_s"] is None
-    assert len(data["subagents"]) == 4
 
 
 @pytest.mark.parametrize(("ttl_s", "label"), [(60, "1m"), (300, "5m"), (5400, "1h30m"), (86400, "24h"),

@@ -23,7 +23,10 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 CHARTS_READY = "document.body.getAttribute('data-charts-ready') === '1'"
 CHART_STATES = "Array.from(document.querySelectorAll('[data-chart]'), e => [e.dataset.chart, e.dataset.rendered || ''])"
-EXPECTED_CHARTS = 12
+EXPECTED_CHARTS = 13
+# Axis titles wider than their axis (each chart box lists them; the page script measures them).
+TITLE_OVERFLOWS = ("Array.from(document.querySelectorAll('[data-chart]'), e => [e.dataset.chart, "
+                   "JSON.parse(e.dataset.titleOverflow || '[]')]).filter(([, titles]) => titles.length)")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +84,7 @@ def test_every_chart_draws_offline_without_console_errors(browser: ChromiumPage,
     states = browser.evaluate(CHART_STATES)
     assert len(states) == EXPECTED_CHARTS
     assert [name for name, state in states if state != "1"] == []
+    assert browser.evaluate(TITLE_OVERFLOWS) == []
     assert browser.errors() == []
     assert browser.requested_urls() == [report.as_uri()]
 
@@ -96,6 +100,15 @@ def test_the_example_dashboard_draws_every_chart_offline(browser: ChromiumPage, 
         ".reduce((n, d) => n + d.data.filter(v => v !== null && v !== undefined).length, 0))")
     assert len(counts) == EXPECTED_CHARTS and min(counts) > 0
     assert browser.evaluate("document.querySelectorAll('#subagents tbody tr').length") == 4
+    assert browser.evaluate(TITLE_OVERFLOWS) == []
+    # Every title was measured, e.g. the growth chart's (clipped before it was shortened).
+    assert browser.evaluate("document.querySelector('[data-chart=growth]').dataset.titleOverflow") == "[]"
+    # Why each miss: one legend entry per cause, billed and simulated stacks per request.
+    assert browser.evaluate("Chart.getChart(document.querySelector('[data-chart=misses] canvas')).legend.legendItems"
+                            ".map(i => i.text)") == ["first use (new content)", "TTL expiry",
+                                                     "in flight (written by a request not yet answered)",
+                                                     "partial last block",
+                                                     "server-side miss (our prefix unchanged and alive)"]
     assert browser.errors() == []
     assert browser.requested_urls() == [example_report.as_uri()]
     browser.screenshot(ARTIFACTS / "dashboard.png")
@@ -134,8 +147,36 @@ def test_batch_report_uses_the_shared_library_and_fits_a_phone(browser: Chromium
     assert browser.evaluate("document.documentElement.scrollWidth") <= 390
     assert browser.errors() == []
     assert (tmp_path / "assets" / "chart.umd.min.js").as_uri() in browser.requested_urls()
+    assert browser.evaluate(TITLE_OVERFLOWS) == []
     browser.screenshot(ARTIFACTS / "dashboard-narrow.png")
     browser.events.clear()
     browser.open(index.as_uri(), width=1280, height=900)
     assert browser.evaluate("document.querySelectorAll('tbody tr a').length") == 1
     assert browser.errors() == []
+
+
+def test_a_batch_report_copied_alone_says_what_it_needs(browser: ChromiumPage, sample: ReportModel,
+                                                        tmp_path: Path) -> None:
+    render_report(sample, tmp_path / "all" / "conv1.html", shared_assets_dir=tmp_path / "all")
+    alone = tmp_path / "copied" / "conv1.html"
+    alone.parent.mkdir()
+    shutil.copyfile(tmp_path / "all" / "conv1.html", alone)
+    _open(browser, alone, width=1280, height=900)
+    states = browser.evaluate(CHART_STATES)
+    assert len(states) == EXPECTED_CHARTS
+    assert {state for _, state in states} == {"missing-library"}
+    message = browser.evaluate("document.querySelector('[data-chart=requests] .missing-library').textContent")
+    assert message.startswith("Charts need the chart library chart.umd.min.js, which was not found")
+    assert "--output FILE.html" in message
+
+
+def test_the_growth_title_is_measured_as_too_long_when_it_is(browser: ChromiumPage, sample: ReportModel,
+                                                            tmp_path: Path) -> None:
+    # The check itself: the old growth title does not fit its short chart.
+    report = tmp_path / "long.html"
+    render_report(sample, report)
+    html = report.read_text(encoding="utf-8").replace('tokenAxis("tokens added")',
+                                                      'tokenAxis("new tokens vs the lane\'s previous request")')
+    report.write_text(html, encoding="utf-8")
+    _open(browser, report, width=1280, height=900)
+    assert browser.evaluate(TITLE_OVERFLOWS) == [["growth", ["new tokens vs the lane's previous request"]]]

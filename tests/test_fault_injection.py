@@ -487,17 +487,20 @@ def duplicate_ids_in_subagent_file(ws: Workspace, base: Baseline) -> Effect:
 def subagent_file_missing(ws: Workspace, base: Baseline) -> Effect:
     agent = sorted(base.agent_ids)[0]
     (ws.jsonl / f"agent-{agent}.jsonl").unlink()
-    reason = {"subagent_log_missing": 1}
-    return Effect(counts={"conversation_index": reason, "traces": reason,
-                          "visualizer": _unlinked(base, len(base.agent_ids[agent]))}, dropped=set(base.agent_ids[agent]))
+    # The parent's link still names it: its requests are found in the DB inside the link's window.
+    found = {"subagent_requests_from_db": 1}
+    return Effect(counts={"conversation_index": {"subagent_log_missing": 1},
+                          "traces": {"subagent_log_missing": 1, **found},
+                          "visualizer": {**_unlinked(base, 0), **found}}, same_traces=True)
 
 
 def subagent_file_empty(ws: Workspace, base: Baseline) -> Effect:
     agent = sorted(base.agent_ids)[-1]
     (ws.jsonl / f"agent-{agent}.jsonl").write_bytes(b"")
     reasons = {"subagent_log_without_session": 1, "subagent_log_missing": 1}
-    return Effect(counts={"conversation_index": reasons, "traces": reasons,
-                          "visualizer": _unlinked(base, len(base.agent_ids[agent]))}, dropped=set(base.agent_ids[agent]))
+    found = {"subagent_requests_from_db": 1}
+    return Effect(counts={"conversation_index": reasons, "traces": {**reasons, **found},
+                          "visualizer": {**_unlinked(base, 0), **found}}, same_traces=True)
 
 
 def parent_file_empty(ws: Workspace, base: Baseline) -> Effect:

@@ -14,7 +14,6 @@ from jsonl_builders import (SESSION, agent_result, assistant, tool_result, user_
 from lib.capture.jsonl_conversations import read_log_group
 from lib.capture.jsonl_files import discover_logs, group_logs
 from lib.capture.jsonl_requests import rebuild_calls
-from lib.problems import ProblemCounter
 from lib.validate.matching import trace_lanes
 from lib.validate.trace_files import check_directory
 
@@ -89,7 +88,10 @@ def test_blocks_follow_the_chain_and_in_is_the_api_prompt_size(tmp_path: Path) -
     assert second[:len(first)] == first and len(second) == 24
     assert third[:20] == first[:20] and not set(third[20:]) & set(second)  # after the compaction: only the prefix
     assert [row["tokenizer_tokens"] for row in sidecar(tmp_path / "out")] == [None, None, None]
-    assert check_directory(tmp_path / "out").problems == []
+    # No timing in the logs: 0 errors, one warning per missing field (api_time, and ttft when streamed).
+    check = check_directory(tmp_path / "out")
+    assert check.errors == [] and [(p.where, p.code) for p in check.warnings] == [
+        (f"requests[{i}]", code) for i in range(3) for code in ("missing_api_time", "missing_ttft")]
 
 
 def test_sub_agents_of_one_kind_share_their_prefix_blocks(tmp_path: Path) -> None:
@@ -167,7 +169,7 @@ def test_fixture_jsonl_only_matches_the_full_run(fixture_db: Path, fixture_dir: 
     # The proxy stores whole seconds; one sub-agent call was sent 1.08 s after the tool result before it.
     offsets = sorted(round(abs(a - b), 3) for a, b in zip(times(full), times(only)))
     assert sum(offset > 1 for offset in offsets) == 1 and offsets[-1] == 2.002
-    assert simulated_and_api(tmp_path / "full") == (2686, 3076, 193841, 220295)  # 87.3 % and 88.0 %
+    assert simulated_and_api(tmp_path / "full") == (2663, 3050, 193841, 220295)  # 87.3 % and 88.0 %
     assert simulated_and_api(tmp_path / "logs_only") == (3015, 3426, 193841, 220295)  # 88.0 %
 
 
@@ -183,7 +185,7 @@ def test_example_jsonl_only_matches_the_full_run(example_db: Path, tmp_path: Pat
     # The generator waits a drawn think time after tool results before sending, which its logs do not show.
     offsets = sorted(round(abs(a - b), 3) for a, b in zip(times(full), times(only)))
     assert sum(offset > 1 for offset in offsets) == 16 and offsets[-1] == 24.637
-    assert simulated_and_api(tmp_path / "full") == (42620, 47559, 3211758, 3573631)  # 89.6 % and 89.9 %
+    assert simulated_and_api(tmp_path / "full") == (42568, 47504, 3211758, 3573631)  # 89.6 % and 89.9 %
     assert simulated_and_api(tmp_path / "logs_only") == (50014, 55794, 3211758, 3573631)  # 89.6 %
 
 
@@ -198,11 +200,15 @@ def test_validator_without_a_db_compares_with_the_usage_the_logs_record(fixture_
                *(["--anonymize"] if anonymize else []))[0] == 0
     result = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs), "--json", "--min-accuracy", "99"])
     assert result.exit_code == 0, result.output
+    schema = json.loads(result.stdout)["schema"]
+    assert (schema["errors"], schema["warnings"]) == (0, 74)  # 37 requests, each without api_time and ttft
+    strict = CliRunner().invoke(validate_main, [str(out), "--strict"])
+    assert strict.exit_code == 1 and "warning" in strict.stderr
     report = json.loads(result.stdout)["versus_api"]
     (trace,) = report["traces"]
     assert (trace["route"], trace["matched"], trace["sim_hit_blocks"], trace["sim_blocks"]) == (route, 37, 3015, 3426)
     assert (report["overall"]["api_read_tokens"], report["overall"]["api_prompt_tokens"]) == (193841, 220295)
-    assert report["api_model"] == {"requests": 0, "fields": []}
+    assert report["api_model"] == {"requests": 0, "fields": [], "totals_reasons": []}
     assert json.loads(result.stdout)["stats"]["traces"][0]["api_time_s"] is None
     refused = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs), "--max-error", "5"])
     assert refused.exit_code == 2 and "--max-error needs --db" in refused.stderr

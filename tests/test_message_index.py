@@ -1,7 +1,6 @@
 """lib/capture/message_index.py: the message_index table, incremental updates, twins, reconstruction."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sqlite3
@@ -17,7 +16,6 @@ from lib.capture.message_index import (
     load_message_ids,
     update_message_index,
 )
-from lib.capture.proxy_reader import arrival_key, read_proxy_requests
 from tests.proxy_builders import (
     insert_rows,
     jsonl_output_types,
@@ -28,6 +26,7 @@ from tests.proxy_builders import (
     request_body,
     streaming_response,
 )
+from tests.test_proxy_reader import parse_rows
 
 OTHER_MESSAGES = [{"role": "user", "content": "second turn"}]
 
@@ -72,11 +71,10 @@ def test_fixture_index_counts_and_ground_truth(fixture_db: Path, fixture_dir: Pa
 def test_indexed_requests_equal_freshly_parsed_ones_in_arrival_order(fixture_db: Path) -> None:
     build(fixture_db)
     proxy, index = open_proxy_db(fixture_db), open_index_db(fixture_db)
-    indexed = list(iter_indexed_requests(proxy, index))
-    parsed = sorted(read_proxy_requests(proxy), key=arrival_key)
-    assert [dataclasses.replace(r, load_body=None) for r in indexed] == [dataclasses.replace(r, load_body=None) for r in parsed]
-    assert indexed[5].load_body() == parsed[5].load_body()
-    window = list(iter_indexed_requests(proxy, index, since=indexed[10].timestamp, until=indexed[12].timestamp))
+    indexed = list(iter_indexed_requests(index))
+    parsed = sorted(parse_rows(proxy), key=lambda r: (r.timestamp, r.row_id))
+    assert indexed == parsed
+    window = list(iter_indexed_requests(index, since=indexed[10].timestamp, until=indexed[12].timestamp))
     assert [r.row_id for r in window] == [r.row_id for r in indexed if indexed[10].timestamp <= r.timestamp <= indexed[12].timestamp]
 
 

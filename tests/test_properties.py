@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from lib.capture.jsonl_conversations import read_conversation
 from lib.capture.jsonl_files import LogFile, iter_entries
 from lib.problems import ProblemCounter
-from lib.capture.proxy_reader import parse_proxy_row
+from lib.capture.proxy_reader import count_request_problems, parse_proxy_row_with_facts
 from lib.capture.response_parser import KIND_ERROR, KIND_OK, KIND_PENDING, KIND_UNPARSABLE, ResponseFacts, parse_response
 from lib.timestamps import parse_timestamp, to_epoch
 from tests.test_hashing import common_prefix, make_hasher, seg
@@ -110,7 +110,8 @@ def test_parse_response_never_raises(raw: Any) -> None:
 def test_parse_proxy_row_never_raises(rowid: int, values: tuple) -> None:
     """Arbitrary column values (types, JSON, surrogates) become a request record with named problems."""
     problems = ProblemCounter()
-    request = parse_proxy_row((rowid, *values), problems=problems)
+    request, _ = parse_proxy_row_with_facts((rowid, *values))
+    count_request_problems(problems, request.request_id, request.kind, request.problems)
     assert request.kind in KINDS
     assert request.timestamp.tzinfo is not None
     assert all(isinstance(problem, str) and problem for problem in request.problems)

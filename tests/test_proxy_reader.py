@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
-from lib.db import open_proxy_db
-from lib.problems import ProblemCounter
+from lib.capture.message_index import iter_indexed_requests, update_message_index
 from lib.capture.proxy_reader import (
-    arrival_key,
+    count_request_problems,
     iter_proxy_rows,
+    parse_proxy_row_with_facts,
     parse_request_body,
     prompt_key,
-    read_proxy_requests,
 )
+from lib.db import open_index_db, open_proxy_db
+from lib.problems import ProblemCounter
+from lib.records import ProxyRequest
 from tests.proxy_builders import (
     client_exchanges,
     make_proxy_db,
@@ -28,11 +32,29 @@ from tests.proxy_builders import (
 )
 
 
+def parse_rows(proxy: sqlite3.Connection, problems: Optional[ProblemCounter] = None) -> list[ProxyRequest]:
+    """Every row in rowid order, parsed and its problems counted as the message index does."""
+    requests = []
+    for row in iter_proxy_rows(proxy):
+        request, _ = parse_proxy_row_with_facts(row)
+        if problems is not None:
+            count_request_problems(problems, request.request_id, request.kind, request.problems)
+        requests.append(request)
+    return requests
+
+
+def indexed(db: Path, **window: Optional[datetime]) -> list[ProxyRequest]:
+    """The requests of a fresh message index, in its arrival order (within `since`/`until`)."""
+    proxy, index = open_proxy_db(db), open_index_db(db)
+    update_message_index(proxy, index)
+    return list(iter_indexed_requests(index, **window))
+
+
 @pytest.fixture
 def fixture_requests(fixture_db: Path):
     proxy = open_proxy_db(fixture_db)
     problems = ProblemCounter()
-    yield list(read_proxy_requests(proxy, problems=problems)), problems, proxy
+    yield parse_rows(proxy, problems), problems, proxy
     proxy.close()
 
 
@@ -59,14 +81,6 @@ def test_fixture_stream_flags_status_and_retries_match_client_exchanges(fixture_
     assert (quota.is_streaming, quota.max_tokens, quota.message_count, quota.stop_reason) == (False, 1, 1, "max_tokens")
 
 
-def test_load_body_rereads_the_body_lazily(fixture_requests) -> None:
-    requests, _, _ = fixture_requests
-    body = requests[3].load_body()
-    assert body["model"] == "claude-opus-4-6"
-    assert len(body["messages"]) == requests[3].message_count == 3
-    assert body["stream"] is True
-
-
 def test_rows_come_in_batches_in_rowid_order(tmp_path: Path) -> None:
     rows = [proxy_row(f"r{i}", "2026-11-29T19:20:42-08:00", response=None) for i in range(5)]
     proxy = open_proxy_db(make_proxy_db(tmp_path / "p.db", rows))
@@ -81,8 +95,7 @@ def test_mixed_offsets_sort_by_instant_then_rowid(tmp_path: Path) -> None:
         proxy_row("mid_la", "2026-03-25T07:00:03-07:00", response=None),    # 14:00:03Z
         proxy_row("tie_la", "2026-03-25T07:00:03-07:00", response=None),    # same second, later rowid
     ]
-    proxy = open_proxy_db(make_proxy_db(tmp_path / "p.db", rows))
-    requests = sorted(read_proxy_requests(proxy), key=arrival_key)
+    requests = indexed(make_proxy_db(tmp_path / "p.db", rows))
     assert [r.request_id for r in requests] == ["early_utc", "mid_la", "tie_la", "late_ny"]
     by_raw_string = [row["id"] for row in sorted(rows, key=lambda row: row["timestamp"])]
     assert by_raw_string == ["mid_la", "tie_la", "late_ny", "early_utc"]  # what string sorting would get wrong
@@ -90,10 +103,9 @@ def test_mixed_offsets_sort_by_instant_then_rowid(tmp_path: Path) -> None:
 
 def test_since_until_filter_on_aware_instants(tmp_path: Path) -> None:
     rows = [proxy_row(f"r{i}", f"2026-03-25T07:00:0{i}-07:00", response=None) for i in range(4)]
-    proxy = open_proxy_db(make_proxy_db(tmp_path / "p.db", rows))
     since = datetime(2026, 3, 25, 14, 0, 1, tzinfo=timezone.utc)
     until = datetime(2026, 3, 25, 14, 0, 2, tzinfo=timezone.utc)
-    assert [r.request_id for r in read_proxy_requests(proxy, since=since, until=until)] == ["r1", "r2"]
+    assert [r.request_id for r in indexed(make_proxy_db(tmp_path / "p.db", rows), since=since, until=until)] == ["r1", "r2"]
 
 
 def test_broken_body_and_headers_degrade_and_are_counted(tmp_path: Path) -> None:
@@ -104,20 +116,20 @@ def test_broken_body_and_headers_degrade_and_are_counted(tmp_path: Path) -> None
     ]
     proxy = open_proxy_db(make_proxy_db(tmp_path / "p.db", rows))
     problems = ProblemCounter()
-    broken, bad_time = read_proxy_requests(proxy, problems=problems)
+    broken, bad_time = parse_rows(proxy, problems)
     # Stream flag falls back to the response's isStreaming; the message facts survive.
     assert (broken.is_streaming, broken.prompt_key, broken.message_count, broken.message_id) == (True, None, 0, "msg_1")
     assert broken.problems == ("broken_request_headers", "broken_request_body")
-    assert broken.load_body() == {}
-    assert bad_time.problems == ("bad_timestamp",)
-    assert bad_time.timestamp == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    # completedAt 03:24:12Z − responseTime 3.548 s, not 1970 (tests/test_faults_data.py has the cases).
+    assert bad_time.problems == ("bad_timestamp", "timestamp_from_completion")
+    assert bad_time.timestamp == datetime(2026, 11, 30, 3, 24, 8, 452000, tzinfo=timezone.utc)
     assert problems.count("broken_request_body") == 1 and problems.count("bad_timestamp") == 1
 
 
 def test_headers_give_session_and_retry_count(tmp_path: Path) -> None:
     rows = [proxy_row("s", "2026-03-25T14:00:01Z", headers=request_headers(retry=2, session="sess-1"),
                       response=message_response("msg_1"))]
-    (request,) = read_proxy_requests(open_proxy_db(make_proxy_db(tmp_path / "p.db", rows)))
+    (request,) = parse_rows(open_proxy_db(make_proxy_db(tmp_path / "p.db", rows)))
     assert (request.session_header, request.retry_count) == ("sess-1", 2)
 
 

@@ -106,13 +106,14 @@ def test_mooncake_ceil_and_rebucket_and_global_ids():
     assert all(len(r["hash_ids"]) == math.ceil(r["input_length"] / 8) for r in rows)
 
 
-def test_mooncake_sessions_are_deltas():
+def test_mooncake_sessions_are_deltas_beyond_the_previous_prompt_and_answer():
     collector = MooncakeCollector(base_block_size=4, block_size=8)
     collector.add(session="s", start_s=0.0, previous_end_s=None, hashes=RequestHashes(16, [b"a", b"b", b"c", b"d"]), output_length=2)
     collector.add(session="s", start_s=3.0, previous_end_s=1.0, hashes=RequestHashes(24, [b"a", b"b", b"c", b"d", b"e", b"f"]),
                   output_length=2)
     rows = [orjson.loads(line) for line in collector.session_lines()]
+    # AIPerf sends turn 2 as 16 + the 2-token answer + 6 = 24 tokens, the recorded prompt.
     assert rows == [
         {"session_id": "s", "timestamp": 0, "input_length": 16, "output_length": 2, "hash_ids": [1, 2]},
-        {"session_id": "s", "delay": 2000, "input_length": 8, "output_length": 2, "hash_ids": [3]},
+        {"session_id": "s", "delay": 2000, "input_length": 6, "output_length": 2, "hash_ids": [3]},
     ]

@@ -142,13 +142,13 @@ def test_fixture_ids_are_local_dense_and_shared_by_subagents(fixture_db: Path, f
     # Dense from 1 in first-appearance order (file order: markers' requests where the marker is).
     assert seen == list(range(1, len(seen) + 1))
     first = parents(document)[0]
-    assert first["hash_ids"] == list(range(1, first["in"] // 64 + 1)) and first["in"] == 5067
+    assert first["hash_ids"] == list(range(1, first["in"] // 64 + 1)) and first["in"] == 5029
     subs = markers(document)
-    # The Explore agents share their tools (2738 tokens, 42 blocks) and the start of the system
-    # prompt; its first block, the billing header, carries a per-agent `cch=` value.
+    # The Explore agents share their tools and system prompt (2738 + 570 tokens, 51 full blocks):
+    # its first block, the billing header with a per-agent `cch=` value, is dropped before hashing.
     firsts = [m["requests"][0]["hash_ids"] for m in subs]
-    assert [common_prefix(firsts[0], other) for other in firsts[1:]] == [43, 43]
-    assert subs[0]["tool_tokens"] == 2738
+    assert [common_prefix(firsts[0], other) for other in firsts[1:]] == [51, 51]
+    assert [(m["tool_tokens"], m["system_tokens"]) for m in subs] == [(2738, 570)] * 3
     for document_requests in [parents(document)] + [m["requests"] for m in subs]:
         for previous, request in zip(document_requests, document_requests[1:]):
             # Every turn of the fixture extends its predecessor's prompt.
@@ -172,9 +172,10 @@ def test_fixture_mooncake_rows_follow_the_ceil_convention(fixture_db: Path, fixt
     sessions = [row for _, row in iter_jsonl(out / MOONCAKE_SESSIONS_FILE)]
     assert len({r["session_id"] for r in sessions}) == 4
     assert all(len(r["hash_ids"]) == math.ceil(r["input_length"] / 512) for r in sessions)
-    # Later turns extend their context: deltas are far smaller than the whole prompt.
+    # Later turns extend their context: AIPerf replays the rows and the answers before the last.
     parent_rows = [r for r in sessions if r["session_id"] == FIXTURE_SESSION]
-    assert sum(r["input_length"] for r in parent_rows) == 9236  # the last turn's whole prompt
+    replayed = sum(r["input_length"] for r in parent_rows) + sum(r["output_length"] for r in parent_rows[:-1])
+    assert replayed == 9198  # the last turn's whole prompt
     # One `timestamp` per session, then `delay` = think time, also for the turn after the markers.
     for session in {r["session_id"] for r in sessions}:
         keys = [("timestamp" in r, "delay" in r) for r in sessions if r["session_id"] == session]
@@ -475,8 +476,9 @@ def test_mooncake_session_deltas_survive_a_partial_tail_block():
     rows = [orjson.loads(line) for line in collector.session_lines()]
     assert rows == [
         {"session_id": "s", "timestamp": 0, "input_length": 19, "output_length": 2, "hash_ids": [1, 2, 3]},
-        # 8 new tokens: one id, the last block of the extended prompt (ids [1, 2, 4, 5]).
-        {"session_id": "s", "delay": 3000, "input_length": 8, "output_length": 2, "hash_ids": [5]},
-        # A rewritten context is sent whole.
-        {"session_id": "s", "delay": 3000, "input_length": 12, "output_length": 2, "hash_ids": [6, 7]},
+        # 27 - 19 - the 2-token answer = 6 new tokens: one id, the last block of the extended
+        # prompt (ids [1, 2, 4, 5]).
+        {"session_id": "s", "delay": 3000, "input_length": 6, "output_length": 2, "hash_ids": [5]},
+        # A rewritten context starts a new session, sent whole.
+        {"session_id": "s#2", "timestamp": 9000, "input_length": 12, "output_length": 2, "hash_ids": [6, 7]},
     ]

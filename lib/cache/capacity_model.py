@@ -32,7 +32,6 @@ from typing import Optional, Sequence, Union, cast
 
 import numpy as np
 
-from lib.cache.ttl_model import HitRate
 from lib.cache.replay import NEVER_WRITTEN, CacheEvent, Replay, Run, RunLog, record_runs, runs_of
 
 DEFAULT_FRACTIONS = (0.9, 0.95, 0.99)
@@ -155,12 +154,6 @@ def _profile_from_log(log: RunLog, total_tokens: int, block_size: int) -> LRUPro
     return LRUProfile(block_size, total_tokens, np.cumsum(np.cumsum(starts - ends)))
 
 
-def simulate_lru(events: Sequence[CacheEvent], capacity_blocks: int, *, block_size: int) -> HitRate:
-    """Hit tokens / total tokens of an LRU cache of `capacity_blocks` blocks."""
-    profile = lru_profile(events, block_size=block_size)
-    return HitRate(profile.hit_blocks(capacity_blocks) * block_size, profile.total_tokens)
-
-
 def _next_read_runs(log: RunLog, replay: Replay, events: Sequence[CacheEvent]) -> list[list[Run]]:
     """Per write, runs of 'number of the block's next read' (one backward pass)."""
     replay.ids.add_array("next_read", _NO_NEXT_READ, np.int64)
@@ -240,13 +233,6 @@ def _cached_prefix(runs: Sequence[Run], cached_end: list[int]) -> int:
             return max(hits, top)
         hits = run.end
     return hits
-
-
-def simulate_opt(events: Sequence[CacheEvent], capacity_blocks: int, *, block_size: int) -> HitRate:
-    """Hit tokens / total tokens of a Belady (OPT) cache of `capacity_blocks` blocks."""
-    log, replay = record_runs(events, is_write_delayed=False)
-    hits = _opt_hit_blocks(log, _next_read_runs(log, replay, events), capacity_blocks)
-    return HitRate(hits * block_size, _total_tokens(events, block_size))
 
 
 def capacity_curve(

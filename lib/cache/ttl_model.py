@@ -15,9 +15,9 @@ makes the cache state independent of the TTL, one replay yields every TTL of a s
 
 Reported per TTL: per-request hit blocks and tokens; hit rate in tokens (hit tokens = hit blocks ×
 block_size; a request's total is max(token_count, len(ids) × block_size), so the partial tail
-block is always a miss); peak working set (tokens of alive entries, sampled at every read after
-the writes due by then); prefills (misses, in blocks) per unique block; and the share of unique
-blocks prefilled exactly once ("stable": every access after the first hit).
+block is always a miss); the working set (tokens of alive entries) as a step series over every
+write and every expiry, and its peak; prefills (misses, in blocks) per unique block; and the share
+of unique blocks prefilled exactly once ("stable": every access after the first hit).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from lib.cache.replay import NEVER_WRITTEN, CacheEvent, Op, Replay
 
 __all__ = [
     "CacheEvent", "HitRate", "TTLResult", "DEFAULT_TTLS_S", "prefix_hits", "conversation_hit_rate",
-    "warm_prefix_blocks", "simulate_ttl", "sweep_ttl",
+    "warm_prefix_blocks", "sweep_ttl",
 ]
 
 # SPEC §6.2: 1m, 2m, 3m, 4m, 5m, 10m, 15m, 30m, 1h, 2h, 4h, 8h, 24h, and None = infinite.
@@ -111,11 +111,6 @@ class TTLResult:
     working_set_tokens: tuple[int, ...]
 
     @property
-    def request_hit_tokens(self) -> tuple[int, ...]:
-        """Hit tokens per request: hit blocks × block_size."""
-        return tuple(hits * self.block_size for hits in self.request_hit_blocks)
-
-    @property
     def hit_rate(self) -> float:
         """Hit tokens / total tokens."""
         return self.hit_tokens / self.total_tokens if self.total_tokens else 0.0
@@ -131,11 +126,6 @@ class TTLResult:
         return self.stable_blocks / self.unique_blocks if self.unique_blocks else 0.0
 
 
-def simulate_ttl(events: Sequence[CacheEvent], ttl_s: Optional[float], *, block_size: int) -> TTLResult:
-    """TTL simulation for one TTL (None = never expires), SPEC §6.2."""
-    return sweep_ttl(events, (ttl_s,), block_size=block_size)[0]
-
-
 def sweep_ttl(
     events: Sequence[CacheEvent],
     ttls: Sequence[Optional[float]] = DEFAULT_TTLS_S,
@@ -147,20 +137,17 @@ def sweep_ttl(
     replay = Replay(events)
     replay.ids.add_array("max_gap", -math.inf, np.float64)
     hit_blocks = np.zeros((len(events), len(limits)), dtype=np.int64)
-    intervals: list[tuple[float, int, int, int]] = []
-    read_times: list[float] = []
+    intervals: list[tuple[float, float, int]] = []
     for op in replay.ops():
         if op.is_write:
-            _end_intervals(op, replay, len(read_times), intervals)
+            _end_intervals(op, replay, intervals)
         else:
-            read_times.append(float(op.time_s))
             hit_blocks[op.event] = _read_hits(op, replay, limits)
-    _open_intervals(replay, len(read_times), intervals)
+    _open_intervals(replay, intervals)
     shared = _SweepTotals(
         block_count=sum(len(event.ids) for event in events),
         total_tokens=sum(max(event.token_count, len(event.ids) * block_size) for event in events),
-        read_times_s=np.asarray(read_times, dtype=np.float64),
-        intervals=np.asarray(intervals, dtype=np.float64).reshape(-1, 4),
+        intervals=np.asarray(intervals, dtype=np.float64).reshape(-1, 3),
     )
     return [
         _ttl_result(ttl, limit, hit_blocks[:, column], replay, shared, block_size)
@@ -190,40 +177,51 @@ def _read_hits(op: Op, replay: Replay, limits: list[float]) -> list[int]:
     return [run_ends[bisect_right(running_gaps, limit)] for limit in limits]
 
 
-def _end_intervals(op: Op, replay: Replay, reads_done: int, intervals: list[tuple[float, int, int, int]]) -> None:
-    """Blocks this write re-touches stop counting under their previous writer from the next read on."""
+def _end_intervals(op: Op, replay: Replay, intervals: list[tuple[float, float, int]]) -> None:
+    """Blocks this write re-touches stop counting under their previous writer at this write's time."""
     for run in op.runs:
         if run.writer != NEVER_WRITTEN:
             moved = run.end - max(run.start, replay.retouched[run.writer])
             if moved > 0:
-                writer = run.writer
-                intervals.append((float(replay.write_ready_s[writer]), replay.write_reads[writer], reads_done, moved))
+                intervals.append((float(replay.write_ready_s[run.writer]), float(op.time_s), moved))
 
 
-def _open_intervals(replay: Replay, reads_done: int, intervals: list[tuple[float, int, int, int]]) -> None:
+def _open_intervals(replay: Replay, intervals: list[tuple[float, float, int]]) -> None:
     """Blocks whose last touch is the final one stay alive (up to the TTL) after the last event."""
     for writer in range(replay.write_count):
         live = replay.write_length[writer] - replay.retouched[writer]
         if live > 0:
-            intervals.append((float(replay.write_ready_s[writer]), replay.write_reads[writer], reads_done, live))
+            intervals.append((float(replay.write_ready_s[writer]), math.inf, live))
 
 
-def _working_set_blocks(read_times: np.ndarray, intervals: np.ndarray, limit: float) -> np.ndarray:
-    """Blocks alive at each read: touched before it, not re-touched since, and now − touch ≤ ttl.
+def _working_set_steps(intervals: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks alive as a step series: (times, blocks alive from each time until the next one).
 
-    An interval is (touch time, reads done before the touch, reads done before the re-touch,
-    blocks): counting by reads, not times, keeps a write at exactly a read's time on the right side.
+    An interval is (touch time, re-touch time or inf, blocks). Its blocks count from the touch until
+    the re-touch (where the next interval takes them over) or, if earlier, the expiry: alive at
+    exactly touch + ttl, gone just after. At a time with expiries the series holds two points, the
+    value at that time and the one right after, so a chart drops where entries expire instead of at
+    the next request.
     """
-    samples = read_times.size
-    if samples == 0 or intervals.size == 0:
-        return np.zeros(samples, dtype=np.int64)
-    touched_s = intervals[:, 0]
-    first = intervals[:, 1].astype(np.int64)
-    stop = np.minimum(intervals[:, 2].astype(np.int64), np.searchsorted(read_times, touched_s + limit, side="right"))
-    counts = intervals[:, 3]
-    keep = stop > first
-    delta = np.bincount(first[keep], counts[keep], samples + 1) - np.bincount(stop[keep], counts[keep], samples + 1)
-    return np.rint(np.cumsum(delta[:samples])).astype(np.int64)
+    if intervals.size == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    touched, retouched, counts = intervals[:, 0], intervals[:, 1], intervals[:, 2]
+    expires = touched + limit if limit < _NO_EXPIRY else np.full(touched.size, math.inf)
+    expiring = expires < retouched
+    # (time, phase, delta): touches and re-touches change the count at their time (phase 0), expiries
+    # right after it (phase 1).
+    ends = np.where(expiring, expires, retouched)
+    finite = np.isfinite(ends)
+    times = np.concatenate((touched, ends[finite]))
+    phases = np.concatenate((np.zeros(touched.size), expiring[finite].astype(np.float64)))
+    deltas = np.concatenate((counts, -counts[finite]))
+    order = np.lexsort((phases, times))
+    times, phases, deltas = times[order], phases[order], deltas[order]
+    values = np.rint(np.cumsum(deltas)).astype(np.int64)
+    # One point per (time, phase): the count after the group's last change.
+    last = np.ones(times.size, dtype=bool)
+    last[:-1] = (times[1:] != times[:-1]) | (phases[1:] != phases[:-1])
+    return times[last], values[last]
 
 
 @dataclass(frozen=True)
@@ -232,7 +230,6 @@ class _SweepTotals:
 
     block_count: int
     total_tokens: int
-    read_times_s: np.ndarray
     intervals: np.ndarray
 
 
@@ -242,7 +239,7 @@ def _ttl_result(
     """Assemble one TTL's figures from the shared replay."""
     known = replay.ids.arrays["known"]
     max_gap = replay.ids.arrays["max_gap"][known]
-    working = _working_set_blocks(shared.read_times_s, shared.intervals, limit)
+    times, working = _working_set_steps(shared.intervals, limit)
     return TTLResult(
         ttl_s=ttl,
         block_size=block_size,
@@ -253,6 +250,6 @@ def _ttl_result(
         unique_blocks=int(known.sum()),
         prefilled_blocks=shared.block_count - int(hits.sum()),
         stable_blocks=int(np.count_nonzero(max_gap <= limit)),
-        working_set_times_s=tuple(shared.read_times_s.tolist()),
+        working_set_times_s=tuple(times.tolist()),
         working_set_tokens=tuple((working * block_size).tolist()),
     )

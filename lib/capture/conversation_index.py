@@ -86,6 +86,7 @@ class ConversationIndexSummary:
     files_read: int = 0
     files_unchanged: int = 0
     conversations_read: int = 0
+    conversations_identical: int = 0
     conversations: int = 0
     parent_turns: int = 0
     subagents: int = 0
@@ -112,7 +113,8 @@ class ConversationIndexSummary:
         """The summary for `--json`."""
         return {
             "files_read": self.files_read, "files_unchanged": self.files_unchanged,
-            "conversations_read": self.conversations_read, "conversations": self.conversations,
+            "conversations_read": self.conversations_read,
+            "conversations_identical": self.conversations_identical, "conversations": self.conversations,
             "parent_turns": self.parent_turns, "subagents": self.subagents,
             "subagent_turns": self.subagent_turns, "subagent_links": self.links,
             "matched_ids": self.matched_ids, "total_ids": self.total_ids,
@@ -128,6 +130,8 @@ class ConversationIndexSummary:
         else:
             head = (f"Conversation index: re-read {_count(self.conversations_read, 'conversation')} "
                     f"({_count(self.files_read, 'file')}; {self.files_unchanged} unchanged)")
+            if self.conversations_identical:
+                head += f", {self.conversations_identical} of them identical to the index (nothing written)"
             if self.newly_matched_ids:
                 head += f", {_count(self.newly_matched_ids, 'earlier id')} newly matched"
             head += "."
@@ -172,16 +176,26 @@ def update_conversation_index(
             for table in TABLES:
                 index.execute(f"DELETE FROM {table}")
     groups = group_logs(logs)
+    logs_root = _logs_root(logs_path)
     stale = _stale_conversations(index, groups)
     summary.files_unchanged = sum(len(files) for cid, files in groups.items() if cid not in stale)
     message_ids = load_message_ids(index)
     wrap = progress or (lambda items, **_: items)
     for conversation_id in wrap(sorted(stale), total=len(stale), desc="conversations"):
         files = groups[conversation_id]
-        _replace_conversation(index, read_conversation(files, summary.problems), files, message_ids)
+        conversation = read_conversation(files, summary.problems)
+        if not _replace_conversation(index, conversation, files, message_ids, logs_root):
+            summary.conversations_identical += 1
         summary.files_read += len(files)
         summary.conversations_read += 1
     summary.newly_matched_ids = _match_pending_ids(index, message_ids)
+    # A conversation not re-read still lacks its sub-agent logs: a re-run must keep naming them.
+    for conversation_id, agent_id in index.execute(
+        "SELECT conversation_id, agent_id FROM subagent_links WHERE has_log = 0 AND agent_id != '' "
+        "ORDER BY conversation_id, spawn_epoch, agent_id"
+    ):
+        if conversation_id not in stale:
+            summary.problems.add("subagent_log_missing", agent_id)
     _fill_totals(index, summary)
     summary.elapsed_s = time.monotonic() - started
     return summary
@@ -241,20 +255,44 @@ def _stale_conversations(index: sqlite3.Connection, groups: dict[str, list[LogFi
 
 
 def _replace_conversation(index: sqlite3.Connection, conversation: Conversation, files: list[LogFile],
-                          message_ids: dict[str, str]) -> None:
+                          message_ids: dict[str, str], logs_root: Path) -> bool:
+    """Store one conversation's rows; returns False when the stored rows were already identical.
+
+    Identical rows are left alone, file stats included: a moved or freshly cloned log folder (new paths
+    and mtimes, same content) is re-read on every run but never rewrites the index file."""
     cid = conversation.conversation_id
-    turn_rows = [_turn_row(turn, number, message_ids)
+    turn_rows = [_turn_row(turn, number, message_ids, logs_root)
                  for turns in (conversation.turns, *conversation.subagents.values())
                  for number, turn in enumerate(turns, start=1)]
+    link_rows = [_link_row(link) for link in conversation.links]
+    if _stored_rows(index, cid) == (sorted(turn_rows, key=_turn_key), sorted(link_rows, key=_link_key)):
+        return False
     with transaction(index):
         for table in TABLES:
             index.execute(f"DELETE FROM {table} WHERE conversation_id = ?", (cid,))
         index.executemany(f"INSERT INTO conversation_index VALUES ({', '.join('?' * 13)})", turn_rows)
-        index.executemany(f"INSERT INTO subagent_links VALUES ({', '.join('?' * 12)})",
-                          [_link_row(link) for link in conversation.links])
+        index.executemany(f"INSERT INTO subagent_links VALUES ({', '.join('?' * 12)})", link_rows)
         # OR REPLACE: an older-layout agent file may have been filed under another conversation before.
         index.executemany("INSERT OR REPLACE INTO jsonl_files VALUES (?, ?, ?, ?)",
                           [(str(log.path), log.size, log.mtime_ns, cid) for log in files])
+    return True
+
+
+def _turn_key(row: tuple) -> tuple:
+    return row[1], row[2]
+
+
+def _link_key(row: tuple) -> tuple:
+    return row[2]
+
+
+def _stored_rows(index: sqlite3.Connection, cid: str) -> tuple[list[tuple], list[tuple]]:
+    """The conversation's turn and link rows as stored, in `_turn_key` / `_link_key` order."""
+    turns = index.execute("SELECT * FROM conversation_index WHERE conversation_id = ? ORDER BY agent_id, turn_number",
+                          (cid,)).fetchall()
+    links = index.execute("SELECT * FROM subagent_links WHERE conversation_id = ? ORDER BY tool_use_id",
+                          (cid,)).fetchall()
+    return turns, links
 
 
 def _match_pending_ids(index: sqlite3.Connection, message_ids: dict[str, str]) -> int:
@@ -297,10 +335,18 @@ def _fill_totals(index: sqlite3.Connection, summary: ConversationIndexSummary) -
         summary.problems.add("jsonl_request_id_mismatch", message_id)
 
 
-def _turn_row(turn: AssistantTurn, number: int, message_ids: dict[str, str]) -> tuple:
+def _logs_root(logs_path: Optional[str | Path]) -> Path:
+    """The folder that `source_file` is stored relative to, so the index does not depend on where logs live."""
+    root = (Path(logs_path).expanduser() if logs_path else default_projects_dir()).resolve()
+    return root.parent if root.is_file() else root
+
+
+def _turn_row(turn: AssistantTurn, number: int, message_ids: dict[str, str], logs_root: Path) -> tuple:
+    source = Path(turn.source_file)
+    source_file = str(source.relative_to(logs_root)) if source.is_relative_to(logs_root) else turn.source_file
     return (turn.conversation_id, turn.agent_id, number, turn.message_id, message_ids.get(turn.message_id),
             turn.timestamp.isoformat(), turn.timestamp.timestamp(), turn.model, turn.stop_reason,
-            json.dumps(list(turn.content_types)), turn.output_tokens, turn.jsonl_request_id, turn.source_file)
+            json.dumps(list(turn.content_types)), turn.output_tokens, turn.jsonl_request_id, source_file)
 
 
 def _link_row(link: SubagentLink) -> tuple:

@@ -27,8 +27,10 @@ def read_state(index: sqlite3.Connection, prefix: str) -> dict[str, str]:
 
 
 def write_state(index: sqlite3.Connection, key: str, value: str) -> None:
-    """Upsert one key (call inside `transaction`)."""
-    index.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} (key, value) VALUES (?, ?)", (key, value))
+    """Upsert one key (call inside `transaction`); an unchanged value writes nothing, so a re-run that
+    finds nothing new leaves the index file byte-identical."""
+    index.execute(f"INSERT INTO {STATE_TABLE} (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                  " SET value = excluded.value WHERE value IS NOT excluded.value", (key, value))
 
 
 def delete_state(index: sqlite3.Connection, prefix: str) -> None:

@@ -72,7 +72,7 @@ def discover_logs(path: Optional[str | Path] = None, problems: Optional[ProblemC
     if root.is_file():
         candidates = [root, *_companion_files(root)]
     elif root.is_dir():
-        candidates = sorted(p for p in root.rglob("*.jsonl") if not p.name.startswith("."))
+        candidates = sorted(p for p in _walk_files(root, problems) if p.suffix == ".jsonl" and not p.name.startswith("."))
     else:
         raise InputError(f"{root}: no such file or directory")
     base = root.parent if root.is_file() else root
@@ -81,6 +81,17 @@ def discover_logs(path: Optional[str | Path] = None, problems: Optional[ProblemC
         # A single parent file brings only its own sub-agents, not other sessions' agent files beside it.
         logs = [log for log in logs if log.conversation_id == logs[0].conversation_id]
     return logs
+
+
+def _walk_files(root: Path, problems: ProblemCounter) -> Iterator[Path]:
+    """Every file under `root` (directory links not followed, as `rglob` did); a directory that cannot
+    be listed is counted (`unreadable_directory`), where a glob would skip its logs without a word."""
+
+    def unreadable(error: OSError) -> None:
+        problems.add("unreadable_directory", f"{error.filename}: {error.strerror}")
+
+    for directory, _, files in os.walk(root, onerror=unreadable):
+        yield from (Path(directory) / name for name in files)
 
 
 def group_logs(logs: Iterable[LogFile]) -> dict[str, list[LogFile]]:

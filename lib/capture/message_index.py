@@ -7,7 +7,6 @@ the end, so an interrupted rebuild leaves the previous index intact.
 """
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 import time
@@ -30,7 +29,6 @@ from lib.capture.proxy_reader import (
     count_request_problems,
     fetch_proxy_rows,
     iter_proxy_rows,
-    load_body,
     parse_proxy_row_with_facts,
 )
 from lib.records import ProxyRequest
@@ -38,7 +36,8 @@ from lib.capture.response_parser import KIND_ERROR, KIND_OK, KIND_PENDING, KIND_
 from lib.timestamps import from_epoch, parse_timestamp, to_epoch
 
 TABLE = "message_index"
-SCHEMA_VERSION = "1"
+# 2: capture times and numbers range-checked at read time (an index of 1 keeps rows at 1970).
+SCHEMA_VERSION = "2"
 WRITE_BATCH_ROWS = 200
 READ_BATCH_ROWS = 500
 # Below this many rows to parse, starting worker processes costs more than it saves.
@@ -165,7 +164,6 @@ def write_message_id_json(index: sqlite3.Connection, path: str | Path) -> int:
 
 
 def iter_indexed_requests(
-    proxy: sqlite3.Connection,
     index: sqlite3.Connection,
     *,
     since: Optional[datetime] = None,
@@ -186,7 +184,7 @@ def iter_indexed_requests(
         if not batch:
             return
         for values in batch:
-            yield _request_from_row(dict(zip(COLUMN_NAMES, values)), proxy)
+            yield _request_from_row(dict(zip(COLUMN_NAMES, values)))
         position = (batch[-1][COLUMN_NAMES.index("ts_epoch")], batch[-1][1])
 
 
@@ -299,9 +297,12 @@ def _table_row(row: tuple) -> tuple:
     return tuple(values[name] for name in COLUMN_NAMES)
 
 
-def _request_from_row(values: dict[str, Any], proxy: sqlite3.Connection) -> ProxyRequest:
-    """Rebuild a `ProxyRequest` from its index row; the body is re-read lazily from `requests`."""
-    timestamp = parse_timestamp(values["timestamp"]) or from_epoch(values["ts_epoch"])
+def _request_from_row(values: dict[str, Any]) -> ProxyRequest:
+    """Rebuild a `ProxyRequest` from its index row."""
+    # The stored text keeps the proxy's offset; ts_epoch is what the reader decided (it may be a fallback).
+    timestamp = parse_timestamp(values["timestamp"])
+    if timestamp is None or timestamp.timestamp() != values["ts_epoch"]:
+        timestamp = from_epoch(values["ts_epoch"])
     return ProxyRequest(
         row_id=values["row_id"], request_id=values["request_id"], timestamp=timestamp,
         completed_at=from_epoch(values["completed_epoch"]), is_streaming=bool(values["is_streaming"]),
@@ -312,7 +313,6 @@ def _request_from_row(values: dict[str, Any], proxy: sqlite3.Connection) -> Prox
         anthropic_request_id=values["anthropic_request_id"], session_header=values["session_header"],
         max_tokens=values["max_tokens"], retry_count=values["retry_count"], prompt_key=values["prompt_key"],
         message_count=values["message_count"] or 0, problems=tuple(orjson.loads(values["problems"] or "[]")),
-        load_body=functools.partial(load_body, proxy, values["row_id"]),
     )
 
 

@@ -4,14 +4,15 @@ Rows are read in rowid order (the proxy's arrival order) in small keyset-paginat
 each batch is one short SELECT, so no read lock is held between batches and the proxy (default
 rollback journal, SPEC §1.1) can keep writing, and memory never holds more than one batch of
 responses. Rows that share a second, or carry mixed offsets, are put in true arrival order by
-sorting on `arrival_key` = (timestamp as epoch seconds, rowid); consumers sort what they keep.
+the message index: (timestamp as epoch seconds, rowid).
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
+import math
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Optional
 
 import orjson
@@ -20,11 +21,18 @@ import xxhash
 from lib.db import repair_text
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
-from lib.capture.response_parser import ResponseFacts, header_value, parse_response
+from lib.capture.response_parser import USAGE_FIELDS, ResponseFacts, header_value, parse_response
 from lib.timestamps import parse_timestamp
 
 BATCH_ROWS = 64
-EPOCH_ZERO = datetime.fromtimestamp(0, tz=timezone.utc)
+# The time of a row none of its own times date (reason `timestamp_unknown`): consumers that know the
+# JSONL time of its turn use that instead (lib/traces/plan.py, lib/report/selection.py).
+UNKNOWN_TIME = datetime.fromtimestamp(0, tz=timezone.utc)
+# Capture times outside this window are corrupt (year 1, 9999, the epoch), never a real request.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=timezone.utc)
+# Far above any context window or output limit: a larger usage count is corrupt, not a real one.
+MAX_PLAUSIBLE_TOKENS = 100_000_000
 # Keys that differ between the two halves of an old-proxy pair (SPEC §1.4).
 TWIN_VARYING_KEYS = ("stream", "max_tokens")
 _COLUMNS = "rowid, id, timestamp, headers, body, response, model"
@@ -68,44 +76,11 @@ def fetch_proxy_rows(proxy: sqlite3.Connection, row_ids: Iterable[int], *, batch
         yield from (found[row_id] for row_id in chunk if row_id in found)
 
 
-def read_proxy_requests(
-    proxy: sqlite3.Connection,
-    *,
-    problems: Optional[ProblemCounter] = None,
-    since: Optional[datetime] = None,
-    until: Optional[datetime] = None,
-    after_rowid: int = 0,
-) -> Iterator[ProxyRequest]:
-    """Yield parsed requests in rowid order, filtered to since <= timestamp <= until (inclusive)."""
-    counter = problems if problems is not None else ProblemCounter()
-    for row in iter_proxy_rows(proxy, after_rowid=after_rowid):
-        request = parse_proxy_row(row, proxy=proxy, problems=counter)
-        if since is not None and request.timestamp < since:
-            continue
-        if until is not None and request.timestamp > until:
-            continue
-        yield request
+def parse_proxy_row_with_facts(row: tuple) -> tuple[ProxyRequest, ResponseFacts]:
+    """Turn one raw row into a `ProxyRequest` and its response facts (usage fields stay None when unknown).
 
-
-def arrival_key(request: ProxyRequest) -> tuple[float, int]:
-    """Sort key for true arrival order: aware timestamp, then rowid (SPEC §1.1)."""
-    return (request.timestamp.timestamp(), request.row_id)
-
-
-def parse_proxy_row(
-    row: tuple, *, proxy: Optional[sqlite3.Connection] = None, problems: Optional[ProblemCounter] = None
-) -> ProxyRequest:
-    """Turn one raw row into a `ProxyRequest`; every degradation is recorded and counted (SPEC §9)."""
-    request, _ = parse_proxy_row_with_facts(row, proxy=proxy)
-    if problems is not None:
-        count_request_problems(problems, request.request_id, request.kind, request.problems)
-    return request
-
-
-def parse_proxy_row_with_facts(
-    row: tuple, *, proxy: Optional[sqlite3.Connection] = None
-) -> tuple[ProxyRequest, ResponseFacts]:
-    """Like `parse_proxy_row`, also returning the response facts (usage fields stay None when unknown)."""
+    Every degradation is recorded in `request.problems`; `count_request_problems` counts them (SPEC §9).
+    """
     row_id, request_id, raw_timestamp, raw_headers, raw_body, raw_response, column_model = row
     request_id = str(request_id)
     row_problems: list[str] = []
@@ -113,18 +88,18 @@ def parse_proxy_row_with_facts(
     raw_body = _repaired(raw_body, "body", row_problems)
     raw_response = _repaired(raw_response, "response", row_problems)
 
-    timestamp = parse_timestamp(raw_timestamp)
-    if timestamp is None:
-        row_problems.append("bad_timestamp")
-        timestamp = EPOCH_ZERO
     headers = _parse_headers(raw_headers)
     if headers is None:
         row_problems.append("broken_request_headers")
         headers = {}
     body = parse_request_body(raw_body)
     row_problems.extend(body.problems)
-    facts: ResponseFacts = parse_response(raw_response)
+    facts = checked_facts(parse_response(raw_response))
     row_problems.extend(facts.problems)
+    timestamp = request_time(raw_timestamp, facts, row_problems)
+    if facts.completed_at is not None and facts.completed_at < timestamp:
+        row_problems.append("completed_before_request")
+        facts = dataclasses.replace(facts, completed_at=None)
 
     is_streaming = body.is_streaming if body.is_streaming is not None else bool(facts.is_streaming)
     model = facts.model or (column_model if isinstance(column_model, str) else None) or body.model or ""
@@ -152,9 +127,56 @@ def parse_proxy_row_with_facts(
         prompt_key=body.prompt_key,
         message_count=body.message_count,
         problems=tuple(row_problems),
-        load_body=functools.partial(load_body, proxy, row_id) if proxy is not None else None,
     )
     return request, facts
+
+
+def in_time_window(moment: Optional[datetime]) -> bool:
+    """Whether a capture time is plausible (see EARLIEST_TIME / LATEST_TIME)."""
+    return moment is not None and EARLIEST_TIME <= moment < LATEST_TIME
+
+
+def request_time(raw: Any, facts: ResponseFacts, row_problems: list[str]) -> datetime:
+    """The row's arrival time: its `timestamp` when plausible, else `completedAt − responseTime`, else UNKNOWN_TIME.
+
+    A corrupt time must not move the row to 1970 (first, with every other `t` ~1.8e9 s) or to 9999.
+    """
+    parsed = parse_timestamp(raw)
+    if parsed is not None and in_time_window(parsed):
+        return parsed
+    row_problems.append("bad_timestamp" if parsed is None else "timestamp_out_of_range")
+    if facts.completed_at is not None and facts.api_time_s is not None:
+        row_problems.append("timestamp_from_completion")
+        return facts.completed_at - timedelta(seconds=facts.api_time_s)
+    row_problems.append("timestamp_unknown")
+    return UNKNOWN_TIME
+
+
+def checked_facts(facts: ResponseFacts) -> ResponseFacts:
+    """The response facts with implausible numbers dropped (unknown) and counted by reason.
+
+    Negative or absurd usage, a negative `responseTime` and a `completedAt` outside the time window
+    would otherwise reach the traces unflagged (and the validator would reject them).
+    """
+    problems: list[str] = []
+    changes: dict[str, Any] = {}
+    for name in USAGE_FIELDS:
+        value = getattr(facts, name)
+        if value is not None and not 0 <= value <= MAX_PLAUSIBLE_TOKENS:
+            problems.append("negative_usage" if value < 0 else "implausible_usage")
+            changes[name] = None
+    api_time = facts.api_time_s
+    if api_time is not None and not (math.isfinite(api_time) and api_time >= 0):
+        problems.append("negative_response_time")
+        changes["api_time_s"] = None
+    if facts.completed_at is not None and not in_time_window(facts.completed_at):
+        problems.append("completed_at_out_of_range")
+        changes["completed_at"] = None
+    if not changes:
+        return facts
+    # One reason per row, however many fields it hit.
+    unique = tuple(dict.fromkeys(problems))
+    return dataclasses.replace(facts, **changes, problems=facts.problems + unique)
 
 
 def _repaired(value: Any, column: str, row_problems: list[str]) -> Any:
@@ -200,18 +222,6 @@ def prompt_key(body: dict) -> str:
     """Hex xxh3_64 of the body without `stream`/`max_tokens`: equal for old-proxy twins (SPEC §1.4)."""
     trimmed = {key: value for key, value in body.items() if key not in TWIN_VARYING_KEYS}
     return xxhash.xxh3_64_hexdigest(orjson.dumps(trimmed))
-
-
-def load_body(proxy: sqlite3.Connection, row_id: int) -> dict[str, Any]:
-    """Re-read and parse one request body by rowid; {} when the row is gone or the body is broken."""
-    row = proxy.execute("SELECT body FROM requests WHERE rowid = ?", (row_id,)).fetchone()
-    if row is None or row[0] is None:
-        return {}
-    try:
-        body = orjson.loads(repair_text(row[0])[0])
-    except orjson.JSONDecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _parse_headers(raw: Any) -> Optional[dict]:

@@ -28,7 +28,7 @@ from array import array
 from collections import OrderedDict
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Hashable, Mapping, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, Hashable, Optional, Sequence, cast
 
 import orjson
 import xxhash
@@ -102,17 +102,6 @@ def normalize_section(value: Any) -> bytes:
     except orjson.JSONEncodeError:
         # Lone surrogates, non-string keys, >64-bit ints, very deep nesting: json.dumps handles them.
         return json.dumps(_strip(value, floats_as_fragments=False), separators=(",", ":")).encode("ascii")
-
-
-def request_segments(body: Mapping[str, Any]) -> list[bytes]:
-    """Normalized segments of a request body: tools, system, then each message (SPEC §4.1).
-
-    A missing, null or empty section contributes no segment (and so no tokens): a request without
-    `tools` hashes like one with `"tools": []`. A string `system` is one segment, its JSON string.
-    """
-    segments = [normalize_section(body[name]) for name in ("tools", "system") if body.get(name)]
-    segments.extend(normalize_section(message) for message in body.get("messages") or ())
-    return segments
 
 
 def segment_digest(segment: bytes) -> bytes:
@@ -248,7 +237,7 @@ def ceil_keys(hashes: RequestHashes, factor: int = 1) -> list[bytes]:
 
 @dataclass(slots=True)
 class HashStats:
-    """Work counters; `memo_ratio` = tokens actually encoded / Σ tokens of all requests."""
+    """Work counters; tokens_tokenized / tokens_requested is the share the memos could not spare."""
 
     requests: int = 0
     segments_seen: int = 0
@@ -256,12 +245,6 @@ class HashStats:
     tokens_requested: int = 0
     tokens_tokenized: int = 0
     blocks_hashed: int = 0
-
-    @property
-    def memo_ratio(self) -> float:
-        """Share of requested tokens that had to be tokenized (0 when nothing was requested)."""
-        return self.tokens_tokenized / self.tokens_requested if self.tokens_requested else 0.0
-
 
 class SegmentTokenizer:
     """Token ids of normalized segments, memoized by content digest in an LRU bounded by tokens.

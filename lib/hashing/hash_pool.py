@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Sequence
 
 from lib.db import open_proxy_db
-from lib.hashing.block_hashes import SALT_BYTES, RequestHashes, chained_prefix
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, SALT_BYTES, RequestHashes, chained_prefix
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
 from lib.hashing.request_hashing import HashedRequest, RequestHasher, iter_bodies
@@ -42,7 +42,7 @@ class HashSettings:
     """What every process needs to hash identically: one salt text for all of them."""
 
     salt: str
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     tokenizer: str = "cl100k_base"
     keep_boundaries: bool = False
 
@@ -96,7 +96,8 @@ def _pack(results: list[_Result]) -> list[tuple[Optional[str], Optional[tuple]]]
         shared = chained_prefix(previous, hashes.block_keys)
         packed.append((reason, (shared, hashes.block_keys[shared:], hashes.token_count, hashes.tail_key,
                                 prompt.tool_tokens, prompt.system_tokens, prompt.breakpoints,
-                                prompt.last_message_types, prompt.all_message_types, prompt.boundaries)))
+                                prompt.last_message_types, prompt.all_message_types, prompt.boundaries,
+                                prompt.billing_header)))
         previous = hashes.block_keys
     return packed
 

@@ -2,7 +2,8 @@
 
 Shared by the trace builder, the validator and the visualizer (through lib/hashing/hash_pool.py, which
 spreads the work over processes) so all three see identical token counts, block keys and
-cache_control breakpoints for a request.
+cache_control breakpoints for a request. Claude Code's billing header is dropped from `system`
+first, as the API does (lib/hashing/billing_header.py).
 """
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from typing import Any, Iterator, Optional, Sequence, cast
 import orjson
 import xxhash
 
+from lib.hashing.billing_header import split_billing_header
 from lib.hashing.body_layout import BodyLayout, BodyReader, Reuse, layout_of, locate_messages
 from lib.db import decode_text, repair_text
-from lib.hashing.block_hashes import PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section, segment_digest
+from lib.hashing.block_hashes import (
+    DEFAULT_BLOCK_SIZE, PrefixHasher, RequestHashes, SegmentTokenizer, make_salt, normalize_section, segment_digest,
+)
 from lib.records import ProxyRequest
 from lib.hashing.tokenizer import load_encoder
 
@@ -41,6 +45,8 @@ class HashedRequest:
     # Token positions where sections and messages end, for the API model's lookback (SPEC §6.4);
     # kept only by a hasher made with keep_boundaries=True (the trace builder does not need them).
     boundaries: tuple[int, ...] = ()
+    # The billing header line the body carried (dropped before hashing), for the summaries' counts.
+    billing_header: Optional[str] = None
 
     @property
     def token_count(self) -> int:
@@ -134,7 +140,7 @@ class RequestHasher:
     Results are identical to computing everything each time.
     """
 
-    def __init__(self, *, block_size: int = 64, salt: Optional[str] = None, tokenizer: str = "cl100k_base",
+    def __init__(self, *, block_size: int = DEFAULT_BLOCK_SIZE, salt: Optional[str] = None, tokenizer: str = "cl100k_base",
                  encoder: Any = None, max_memo_bytes: int = DEFAULT_MAX_MEMO_BYTES,
                  keep_boundaries: bool = False) -> None:
         self.tokenizer = SegmentTokenizer(encoder if encoder is not None else load_encoder(tokenizer))
@@ -185,23 +191,25 @@ class RequestHasher:
     def hash_raw(self, raw: Optional[bytes]) -> tuple[Optional[str], Optional[HashedRequest]]:
         """(None, hashed prompt) of a stored body, or (why it is unusable, None).
 
-        Sections are tools, system, then each message (SPEC §4.1). Breakpoints are the token
-        offsets at the end of each section or message that carries a `cache_control` (rounded to
-        that segment's end: the API's exact offset inside a segment is not recoverable from
-        segment-wise tokens); the last four are kept.
+        Sections are tools, system (without the billing header), then each message (SPEC §4.1).
+        Breakpoints are the token offsets at the end of each section or message that carries a
+        `cache_control` (rounded to that segment's end: the API's exact offset inside a segment is
+        not recoverable from segment-wise tokens); the last four are kept.
         """
         if raw is None:
             return "body_missing", None
         reuse = self.reader.reuse(raw)
         if reuse is not None:
-            return None, self._hashed(self._extend(raw, reuse))
+            span = reuse.header_span
+            header = raw[span[0] : span[1]].decode() if span is not None else None
+            return None, self._hashed(self._extend(raw, reuse), header)
         body, reason = _parse_body(raw)
         if body is None:
             return reason, None
+        system, header = split_billing_header(body.get("system"))
         prompt = _Prompt(0, 0, 0, [], [], [], [], [self.hasher.root], [], [])
         fixed: list[_Section] = []
-        for name in ("tools", "system"):
-            value = body.get(name)
+        for name, value in (("tools", body.get("tools")), ("system", system)):
             if value:
                 section, _ = self._section(value)
                 fixed.append(section)
@@ -215,10 +223,10 @@ class RequestHasher:
         prompt.add([section for section, _ in results])
         dumped = [value for _, value in results]
         if None not in dumped:
-            layout = layout_of(raw, cast("list[bytes]", dumped), prompt)
+            layout = layout_of(raw, cast("list[bytes]", dumped), prompt, header)
             if layout is not None:
                 self.reader.remember(layout)
-        return None, self._hashed(prompt)
+        return None, self._hashed(prompt, header)
 
     def _extend(self, raw: bytes, reuse: Reuse) -> _Prompt:
         """The prompt of a body read against a layout; the body becomes a layout if located."""
@@ -230,10 +238,11 @@ class RequestHasher:
         ends = locate_messages(raw, start, cast("list[bytes]", dumped)) if None not in dumped else None
         if ends is not None and (ends[-1] if ends else old.bounds[kept]) == reuse.close:
             # With no message shared the old layout is another conversation's: it stays.
-            self.reader.remember(BodyLayout(raw, old.bounds[: kept + 1] + ends, prompt), replaces=old if kept else None)
+            self.reader.remember(BodyLayout(raw, old.bounds[: kept + 1] + ends, prompt, reuse.header_span),
+                                 replaces=old if kept else None)
         return prompt
 
-    def _hashed(self, prompt: _Prompt) -> HashedRequest:
+    def _hashed(self, prompt: _Prompt, billing_header: Optional[str]) -> HashedRequest:
         hashes = self.hasher.hash_request(prompt.segments, prompt.digests, prompt.chain)
         breakpoints: tuple[int, ...] = ()
         boundaries: tuple[int, ...] = ()
@@ -256,6 +265,7 @@ class RequestHasher:
             last_message_types=tuple(sorted(messages[-1].content_types)) if messages else (),
             all_message_types=tuple(sorted(prompt.types[-1])) if prompt.types else (),
             boundaries=boundaries,
+            billing_header=billing_header,
         )
 
 

@@ -23,16 +23,21 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
+from lib.cache.miss_causes import RequestMisses, attribute_billed, attribute_simulated, split_tokens
 from lib.cache.ttl_model import DEFAULT_TTLS_S, CacheEvent, TTLResult, sweep_ttl
 from lib.cache.capacity_model import CapacityPoint as CurvePoint
 from lib.report.dashboard import format_ttl
 from lib.report.forked import ForkedCall
 from lib.cache.capacity_model import capacity_curve, capacity_needed, lru_profile
-from lib.hashing.block_hashes import IdAllocator
+from lib.cache.api_model import model_family
+from lib.cache.eviction_time import EVICTION_TTLS_S, BilledRequest, EvictionTime, effective_eviction_time
+from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, KVGeometry
+from lib.cache.tiers import DEFAULT_TIERS_GIB, TierHits, tier_split
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.records import ProxyRequest
 from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, LANE_UNLINKED, CacheSplit, CapacityCurve, CapacityPoint,
-    CapacityTarget, ConcurrencyPoint, ModelUsage, QualityCount, RequestPoint, SubagentLane,
+    CapacityTarget, ConcurrencyPoint, ModelUsage, QualityCount, RequestMissCauses, RequestPoint, SubagentLane,
     TimingDistribution, TtlRow, WorkingSetPoint,
 )
 from lib.hashing.request_hashing import HashedRequest
@@ -54,11 +59,14 @@ MAX_SERIES_POINTS = 2_000
 class AnalysisOptions:
     """Block size, the TTL of the main simulation, the sweep and the cost limits."""
 
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     cache_ttl_s: float = 300.0
     ttls_s: tuple[Optional[float], ...] = DEFAULT_TTLS_S
     opt_max_requests: int = OPT_MAX_REQUESTS
     max_series_points: int = MAX_SERIES_POINTS
+    kv_model: KVGeometry = PRESETS[DEFAULT_PRESET]
+    tiers_gib: tuple[tuple[str, float], ...] = DEFAULT_TIERS_GIB
+    eviction_ttls_s: tuple[Optional[float], ...] = EVICTION_TTLS_S
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,10 @@ class Analysis:
     quality: tuple[QualityCount, ...]
     token_ratio: Optional[float]
     duration_s: float
+    # Why each request missed, per request (API tokens): under the main TTL model and as billed.
+    miss_causes: tuple[RequestMissCauses, ...] = ()
+    tiers: tuple[TierHits, ...] = ()
+    eviction: Optional[EvictionTime] = None
 
 
 def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: AnalysisOptions, *,
@@ -113,6 +125,9 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     run = ForkedCall if parallel and events else ForkedCall.here
     capacity = run(_capacity, events, options) if events else None
     sweeping = run(sweep_ttl, events, ttls, block_size=options.block_size)
+    tiering = run(_tiers, events, options) if events else None
+    fitting = run(effective_eviction_time, events, _billed(turns), block_size=options.block_size,
+                  ttls=options.eviction_ttls_s) if events else None
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
     points = _points(turns, predictions)
     sweep = sweeping.result()
@@ -123,7 +138,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
         points=points,
         ttl_splits=tuple(_scaled(_ttl_split(t, hits, options.block_size), t)
                          for t, hits in zip(turns, main.request_hit_blocks)),
-        ttl_rows=tuple(_ttl_row(result) for result in sweep),
+        ttl_rows=tuple(_ttl_row(result, turns) for result in sweep),
         working_set=_thin(main, options.max_series_points),
         capacity=capacity.result() if capacity else None,
         timings=_timings(points),
@@ -136,6 +151,9 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
                       for reason, entry in _ordered(selection.problems.as_dict())),
         token_ratio=_token_ratio(turns),
         duration_s=max((t.end_s for t in turns), default=0.0),
+        miss_causes=_miss_causes(turns, events, options),
+        tiers=tiering.result() if tiering else (),
+        eviction=fitting.result() if fitting else None,
     )
 
 
@@ -247,10 +265,63 @@ def _ttl_split(turn: Turn, hit_blocks: int, block_size: int) -> CacheSplit:
                       max(turn.hashed.token_count - full * block_size, 0))
 
 
-def _ttl_row(result: TTLResult) -> TtlRow:
-    """One row of the sweep table, labelled as the page labels TTLs (1m, 5m, 1h, ∞)."""
-    return TtlRow(format_ttl(result.ttl_s), None if result.ttl_s is None else float(result.ttl_s), result.hit_rate,
-                  result.peak_working_set_tokens, result.mean_prefills_per_block, result.stable_share)
+def _ttl_row(result: TTLResult, turns: Sequence[Turn]) -> TtlRow:
+    """One row of the sweep table, labelled as the page labels TTLs (1m, 5m, 1h, ∞).
+
+    The hit rate is measured as the cards measure the TTL model: each request's split scaled to its
+    API prompt size, over the requests with API usage (all requests, in tokenizer tokens, without
+    usage), so the chosen TTL's row and its card show one number.
+    """
+    return TtlRow(format_ttl(result.ttl_s), None if result.ttl_s is None else float(result.ttl_s),
+                  _comparable_hit_rate(result, turns), result.peak_working_set_tokens,
+                  result.mean_prefills_per_block, result.stable_share)
+
+
+def _comparable_hit_rate(result: TTLResult, turns: Sequence[Turn]) -> float:
+    """Hit rate of one TTL in API tokens over the requests with API usage (as `figures.compare`)."""
+    splits = [_scaled(_ttl_split(turn, hits, result.block_size), turn)
+              for turn, hits in zip(turns, result.request_hit_blocks) if turn.request.usage is not None]
+    prompt = sum(split.prompt_tokens for split in splits)
+    return sum(split.cache_read_tokens for split in splits) / prompt if prompt else result.hit_rate
+
+
+def _miss_causes(turns: Sequence[Turn], events: Sequence[CacheEvent],
+                 options: AnalysisOptions) -> tuple[RequestMissCauses, ...]:
+    """Each request's misses by cause: the main TTL model's, and the API's billed ones (see lib/cache/miss_causes.py).
+
+    Both in API tokens where the API reported usage: the simulated causes are scaled to the misses
+    of the request's scaled split (so they add up to its creation + new bars). Billed misses are
+    placed against a replay at the API's own TTLs (1 h for lanes whose usage shows 1-hour writes,
+    else 5 minutes), so a pause the API's cache survived is not called an expiry.
+    """
+    if not turns:
+        return ()
+    sections = [(t.hashed.tool_tokens, t.hashed.system_tokens) for t in turns]
+    block_size = options.block_size
+    simulated = attribute_simulated(events, options.cache_ttl_s, block_size=block_size, sections=sections)
+    api_ttls = [request.ttl_s for request in _api_requests(turns)]
+    same = all(ttl == options.cache_ttl_s for ttl in api_ttls)
+    billed_replay = simulated if same else attribute_simulated(events, api_ttls, block_size=block_size,
+                                                               sections=sections)
+    written_end: dict[str, int] = {}  # per lane: the previous request's last breakpoint
+    causes = []
+    for turn, ours, billed in zip(turns, simulated, billed_replay):
+        causes.append(_request_causes(turn, ours, billed, block_size, written_end.get(turn.item.lane)))
+        written_end[turn.item.lane] = max(turn.hashed.breakpoints, default=0)
+    return tuple(causes)
+
+
+def _request_causes(turn: Turn, ours: RequestMisses, billed: RequestMisses, block_size: int,
+                    written_end: Optional[int]) -> RequestMissCauses:
+    """One request's causes, scaled like its simulated split; billed None without API usage."""
+    split = _scaled(_ttl_split(turn, ours.hit_tokens // block_size, block_size), turn)
+    misses = split.cache_creation_tokens + split.new_tokens
+    usage = turn.request.usage
+    return RequestMissCauses(
+        simulated=split_tokens(ours.by_cause(), misses),
+        billed=attribute_billed(billed, usage.cache_read_input_tokens, usage.prompt_tokens, written_end=written_end)
+        if usage else None,
+    )
 
 
 def _thin(result: TTLResult, limit: int) -> tuple[WorkingSetPoint, ...]:
@@ -288,13 +359,27 @@ def _capacity(events: Sequence[CacheEvent], options: AnalysisOptions) -> Capacit
     return CapacityCurve(points, infinite, targets)
 
 
+def _tiers(events: Sequence[CacheEvent], options: AnalysisOptions) -> tuple[TierHits, ...]:
+    """Hit rate per HBM / DRAM / SSD tier of the chosen model's KV bytes (LRU stack distances)."""
+    profile = lru_profile(events, block_size=options.block_size)
+    return tier_split(profile, options.tiers_gib, options.kv_model.bytes_per_token)
+
+
+def _billed(turns: Sequence[Turn]) -> list[BilledRequest]:
+    """Each turn's model family and billed usage, for the effective-eviction-time fit."""
+    return [BilledRequest(model_family(t.request.model) or t.request.model or "unknown",
+                          t.request.usage.prompt_tokens if t.request.usage else None,
+                          t.request.usage.cache_read_input_tokens if t.request.usage else None, t.end_s)
+            for t in turns]
+
+
 def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve: Sequence[CurvePoint],
                     block_size: int) -> list[Optional[int]]:
     """Smallest OPT capacity (tokens) reaching each rate, to within ~1 %.
 
     Each rate is bracketed by two points of the curve, then the brackets are refined on grids of
     OPT_GRID capacities; every grid goes through one capacity_curve call, because the replay log
-    it builds costs ten Belady passes (a probe per simulate_opt call would rebuild it each time).
+    it builds costs ten Belady passes (a probe per capacity would rebuild it each time).
     """
     known = {p.capacity_blocks: p.opt_hit_rate for p in curve if p.opt_hit_rate is not None}
     for _ in range(OPT_REFINE_ROUNDS):

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import orjson
 
 from lib.atomic import write_atomic
+from lib.cache.eviction_time import EvictionRow, EvictionTime, TtlFit
+from lib.cache.miss_causes import CAUSE_LABELS, CAUSES, ordered_totals
 from lib.cache.percentiles import percentile_of_sorted
 from lib.report.model import IndexEntry, ReportModel, TimingDistribution
 
@@ -28,15 +30,25 @@ CHART_JS_FILENAME = "chart.umd.min.js"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 INDEX_FILENAME = "index.html"
+# Why the capacity model's infinite-cache hit rate and the TTL sweep's ∞ row differ (both shown).
+INFINITE_GAP_REASON = (
+    "the capacity model applies each request at once, so requests in flight together share their blocks (the "
+    "setting in which Belady/OPT is optimal), and counts cl100k_base tokens over every request; the TTL sweep makes "
+    "a request's blocks readable only when its response starts (the 'in flight' misses of Why each miss) and "
+    "weighs requests by their API prompt size, as the cards do.")
+REQUESTS_COLUMN = "Requests"  # the index page's own column; a card of that label is not repeated
 # (section id, heading) in page order; the nav, the template and the tests share this list.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Summary"),
     ("requests", "Prompt tokens per request"),
     ("hit-rate", "Hit rate over time"),
+    ("misses", "Why each miss"),
     ("context", "Context length and growth"),
     ("ttl", "TTL sweep"),
     ("working-set", "Working set over time"),
     ("capacity", "Cache capacity"),
+    ("capacity-bytes", "Capacity in bytes"),
+    ("eviction", "Effective eviction time"),
     ("timing", "Timing"),
     ("subagents", "Sub-agent lanes"),
     ("models", "Model usage"),
@@ -47,6 +59,9 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 _TIMING_EDGES_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 # A capacity sweep spanning more than this ratio is drawn on a log axis.
 _LOG_SCALE_MIN_RATIO = 20.0
+# Rows of the eviction table on the page and in the stats text: the standard sweep's TTLs and the
+# fitted ones (the --json has every row of the grid).
+_SHOWN_EVICTION_TTLS_S = (60, 120, 180, 240, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, None)
 
 
 def render_report(model: ReportModel, output_html: Path, *, shared_assets_dir: Optional[Path] = None) -> None:
@@ -62,6 +77,9 @@ def render_report(model: ReportModel, output_html: Path, *, shared_assets_dir: O
         timings=_drawable_timings(model),
         timing_rows=[_timing_row(item) for item in _drawable_timings(model)],
         cache_ttl_label=format_ttl(model.cache_ttl_s),
+        miss_rows=miss_totals(model),
+        infinite_ttl_row=next((row for row in model.ttl_sweep if row.ttl_s is None), None),
+        infinite_gap_reason=INFINITE_GAP_REASON,
         data_json=_script_json(_page_data(model)),
         css=_static_text("dashboard.css"),
         app_js=_static_text("dashboard.js"),
@@ -124,6 +142,30 @@ def format_seconds(value: Optional[float]) -> str:
     return f"{value / 3600:.1f} h"
 
 
+def format_gib(gib: Optional[float]) -> str:
+    """GiB with 3 significant decimals for small sizes; 'not reached' for None."""
+    if gib is None:
+        return "not reached"
+    return f"{gib:,.3f} GiB" if gib < 10 else f"{gib:,.1f} GiB"
+
+
+def format_points(error: float) -> str:
+    """A difference of two rates in percentage points: -0.004 → '-0.4 pp'."""
+    return f"{error * 100:+.1f} pp"
+
+
+def fit_range(fit: TtlFit) -> str:
+    """`2m–5m`, or the single TTL when the range is one grid point."""
+    low, high = format_ttl(fit.range_low_s), format_ttl(fit.range_high_s)
+    return low if low == high else f"{low}–{high}"
+
+
+def shown_eviction_rows(eviction: EvictionTime) -> list[EvictionRow]:
+    """The eviction grid rows worth a table line: the standard sweep's TTLs and every fitted TTL."""
+    fitted = {fit.ttl_s for family in eviction.fits for fit in (family.refresh, family.no_refresh) if fit}
+    return [row for row in eviction.rows if row.ttl_s in _SHOWN_EVICTION_TTLS_S or row.ttl_s in fitted]
+
+
 @functools.lru_cache(maxsize=1)
 def _environment() -> "jinja2.Environment":
     """The jinja2 environment over `lib/report/templates` (imported lazily so `--help` stays fast)."""
@@ -137,6 +179,9 @@ def _environment() -> "jinja2.Environment":
         lstrip_blocks=True,
     )
     env.filters.update(tokens=format_tokens, pct=format_pct, seconds=format_seconds, ttl=format_ttl)
+    # The 'Capacity in bytes' and 'Effective eviction time' sections.
+    env.filters.update(gib=format_gib, points=format_points)
+    env.globals.update(zip=zip, fit_range=fit_range, shown_eviction_rows=shown_eviction_rows)
     return env
 
 
@@ -182,6 +227,36 @@ def _page_data(model: ReportModel) -> dict[str, Any]:
             for lane in model.subagents
         ],
         "concurrency": _columns(model.concurrency, ("t_s", "active")),
+        "misses": _miss_data(model),
+    }
+
+
+def miss_totals(model: ReportModel) -> list[dict[str, Any]]:
+    """One row per cause with misses: label, simulated and billed tokens, their shares, requests affected."""
+    simulated = ordered_totals([causes.simulated for causes in model.miss_causes])
+    billed = ordered_totals([causes.billed for causes in model.miss_causes if causes.billed is not None])
+    all_simulated, all_billed = sum(simulated.values()), sum(billed.values())
+    return [
+        {"cause": cause, "label": CAUSE_LABELS[cause], "simulated": simulated.get(cause, 0),
+         "simulated_share": simulated.get(cause, 0) / all_simulated if all_simulated else None,
+         "billed": billed.get(cause, 0) if model.miss_causes and any(c.billed is not None for c in model.miss_causes) else None,
+         "billed_share": billed.get(cause, 0) / all_billed if all_billed else None,
+         "requests": sum(1 for c in model.miss_causes if c.simulated.get(cause) or (c.billed or {}).get(cause))}
+        for cause in CAUSES if cause in simulated or cause in billed
+    ]
+
+
+def _miss_data(model: ReportModel) -> Optional[dict[str, Any]]:
+    """Per-request missed tokens by cause, one list per cause (billed null where the API gave no usage)."""
+    if not model.miss_causes:
+        return None
+    rows = miss_totals(model)
+    return {
+        "causes": [row["cause"] for row in rows],
+        "labels": {row["cause"]: row["label"] for row in rows},
+        "simulated": {row["cause"]: [c.simulated.get(row["cause"], 0) for c in model.miss_causes] for row in rows},
+        "billed": {row["cause"]: [None if c.billed is None else c.billed.get(row["cause"], 0) for c in model.miss_causes]
+                   for row in rows},
     }
 
 
@@ -272,5 +347,9 @@ def _timing_row(item: TimingDistribution) -> dict[str, Any]:
 
 
 def _figure_labels(entries: Sequence[IndexEntry]) -> list[str]:
-    """Column headings of the index table: every figure label, in first-seen order."""
-    return list(dict.fromkeys(card.label for entry in entries for card in entry.figures))
+    """Column headings of the index table: every figure label, in first-seen order.
+
+    The request count has its own column (every entry has one), so a "Requests" card is not repeated.
+    """
+    return list(dict.fromkeys(card.label for entry in entries for card in entry.figures
+                              if card.label != REQUESTS_COLUMN))

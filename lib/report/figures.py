@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 from lib.report.analysis import Analysis
-from lib.report.dashboard import format_pct, format_seconds, format_tokens, format_ttl
+from lib.cache.kv_bytes import tokens_to_gib
+from lib.report.capacity_bytes import kv_capacity
+from lib.report.dashboard import format_gib, format_pct, format_seconds, format_tokens, format_ttl
 from lib.report.model import LANE_PARENT, LANE_UNLINKED, CacheSplit, ReportModel, SummaryCard
 
 CARD_TARGET_SHARE = 0.95
@@ -90,13 +92,22 @@ def cards(analysis: Analysis) -> tuple[SummaryCard, ...]:
         SummaryCard(f"TTL-model hit rate ({ttl_label})", format_pct(comparison.ttl_model.hit_rate),
                     f"accuracy {format_pct(comparison.ttl_model_accuracy)}", is_key=True),
         SummaryCard("Peak working set", format_tokens(main_row.peak_working_set_tokens) if main_row else "n/a",
-                    f"tokens alive at TTL {ttl_label}"),
+                    f"tokens alive at TTL {ttl_label}" + _in_gib(main_row.peak_working_set_tokens if main_row else None,
+                                                                   analysis)),
         SummaryCard("Capacity for 95 %", format_tokens(target.lru_capacity_tokens) if target else "n/a",
-                    "LRU tokens for 95 % of the infinite-cache hit rate"),
+                    "LRU tokens for 95 % of the infinite-cache hit rate"
+                    + _in_gib(target.lru_capacity_tokens if target else None, analysis)),
         SummaryCard("Largest context", format_tokens(max((p.context_tokens for p in analysis.points), default=None)),
                     "API prompt tokens"),
         SummaryCard("Duration", format_seconds(analysis.duration_s), "first request to last response"),
     )
+
+
+def _in_gib(tokens: Optional[int], analysis: Analysis) -> str:
+    """' · 39.3 GiB on llama-3.1-70b' (docs/cache-models.md); nothing when there is no figure."""
+    model = analysis.options.kv_model
+    gib = tokens_to_gib(tokens, model.bytes_per_token)
+    return "" if gib is None else f" · {format_gib(gib)} on {model.name}"
 
 
 def notes(analysis: Analysis) -> tuple[str, ...]:
@@ -130,4 +141,7 @@ def to_report_model(analysis: Analysis) -> ReportModel:
         quality=analysis.quality,
         notes=notes(analysis),
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        miss_causes=analysis.miss_causes,
+        kv_capacity=kv_capacity(analysis),
+        eviction=analysis.eviction,
     )

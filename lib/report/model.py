@@ -1,17 +1,19 @@
 """Everything one dashboard shows, as typed records, independent of how the numbers were computed.
 
-The analyses (cache models, stats) fill a `ReportModel`; `lib/report/dashboard.py` renders it and the
-`--json` output serializes it with `to_json()`. Rates are fractions in [0, 1], times are seconds
+The analyses (cache models, stats) fill a `ReportModel`; `lib/report/dashboard.py` renders it.
+Rates are fractions in [0, 1], times are seconds
 from the first request of the report (`t_s`), sizes are tokens; the renderer formats them.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import ClassVar, Optional
 
-import orjson
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
+
+
+from lib.cache.eviction_time import EvictionTime
+from lib.cache.tiers import TierHits
 
 LANE_PARENT = "parent"
 LANE_UNLINKED = "unlinked"
@@ -122,6 +124,40 @@ class CapacityCurve:
 
 
 @dataclass(frozen=True, slots=True)
+class SizeInBytes:
+    """One capacity figure in tokens and in GiB of the report's KV model; None when never reached."""
+
+    label: str
+    tokens: Optional[int]
+    gib: Optional[float]
+
+
+@dataclass(frozen=True, slots=True)
+class PresetCapacity:
+    """LRU capacity for each target share (CAPACITY_TARGET_SHARES order) in GiB on one model preset."""
+
+    model: str
+    bytes_per_token: int
+    lru_gib: tuple[Optional[float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KvCapacity:
+    """Capacities in bytes of one KV model (docs/cache-models.md), other presets, and the tier view."""
+
+    model: str
+    geometry: str
+    source: str
+    bytes_per_token: int
+    working_set: tuple[SizeInBytes, ...]  # peak working set per TTL of the sweep
+    lru: tuple[SizeInBytes, ...]  # per target share
+    opt: tuple[SizeInBytes, ...]
+    presets: tuple[PresetCapacity, ...]
+    tiers: tuple[TierHits, ...]
+    infinite_hit_rate: float
+
+
+@dataclass(frozen=True, slots=True)
 class TimingDistribution:
     """Raw samples of one timing metric (api_time, ttft, think time) in seconds."""
 
@@ -171,6 +207,18 @@ class QualityCount:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestMissCauses:
+    """Why one request missed: missed tokens by cause (lib/cache/miss_causes.py), simulated and billed.
+
+    `simulated` adds up to the TTL model's cache creation + new tokens of the request, `billed` to the
+    API's (None without API usage); both in API tokens where the API reported usage.
+    """
+
+    simulated: dict[str, int]
+    billed: Optional[dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class ReportModel:
     """Everything one dashboard shows (SPEC §8); empty sections are rendered as a short note."""
 
@@ -181,7 +229,7 @@ class ReportModel:
     requests: tuple[RequestPoint, ...]
     ttl_sweep: tuple[TtlRow, ...] = ()
     cache_ttl_s: float = 300.0
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     working_set: tuple[WorkingSetPoint, ...] = ()
     capacity: Optional[CapacityCurve] = None
     timings: tuple[TimingDistribution, ...] = ()
@@ -191,6 +239,9 @@ class ReportModel:
     quality: tuple[QualityCount, ...] = ()
     notes: tuple[str, ...] = ()
     generated_at: str = ""
+    miss_causes: tuple[RequestMissCauses, ...] = ()
+    kv_capacity: Optional[KvCapacity] = None
+    eviction: Optional[EvictionTime] = None
 
     @property
     def lanes(self) -> tuple[str, ...]:
@@ -198,16 +249,6 @@ class ReportModel:
         seen = dict.fromkeys(point.lane for point in self.requests)
         ordered = [lane for lane in (LANE_PARENT,) if lane in seen]
         return tuple(ordered + [lane for lane in seen if lane != LANE_PARENT])
-
-    def to_dict(self) -> dict[str, Any]:
-        """The model as plain JSON-ready data, derived figures (hit rates) included."""
-        return _plain(self)
-
-    def to_json(self, *, indent: bool = False) -> str:
-        """The model as a JSON document (non-finite floats become null)."""
-        option = orjson.OPT_INDENT_2 if indent else 0
-        return orjson.dumps(self.to_dict(), option=option).decode()
-
 
 @dataclass(frozen=True, slots=True)
 class IndexEntry:
@@ -226,16 +267,3 @@ class IndexEntry:
         return cls(model.title, href, model.subtitle, len(model.requests), figures)
 
 
-def _plain(value: Any) -> Any:
-    """Recursively convert records to dicts, adding each class's `_DERIVED` properties."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = {item.name: _plain(getattr(value, item.name)) for item in dataclasses.fields(value)}
-        for name in getattr(type(value), "_DERIVED", ()):
-            data[name] = _plain(getattr(value, name))
-        return data
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        # JSON has no Infinity/NaN; the renderer treats null as "not available".
-        return None
-    return value

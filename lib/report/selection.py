@@ -9,6 +9,8 @@ lane `unlinked` (quota probes, titles, other sessions).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,9 +23,11 @@ from lib.capture.index_state import read_state
 from lib.capture.jsonl_files import default_projects_dir
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests
 from lib.problems import ProblemCounter
+from lib.capture.proxy_reader import UNKNOWN_TIME
 from lib.records import ProxyRequest, SubagentLink
 from lib.report.model import LANE_PARENT, LANE_UNLINKED
 from lib.capture.response_parser import KIND_OK
+from lib.capture.unlogged_subagents import unlogged_subagent_requests
 
 COMBINED = "combined"
 ALL = "all"
@@ -35,11 +39,18 @@ QUALITY_LABELS: dict[str, str] = {
     "duplicate_pair": "old-proxy duplicate pairs shown once (the streaming artifact is left out)",
     "unlinked": "requests no JSONL log names (quota probes, titles, other sessions): lane `unlinked`",
     "turn_not_in_db": "JSONL assistant ids inside the capture's time span not found in the DB",
+    "turn_outside_capture": "JSONL assistant ids outside the capture's time span (not in the DB)",
     "request_in_two_conversations": "requests named by two conversations (resumed sessions): kept in the first",
     "body_missing": "rows without a request body: left out",
     "body_unparsable": "rows with an unparsable request body: left out",
     "body_without_messages": "request bodies without messages: left out",
+    "subagent_requests_from_db": "sub-agents whose log is missing: requests found in the DB inside the link's window",
+    "subagent_lost": "sub-agents whose log is missing and whose requests could not be found in the DB",
+    "subagent_request_ambiguous": "rows inside the windows of two sub-agents without logs: left unlinked",
+    "timestamp_unknown_row": "rows without a usable time of their own or a JSONL turn: left out",
 }
+# Body problems of a row: counted by the hashing stage as body_unparsable / body_without_messages.
+_BODY_REASONS = frozenset({"broken_request_body", "request_body_not_an_object", "body_without_messages"})
 _ROW_KIND_REASONS = {"error": "error_row", "pending": "pending_row", "unparsable": "unparsable_row"}
 
 
@@ -53,6 +64,15 @@ class Capture:
     conversations: tuple[IndexedConversation, ...]
     generation: str
     jsonl_note: str = ""
+    # Sub-agents whose log is missing: (conversation id, agent id) → their requests found in the DB.
+    unlogged: dict[tuple[str, str], list[ProxyRequest]] = field(default_factory=dict)
+    unlogged_problems: ProblemCounter = field(default_factory=ProblemCounter)
+
+    @functools.cached_property
+    def span(self) -> Optional[tuple[datetime, datetime]]:
+        """First arrival to last completion of the requests with a time (rows without one sort first)."""
+        timed = [r for r in self.requests if r.timestamp != UNKNOWN_TIME]
+        return (timed[0].timestamp, timed[-1].completed_at or timed[-1].timestamp) if timed else None
 
 
 @dataclass(frozen=True)
@@ -85,10 +105,15 @@ def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source
     """Bring the indexes up to date (building them when missing) and load what selection needs."""
     ensure_message_index(proxy, index, say=say)
     conversations, jsonl_note = _conversations(proxy, index, projects_path, say)
-    requests = tuple(iter_indexed_requests(proxy, index, since=since, until=until))
+    requests = tuple(iter_indexed_requests(index, since=since, until=until))
     twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE is_artifact = 1"))
     generation = read_state(index, "message_index.").get("generation", "")
-    return Capture(source, requests, twins, tuple(conversations), generation, jsonl_note)
+    message_ids = {turn.message_id: turn.request_id for c in conversations
+                   for turns in (c.turns, *c.subagents.values()) for turn in turns if turn.request_id}
+    unlogged_problems = ProblemCounter()
+    unlogged = unlogged_subagent_requests(conversations, message_ids, {r.request_id: r for r in requests},
+                                          unlogged_problems)
+    return Capture(source, requests, twins, tuple(conversations), generation, jsonl_note, unlogged, unlogged_problems)
 
 
 def _conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, projects_path: Optional[str],
@@ -121,14 +146,26 @@ def _index_default_logs(proxy: sqlite3.Connection, index: sqlite3.Connection, sa
 def select_combined(capture: Capture) -> Selection:
     """Every turn of the capture through one shared cache; error rows and twin artifacts only counted."""
     lanes = _lane_map(capture.conversations)
+    for (owner_id, agent_id), found in capture.unlogged.items():
+        for request in found:
+            lanes.setdefault(request.request_id, (agent_id, owner_id))
     selection = Selection(COMBINED, "combined", capture.source, [], conversations=len(capture.conversations))
     selection.links = tuple(link for c in capture.conversations for link in c.links)
     if capture.jsonl_note:
         selection.notes.append(capture.jsonl_note)
     if capture.generation:
         selection.notes.append(f"Proxy generation (SPEC §1.4): {capture.generation}.")
+    turn_times = _turn_times(capture.conversations)
     for request in capture.requests:
+        if request.timestamp == UNKNOWN_TIME:
+            if request.request_id not in turn_times:
+                # Placed nowhere in time: simulating it would start the report in 1970.
+                _count_row_problems(request, selection.problems)
+                selection.problems.add("timestamp_unknown_row", request.request_id)
+                continue
+            request = _with_jsonl_time(request, turn_times[request.request_id], selection.problems)
         selection.rows.append(request)
+        _count_row_problems(request, selection.problems)
         if not _is_turn(request, capture, selection.problems):
             continue
         lane, conversation_id = lanes.get(request.request_id, (LANE_UNLINKED, None))
@@ -137,6 +174,8 @@ def select_combined(capture: Capture) -> Selection:
         selection.requests.append(SelectedRequest(request, lane, conversation_id))
     _count_unmatched(capture.conversations, capture, selection.problems)
     _count_shared(capture.conversations, selection.problems)
+    selection.problems.merge(capture.unlogged_problems)
+    _sort(selection)
     return selection
 
 
@@ -150,10 +189,28 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
     by_id = {request.request_id: request for request in capture.requests}
     selection = Selection(conversation_id, conversation_id, capture.source, [], conversation.links, conversations=1)
     for lane, turns in ((LANE_PARENT, conversation.turns), *conversation.subagents.items()):
-        for request in _resolve(turns, by_id, capture, selection.problems):
+        for request in _resolve(turns, by_id, capture, selection.problems, whole=True):
             selection.rows.append(request)
+            _count_row_problems(request, selection.problems)
             if _is_turn(request, capture, selection.problems):
                 selection.requests.append(SelectedRequest(request, lane, conversation_id))
+    logged = {agent_id for c in capture.conversations for agent_id in c.subagents}
+    found_agents = {agent_id for _, agent_id in capture.unlogged}
+    for link in conversation.links:
+        from_db = capture.unlogged.get((conversation_id, link.agent_id), [])
+        if from_db:
+            selection.problems.add("subagent_requests_from_db", link.agent_id)
+        elif not link.has_log and link.agent_id and link.agent_id not in logged | found_agents:
+            selection.problems.add("subagent_lost", link.agent_id)
+        for request in from_db:
+            selection.rows.append(request)
+            _count_row_problems(request, selection.problems)
+            if _is_turn(request, capture, selection.problems):
+                selection.requests.append(SelectedRequest(request, link.agent_id, conversation_id))
+    if not selection.rows:
+        turn_count = sum(len(t) for t in (conversation.turns, *conversation.subagents.values()))
+        selection.notes.append(f"None of the conversation's {turn_count} JSONL turns is in this DB "
+                               "(logs of another capture, or outside --since/--until): nothing to simulate.")
     kept = {item.request.request_id for item in selection.requests}
     pairs = sum(1 for replay in capture.artifact_twins.values() if replay in kept)
     if pairs:
@@ -188,26 +245,57 @@ def _is_turn(request: ProxyRequest, capture: Capture, problems: ProblemCounter) 
     return True
 
 
+def _count_row_problems(request: ProxyRequest, problems: ProblemCounter) -> None:
+    """The row's own degradations (bad timestamp, broken chunk, invalid UTF-8, …) for the data-quality notes."""
+    for reason in request.problems:
+        if reason not in _BODY_REASONS:
+            problems.add(reason, request.request_id)
+
+
 def _resolve(turns: Iterable[IndexedTurn], by_id: dict[str, ProxyRequest], capture: Capture,
-             problems: ProblemCounter) -> list[ProxyRequest]:
-    """The proxy rows of a lane's turns; unmatched ids counted, rows outside --since/--until skipped."""
+             problems: ProblemCounter, *, whole: bool = False) -> list[ProxyRequest]:
+    """The proxy rows of a lane's turns; unmatched ids counted, rows outside --since/--until skipped.
+
+    With `whole` (a report of this one conversation), unmatched turns outside the capture's span
+    are counted too: a conversation none of whose turns is in the DB must not look clean.
+    """
     resolved = []
     for turn in turns:
         if turn.request_id is None:
             if _in_window(turn.timestamp, capture):
                 problems.add("turn_not_in_db", turn.message_id)
+            elif whole:
+                problems.add("turn_outside_capture", turn.message_id)
             continue
         request = by_id.get(turn.request_id)
         if request is not None:
+            if request.timestamp == UNKNOWN_TIME:
+                request = _with_jsonl_time(request, turn.timestamp, problems)
             resolved.append(request)
     return resolved
 
 
+def _turn_times(conversations: Iterable[IndexedConversation]) -> dict[str, datetime]:
+    """request id → the JSONL time of its turn (the first conversation naming it)."""
+    times: dict[str, datetime] = {}
+    for conversation in conversations:
+        for turns in (conversation.turns, *conversation.subagents.values()):
+            for turn in turns:
+                if turn.request_id is not None:
+                    times.setdefault(turn.request_id, turn.timestamp)
+    return times
+
+
+def _with_jsonl_time(request: ProxyRequest, moment: datetime, problems: ProblemCounter) -> ProxyRequest:
+    """A row without a time of its own, placed at its JSONL turn's time (counted)."""
+    problems.add("timestamp_from_jsonl", request.request_id)
+    return dataclasses.replace(request, timestamp=moment)
+
+
 def _in_window(moment: datetime, capture: Capture) -> bool:
     """Whether a JSONL turn falls inside the span of the loaded requests (the --since/--until window)."""
-    if not capture.requests:
-        return False
-    return capture.requests[0].timestamp <= moment <= (capture.requests[-1].completed_at or capture.requests[-1].timestamp)
+    span = capture.span
+    return span is not None and span[0] <= moment <= span[1]
 
 
 def _lane_map(conversations: Iterable[IndexedConversation]) -> dict[str, tuple[str, str]]:

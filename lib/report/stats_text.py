@@ -2,14 +2,17 @@
 
 Sections: request counts (streaming / non-streaming), input tokens simulated vs API (cache read /
 creation / new, accuracy), output tokens, model usage, context length percentiles, incremental
-growth, time between requests, TTL analysis; then cache capacity, sub-agents and data quality.
+growth, time between requests, TTL analysis; then why each miss, cache capacity, capacity in bytes,
+effective eviction time (docs/cache-models.md), sub-agents and data quality.
 """
 from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
 from lib.report.analysis import Analysis
-from lib.report.dashboard import format_pct, format_seconds, format_tokens, format_ttl
+from lib.cache.miss_causes import CAUSE_LABELS, ordered_totals
+from lib.report.capacity_bytes import capacity_bytes_lines, eviction_lines, kv_capacity, share_label
+from lib.report.dashboard import INFINITE_GAP_REASON, format_pct, format_seconds, format_tokens, format_ttl
 from lib.records import ProxyRequest
 from lib.report.figures import Comparison, compare, lane_counts, notes
 from lib.report.model import LANE_PARENT, CacheSplit
@@ -34,7 +37,10 @@ def format_stats(analysis: Analysis, *, generated_at: str = "") -> str:
         ("Incremental growth per turn (tokens added since the lane's previous request)", _growth(analysis)),
         ("Time between requests", _times(analysis)),
         ("TTL analysis", _ttl(analysis)),
+        ("Why each miss (missed tokens by cause)", _misses(analysis)),
         ("Cache capacity (LRU / OPT over all requests interleaved)", _capacity(analysis)),
+        ("Capacity in bytes (KV model, tiers)", capacity_bytes_lines(kv_capacity(analysis), _table)),
+        ("Effective eviction time (TTL fitted to the billed cache reads)", eviction_lines(analysis.eviction, _table)),
         ("Sub-agents", _subagents(analysis)),
         ("Data quality", _quality(analysis)),
     ]
@@ -165,7 +171,36 @@ def _ttl(analysis: Analysis) -> list[str]:
         marker = " *" if row.ttl_s == analysis.options.cache_ttl_s else ""
         rows.append((row.ttl_label + marker, format_pct(row.hit_rate), format_tokens(row.peak_working_set_tokens),
                      f"{row.prefills_per_block:.2f}", format_pct(row.stable_share)))
-    return _table(rows) + ["* the TTL of the main simulation. Hit rate in tokens; stable = blocks prefilled exactly once."]
+    return _table(rows) + ["* the TTL of the main simulation. Hit rate measured as the TTL model's in 'Input tokens' (splits "
+                           "scaled to the API's prompt size, requests with API usage); stable = blocks prefilled once."]
+
+
+def _misses(analysis: Analysis) -> list[str]:
+    """Billed and simulated misses by cause; each column adds up to that side's misses."""
+    causes = analysis.miss_causes
+    if not causes:
+        return ["no requests"]
+    simulated = ordered_totals([c.simulated for c in causes])
+    billed = ordered_totals([c.billed for c in causes if c.billed is not None])
+    with_usage = sum(1 for c in causes if c.billed is not None)
+    ttl = format_ttl(analysis.options.cache_ttl_s)
+    rows = [("cause", "billed (API)", f"TTL model {ttl}", "requests")]
+    for cause, label in CAUSE_LABELS.items():
+        if cause in simulated or cause in billed:
+            requests = sum(1 for c in causes if c.simulated.get(cause) or (c.billed or {}).get(cause))
+            rows.append((label, _count_share(billed.get(cause, 0), billed) if with_usage else "n/a",
+                         _count_share(simulated.get(cause, 0), simulated), str(requests)))
+    rows.append(("total", format_tokens(sum(billed.values())) if with_usage else "n/a",
+                 format_tokens(sum(simulated.values())), str(len(causes))))
+    return _table(rows) + [
+        f"Billed = the API's cache creation + input over the {with_usage} requests with usage, placed against a replay "
+        "at the API's TTLs (1 h for lanes with 1-hour writes, else 5 min); TTL model = its creation + new. "
+        "Causes: docs/cache-models.md#why-each-miss."]
+
+
+def _count_share(tokens: int, totals: dict[str, int]) -> str:
+    whole = sum(totals.values())
+    return f"{format_tokens(tokens)} ({format_pct(tokens / whole if whole else 0.0)})"
 
 
 def _capacity(analysis: Analysis) -> list[str]:
@@ -173,6 +208,9 @@ def _capacity(analysis: Analysis) -> list[str]:
     if curve is None:
         return ["no requests"]
     lines = [f"Infinite-cache hit rate: {format_pct(curve.infinite_hit_rate)}"]
+    infinite_row = next((row for row in analysis.ttl_rows if row.ttl_s is None), None)
+    if infinite_row is not None:
+        lines.append(f"It differs from the TTL analysis' ∞ row ({format_pct(infinite_row.hit_rate)}): {INFINITE_GAP_REASON}")
     lines += _table([("target", "LRU tokens", "OPT tokens")] + [
         (f"{share_label(t.share)} of infinite", _capacity_cell(t.lru_capacity_tokens), _capacity_cell(t.opt_capacity_tokens))
         for t in curve.targets])
@@ -180,11 +218,6 @@ def _capacity(analysis: Analysis) -> list[str]:
     lines += _table([("capacity (tokens)", "LRU hit rate", "OPT hit rate")] + [
         (format_tokens(p.capacity_tokens), format_pct(p.lru_hit_rate), _rate_cell(p.opt_hit_rate)) for p in curve.points])
     return lines
-
-
-def share_label(share: float) -> str:
-    """0.95 → '95 %'."""
-    return f"{share * 100:g} %"
 
 
 def _capacity_cell(tokens: Optional[int]) -> str:

@@ -12,9 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from lib.cache.miss_causes import ordered_totals
 from lib.report.analysis import Analysis, AnalysisOptions, analyze
 from lib.atomic import write_atomic
-from lib.db import open_index_db, open_proxy_db
+from lib.hashing.billing_header import BillingHeaderTally
+from lib.db import open_databases
 from lib.errors import InputError
 from lib.problems import ProblemCounter
 from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
@@ -61,6 +63,12 @@ class ReportResult:
     ttl_model_accuracy: Optional[float]
     # The data-quality counts by reason, in --json too (SPEC §9), not only in the stats text.
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Missed tokens by cause (lib/cache/miss_causes.py): {"simulated": {...}, "billed": {...}}.
+    miss_causes: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Capacities in tokens and GiB, tiers (docs/cache-models.md); None without requests.
+    capacity_bytes: Optional[dict[str, Any]] = None
+    # The TTL sweep fitted to the billed cache reads, per model family; None without billed usage.
+    eviction_time: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -71,6 +79,7 @@ class VisualizerSummary:
     reports: list[ReportResult] = field(default_factory=list)
     index_html: Optional[Path] = None
     dropped: int = 0
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)  # over every report's requests
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,6 +90,7 @@ class VisualizerSummary:
                          for key, value in dataclasses.asdict(report).items()} for report in self.reports],
             "index_html": str(self.index_html) if self.index_html else None,
             "dropped_min_requests": self.dropped,
+            "billing_header": self.billing_header.as_dict(),
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -102,6 +112,8 @@ class VisualizerSummary:
             parts.append(f"Index: {self.index_html}.")
         if self.dropped:
             parts.append(f"Dropped {self.dropped} conversation(s) under --min-requests.")
+        if self.billing_header.with_header:
+            parts.append(self.billing_header.describe())
         return " ".join(parts) + f" {self.elapsed_s:.2f} s."
 
 
@@ -123,23 +135,24 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
     # reports identical); the pool starts first, so workers load the tokenizer while the capture loads.
     settings = HashSettings(salt=run_salt(None), block_size=options.analysis.block_size, keep_boundaries=True)
     with HashPool(db_path, settings, workers=options.workers) as pool:
-        proxy = open_proxy_db(db_path)
-        index = open_index_db(db_path, options.index_db)
-        try:
+        with open_databases(db_path, options.index_db) as (proxy, index):
             capture = load_capture(proxy, index, source=db_path, projects_path=options.projects_path,
                                    since=options.since, until=options.until, say=say)
             selections, dropped = _selections(capture, options)
             summary = VisualizerSummary(mode=mode, dropped=dropped)
             entries = []
-            for selection in selections:
+            stems = _unique_stems([selection.name for selection in selections])
+            for selection, stem in zip(selections, stems):
                 hashed = _hash(pool, selection, progress)
+                for item in selection.requests:
+                    prompt = hashed.get(item.request.request_id)
+                    if prompt is not None:
+                        lane = (selection.name, item.conversation_id, item.lane) if item.conversation_id else None
+                        summary.billing_header.add(prompt.billing_header, lane)
                 analysis = analyze(selection, hashed, options.analysis, parallel=options.workers > 1)
-                result, entry = _write(analysis, options, batch=mode == ALL)
+                result, entry = _write(analysis, options, batch=mode == ALL, stem=stem)
                 summary.reports.append(result)
                 entries.append(entry)
-        finally:
-            index.close()
-            proxy.close()
     if mode == ALL and not options.text_only:
         from lib.report.dashboard import render_index
 
@@ -180,13 +193,29 @@ def _output_dir(options: VisualizerOptions) -> Path:
     return options.output_dir or DEFAULT_OUTPUT_DIR
 
 
-def _paths(analysis: Analysis, options: VisualizerOptions, *, batch: bool) -> tuple[Path, Path]:
+def _paths(options: VisualizerOptions, *, batch: bool, stem: str) -> tuple[Path, Path]:
     """(dashboard, stats): `combined.html` → `combined_stats.txt` beside it."""
     if options.output_html and not batch:
         html = Path(options.output_html)
     else:
-        html = _output_dir(options) / f"{_file_stem(analysis.selection.name)}.html"
+        html = _output_dir(options) / f"{stem}.html"
     return html, html.with_name(f"{html.stem}_stats.txt")
+
+
+def _unique_stems(names: list[str]) -> list[str]:
+    """One file stem per report: ids that sanitize alike (`a/b`, `a_b`), differ only in case (one file on
+    macOS), or are `index` (the index page) get `-2`, `-3`… instead of overwriting each other."""
+    taken = {"index"}
+    stems = []
+    for name in names:
+        stem = base = _file_stem(name)
+        number = 1
+        while stem.casefold() in taken:
+            number += 1
+            stem = f"{base}-{number}"
+        taken.add(stem.casefold())
+        stems.append(stem)
+    return stems
 
 
 def _file_stem(name: str) -> str:
@@ -194,12 +223,12 @@ def _file_stem(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).lstrip(".") or "report"
 
 
-def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool) -> tuple[ReportResult, Any]:
+def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool, stem: str) -> tuple[ReportResult, Any]:
     """Write the stats file and (unless --text-only) the dashboard; return the result and its index entry."""
     from lib.report.figures import compare, to_report_model
     from lib.report.stats_text import format_stats
 
-    html, stats = _paths(analysis, options, batch=batch)
+    html, stats = _paths(options, batch=batch, stem=stem)
     model = to_report_model(analysis)
     write_atomic(stats, format_stats(analysis, generated_at=model.generated_at))
     entry = None
@@ -217,6 +246,10 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool) -> tu
         api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
         problems=analysis.selection.problems.as_dict(),
+        miss_causes={"simulated": ordered_totals([c.simulated for c in analysis.miss_causes]),
+                     "billed": ordered_totals([c.billed for c in analysis.miss_causes if c.billed is not None])},
+        capacity_bytes=dataclasses.asdict(model.kv_capacity) if model.kv_capacity else None,
+        eviction_time=dataclasses.asdict(model.eviction) if model.eviction else None,
     )
     return result, entry
 

@@ -3,6 +3,10 @@
 Variants (SPEC §1.4): `fixed` — one streaming row per turn; `old` — a streaming twin (max_tokens
 32000) then the non-streaming replay (21333) the JSONL points at; `cleaned` — the old capture with
 only the non-streaming rows kept (the shipped example, like the user's own DB).
+
+Billing headers (orthogonal to the variant): `constant` — one value per conversation (the shipped
+example); `per-request` — derived from each body, as many Claude Code versions send it. The API
+strips it before caching, so the usage numbers are the same either way.
 """
 from __future__ import annotations
 
@@ -16,11 +20,12 @@ from lib.synthetic.proxy_response import ApiReply, proxy_response
 from lib.synthetic.proxy_db_writer import (CaptureWriter, ProxyRow, client_content_length, go_json, hashed_api_key, proxy_body,
                              request_headers)
 from lib.synthetic.lanes import ApiCall, Lane, client_body, epoch_to_datetime
-from lib.synthetic.prompts import CWD
+from lib.synthetic.prompts import CWD, with_per_request_billing
 from lib.synthetic.scenario import Scenario, build_scenario
 from lib.synthetic.usage import TokenMeter, tiktoken_counter
 
 VARIANTS = ("cleaned", "fixed", "old")
+BILLING_HEADERS = ("constant", "per-request")
 UTC_OFFSET = timedelta(hours=-4)
 REPLAY_MAX_TOKENS = 21333
 API_KEY_HASH = hashed_api_key("sk-ant-api03-example-key-not-real")
@@ -43,30 +48,35 @@ def _row_plan(scenario: Scenario, variant: str) -> list[tuple[float, int, ApiCal
     return sorted(plan)
 
 
-def _row(call: ApiCall, *, is_twin: bool, is_streaming: bool, variant: str, rng: random.Random) -> ProxyRow:
+def _row(call: ApiCall, *, is_twin: bool, is_streaming: bool, variant: str, billing_header: str,
+         rng: random.Random) -> ProxyRow:
     lane: Lane = call.lane
     max_tokens = lane.max_tokens
     if variant != "fixed" and not is_streaming and lane.streams and max_tokens == 32000:
         max_tokens = REPLAY_MAX_TOKENS
-    stored = go_json(proxy_body(client_body(call, stream=is_streaming, max_tokens=max_tokens)))
+    body = client_body(call, stream=is_streaming, max_tokens=max_tokens)
+    if billing_header == "per-request":
+        body = with_per_request_billing(body)
+    stored = go_json(proxy_body(body))
     extras = go_json(lane.client_extras)[1:-1] if lane.client_extras else ""
     headers = request_headers(content_length=client_content_length(stored, "," + extras if extras else ""),
                               api_key_hash=API_KEY_HASH, beta=lane.beta)
     timing = call.twin if is_twin and call.twin else call
-    reply = ApiReply(model=lane.model, message_id=timing.message_id, request_id=timing.request_id,
+    reply = ApiReply(model=call.model, message_id=timing.message_id, request_id=timing.request_id,
                      content=call.content, stop_reason=call.stop_reason, usage=call.simulated_usage,
                      started_at=epoch_to_datetime(timing.start_s), ttft_ms=timing.ttft_ms,
                      response_time_ms=timing.api_ms, context_management="context-management" in lane.beta)
     response = proxy_response(reply, rng, is_streaming=is_streaming, utc_offset=UTC_OFFSET)
     return ProxyRow(id=f"{rng.getrandbits(64):016x}", arrived_at=epoch_to_datetime(timing.start_s),
-                    utc_offset=UTC_OFFSET, headers=go_json(headers), body=stored, model=lane.model, response=response)
+                    utc_offset=UTC_OFFSET, headers=go_json(headers), body=stored, model=call.model, response=response)
 
 
-def capture_rows(scenario: Scenario, variant: str, seed: int) -> Iterator[ProxyRow]:
+def capture_rows(scenario: Scenario, variant: str, seed: int, billing_header: str = "constant") -> Iterator[ProxyRow]:
     """The variant's rows in arrival order, built one at a time."""
     rng = random.Random(f"{seed}:rows:{variant}")
     for _, _, call, is_twin, is_streaming in _row_plan(scenario, variant):
-        yield _row(call, is_twin=is_twin, is_streaming=is_streaming, variant=variant, rng=rng)
+        yield _row(call, is_twin=is_twin, is_streaming=is_streaming, variant=variant, billing_header=billing_header,
+                   rng=rng)
 
 
 def _lane_lines(lane: Lane, session: JsonlSession) -> Iterator[tuple[float, dict]]:
@@ -113,17 +123,26 @@ def write_jsonl_logs(scenario: Scenario, jsonl_dir: Path, seed: int) -> dict[str
 
 
 def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: int = 7, scale: float = 1.0,
-                     meter: Optional[TokenMeter] = None) -> dict:
-    """Write `requests.db` and `jsonl/` for one variant into `output_dir`; returns a summary."""
+                     meter: Optional[TokenMeter] = None, model_switch: bool = False,
+                     api_cache_ttl_s: Optional[float] = None, billing_header: str = "constant") -> dict:
+    """Write `requests.db` and `jsonl/` for one variant into `output_dir`; returns a summary.
+
+    `model_switch` adds a last parent turn on another model (see `build_scenario`).
+    `api_cache_ttl_s`: the TTL of the simulated API cache for every lane (default: 1 h for the
+    main thread, 5 min for the others, as Claude Code asks).
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if billing_header not in BILLING_HEADERS:
+        raise ValueError(f"unknown billing header mode {billing_header!r}; expected one of {BILLING_HEADERS}")
     output = Path(output_dir)
-    scenario = build_scenario(seed, scale, meter or TokenMeter(tiktoken_counter()), old_proxy=variant != "fixed")
+    scenario = build_scenario(seed, scale, meter or TokenMeter(tiktoken_counter()), old_proxy=variant != "fixed",
+                              model_switch=model_switch, api_cache_ttl_s=api_cache_ttl_s)
     db_path = output / "requests.db"
     temp_path = output / ".requests.db.tmp"
     temp_path.unlink(missing_ok=True)
     with CaptureWriter(temp_path) as writer:
-        writer.add_all(capture_rows(scenario, variant, seed))
+        writer.add_all(capture_rows(scenario, variant, seed, billing_header))
     temp_path.replace(db_path)
     jsonl_dir = output / "jsonl"
     jsonl_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +150,7 @@ def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: 
     for stale in jsonl_dir.glob("*.jsonl"):
         stale.unlink()
     lines = write_jsonl_logs(scenario, jsonl_dir, seed)
-    return _summary(scenario, variant, writer.rows_written, db_path, lines)
+    return _summary(scenario, variant, writer.rows_written, db_path, lines) | {"billing_header": billing_header}
 
 
 def _summary(scenario: Scenario, variant: str, rows: int, db_path: Path, lines: dict[str, int]) -> dict:

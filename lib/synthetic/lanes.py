@@ -17,9 +17,10 @@ from lib.synthetic.usage import PromptCacheSim, PromptLayout, TokenMeter
 
 OPUS = "claude-opus-4-6"
 HAIKU = "claude-haiku-4-5-20251001"
+SONNET = "claude-sonnet-4-5-20250929"
 # Decode speeds (tokens/s) and time-to-first-token ranges (s) that give the seed's api_time/ttft spread.
-SPEED_TPS = {OPUS: 56.0, HAIKU: 95.0}
-TTFT_RANGE_S = {OPUS: (1.4, 3.5), HAIKU: (0.6, 1.6)}
+SPEED_TPS = {OPUS: 56.0, HAIKU: 95.0, SONNET: 70.0}
+TTFT_RANGE_S = {OPUS: (1.4, 3.5), HAIKU: (0.6, 1.6), SONNET: (1.0, 2.5)}
 # Old proxy (SPEC §1.4): the client gives up on the unreadable stream and replays it 0-30 s later,
 # usually within the second; the twin still runs to completion upstream.
 REPLAY_GAP_S = (0.1, 0.8)
@@ -75,6 +76,7 @@ class ApiCall:
     request_id: str
     twin: Optional[Twin] = None
     usage: Optional[ApiUsage] = None
+    model: str = ""  # the lane's model when the call was planned (a `/model` switch changes the lane's)
 
     @property
     def end_s(self) -> float:
@@ -91,7 +93,7 @@ class ApiCall:
     def api_message(self) -> dict:
         """The API message as Claude Code logs it in JSONL (usage must be simulated first)."""
         usage = self.usage.upstream() if self.usage else {}
-        message = {"model": self.lane.model, "id": self.message_id, "type": "message", "role": "assistant",
+        message = {"model": self.model, "id": self.message_id, "type": "message", "role": "assistant",
                    "content": self.content, "stop_reason": self.stop_reason, "stop_sequence": None, "usage": usage}
         if "context-management" in self.lane.beta:
             message["context_management"] = {"applied_edits": []}
@@ -164,7 +166,8 @@ class Lane:
                 gap_s = min(28.0, api_ms / 1000) * self.timing.uniform(0.3, 0.9)
             ready += gap_s
         call = ApiCall(self, len(self.messages) - 1, before, breakpoints, cc_block, content, stop_reason,
-                       output_tokens, ready, ttft_ms, api_ms, self.ids.message(), self.ids.request(), twin)
+                       output_tokens, ready, ttft_ms, api_ms, self.ids.message(), self.ids.request(), twin,
+                       model=self.model)
         self.calls.append(call)
         self.log.append(("call", call.end_s, call))
         self.clock_s = call.end_s
@@ -203,7 +206,7 @@ def simulate_usage(calls: list[ApiCall], cache: PromptCacheSim) -> None:
     for call in sorted(calls, key=lambda item: item.start_s):
         lane = call.lane
         call.usage = cache.request(
-            lane.layout, pieces=call.pieces, breakpoints=call.breakpoints, start=call.start_s,
+            lane.layout, model=call.model, pieces=call.pieces, breakpoints=call.breakpoints, start=call.start_s,
             visible_at=call.end_s, ttl_s=lane.ttl_s,
             overhead_tokens=1 + int(call.start_s * 1000) % 5, output_tokens=call.output_tokens)
 
@@ -217,7 +220,7 @@ def client_body(call: ApiCall, *, stream: bool, max_tokens: int) -> dict:
         content = list(last["content"])
         content[call.cc_block] = {**content[call.cc_block], "cache_control": lane.message_cache_control}
         messages = messages[:-1] + [{"role": last["role"], "content": content}]
-    body: dict[str, Any] = {"model": lane.model, "messages": messages, "max_tokens": max_tokens}
+    body: dict[str, Any] = {"model": call.model, "messages": messages, "max_tokens": max_tokens}
     if lane.temperature is not None:
         body["temperature"] = lane.temperature
     if lane.system is not None:

@@ -5,6 +5,8 @@ characters times `scale`, so the parent's first prompt is ~25K API tokens at sca
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 
 from lib.synthetic.filler_text import prose
@@ -118,6 +120,16 @@ def tool_definitions(names: tuple[str, ...], scale: float, seed: int) -> list[di
 def billing_block(tag: str) -> dict:
     """Claude Code's first system block (constant within one conversation)."""
     return {"type": "text", "text": f"x-anthropic-billing-header: cc_version=2.1.83.{tag[:3]}; cc_entrypoint=cli; cch={tag[3:8]};"}
+
+
+def with_per_request_billing(body: dict) -> dict:
+    """`body` with its billing block's version suffix and `cch` derived from the body, as many
+    Claude Code versions send them: a new value on almost every request."""
+    system = body.get("system")
+    if not system or not system[0].get("text", "").startswith("x-anthropic-billing-header:"):
+        return body
+    tag = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return {**body, "system": [billing_block(tag), *system[1:]]}
 
 
 IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."

@@ -10,11 +10,11 @@ import base64
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 from lib.synthetic.jsonl_writer import agent_tool_result, new_uuid
 from lib.synthetic.proxy_db_writer import BETA_MAIN, BETA_SUBAGENT, BETA_UTILITY
-from lib.synthetic.lanes import HAIKU, OPUS, IdSource, Lane, simulate_usage
+from lib.synthetic.lanes import HAIKU, OPUS, SONNET, IdSource, Lane, simulate_usage
 from lib.synthetic.prompts import (CWD, EXPLORE_TOOLS, PARENT_TOOLS, claude_md_reminder, explore_system,
                               parent_system, tool_definitions)
 from lib.synthetic.filler_text import markdown_report, numbered, prose, python_module
@@ -25,6 +25,9 @@ PROMPT = ("Can you clone a version of vllm locally and then fully analyze its fu
           "markdown file about key components.")
 FOLLOW_UP = "Rewrite this in pirate speak."
 USER_PAUSE_S = 315.0
+# The model-switch variant: the user types `/model sonnet`, then asks once more after reading.
+SWITCH_PROMPT = "Now give me the three most important components as a bulleted list."
+SWITCH_PAUSE_S = 40.0
 QUOTA_LEAD_S = 262.0  # Claude Code probes the quota at start-up, minutes before the first prompt
 # Characters per API token of generated text: the first guess for sizing, refined as files are measured.
 CHARS_PER_TOKEN = 3.0
@@ -82,8 +85,10 @@ class Scenario:
 class _Story:
     """Shared state while the scenario is written: seeded streams, scale, meter, cache."""
 
-    def __init__(self, seed: int, scale: float, meter: TokenMeter, old_proxy: bool) -> None:
+    def __init__(self, seed: int, scale: float, meter: TokenMeter, old_proxy: bool,
+                 api_cache_ttl_s: Optional[float] = None) -> None:
         self.seed, self.scale, self.meter, self.old_proxy = seed, scale, meter, old_proxy
+        self.api_cache_ttl_s = api_cache_ttl_s  # one TTL for every lane instead of Claude Code's 1 h / 5 m
         self.text = random.Random(f"{seed}:text")
         self.timing = random.Random(f"{seed}:timing")
         self.ids = IdSource(random.Random(f"{seed}:ids"))
@@ -91,6 +96,8 @@ class _Story:
         self.spawn_s = 0.0
 
     def lane(self, name: str, model: str, clock_s: float, **options: Any) -> Lane:
+        if self.api_cache_ttl_s:
+            options["ttl_s"] = self.api_cache_ttl_s
         return Lane(name=name, model=model, meter=self.meter, timing=self.timing, ids=self.ids, clock_s=clock_s,
                     old_proxy=self.old_proxy, **options)
 
@@ -103,9 +110,16 @@ class _Story:
         return max(120, int(tokens * self.scale * CHARS_PER_TOKEN))
 
 
-def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: bool) -> Scenario:
-    """Plan every call of the capture with timing and usage (deterministic for a seed)."""
-    story = _Story(seed, scale, meter, old_proxy)
+def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: bool,
+                   model_switch: bool = False, api_cache_ttl_s: Optional[float] = None) -> Scenario:
+    """Plan every call of the capture with timing and usage (deterministic for a seed).
+
+    `model_switch`: after the pirate answer the parent switches to Sonnet for one more turn (whose
+    prompt no cache holds for that model), an option so the shipped example stays as it is.
+    `api_cache_ttl_s` gives the simulated API cache one TTL for every lane (a known eviction time
+    for the fit of docs/cache-models.md#effective-eviction-time); the request bodies are unchanged.
+    """
+    story = _Story(seed, scale, meter, old_proxy, api_cache_ttl_s)
     t0 = START.timestamp()
     session_id = new_uuid(story.text)
     extras = {"metadata": {"user_id": f"user_{random.Random(seed).getrandbits(256):064x}_account__session_{session_id}"}}
@@ -127,7 +141,8 @@ def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: boo
     title.send([{"type": "text", "text": '{"isNewTopic": true, "title": "Analyze vLLM Code Path"}'}], "end_turn", think_s=0.0)
     # Tools + system are warm from the user's other sessions (the seed's first request is ~84 % cached).
     system_end = len(tools) + len(system)
-    story.cache.warm(parent.layout.keys[system_end], t0 - 600, TTL_1H_S)
+    warm_ttl_s = api_cache_ttl_s or TTL_1H_S
+    story.cache.warm(OPUS, parent.layout.keys[system_end], t0 - min(600.0, warm_ttl_s / 2), warm_ttl_s)
     spawn = _parent_until_agents(story, parent)
     story.spawn_s = parent.clock_s + 0.1
     if story.spawn_s % 1 > 0.79:
@@ -137,6 +152,8 @@ def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: boo
                    story.cache)
     resumed_from = len(parent.calls)
     _parent_after_agents(story, parent, agents)
+    if model_switch:
+        _switch_model(story, parent)
     simulate_usage(parent.calls[resumed_from:], story.cache)
     return Scenario(session_id, parent, agents, [quota, title])
 
@@ -261,3 +278,13 @@ def _parent_after_agents(story: _Story, parent: Lane, agents: list[tuple[Lane, s
     pirate = "Arr, matey! Here be the lay o' the vLLM seas:\n\n" + prose(story.text, story.sized(25))
     parent.send([story.thinking("The user wants the summary in pirate speak.", 0), {"type": "text", "text": pirate}],
                 "end_turn", think_s=USER_PAUSE_S)
+
+
+def _switch_model(story: _Story, parent: Lane) -> None:
+    """Turn 7 of the model-switch variant: the same conversation sent to Sonnet."""
+    parent.model = SONNET
+    at_s = parent.clock_s + SWITCH_PAUSE_S - 0.6
+    parent.log.append(("snapshot", at_s, None))
+    parent.prompt([{"type": "text", "text": SWITCH_PROMPT}], SWITCH_PROMPT, at_s=at_s)
+    answer = "- The scheduler\n- The block manager\n- The model runner\n" + prose(story.text, story.sized(40))
+    parent.send([{"type": "text", "text": answer}], "end_turn", think_s=SWITCH_PAUSE_S)

@@ -88,26 +88,27 @@ class PromptCacheSim:
     """The shared prompt cache across all conversations of the capture."""
 
     def __init__(self) -> None:
-        self._entries: dict[bytes, _Entry] = {}
+        # Keyed by (model, prefix key): a model never reads another model's entries.
+        self._entries: dict[tuple[str, bytes], _Entry] = {}
 
-    def warm(self, key: bytes, at: float, ttl_s: float) -> None:
+    def warm(self, model: str, key: bytes, at: float, ttl_s: float) -> None:
         """Pretend another session wrote this prefix at `at` (tools+system are warm in real captures)."""
-        self._entries[key] = _Entry(at, at + ttl_s, ttl_s)
+        self._entries[(model, key)] = _Entry(at, at + ttl_s, ttl_s)
 
-    def request(self, layout: PromptLayout, *, pieces: int, breakpoints: list[int], start: float,
+    def request(self, layout: PromptLayout, *, model: str, pieces: int, breakpoints: list[int], start: float,
                 visible_at: float, ttl_s: float, overhead_tokens: int, output_tokens: int) -> ApiUsage:
         """Usage of one request covering `pieces` pieces with cache_control after each breakpoint piece."""
         read = 0
         for breakpoint in breakpoints:
             for boundary in range(breakpoint, max(0, breakpoint - LOOKBACK_PIECES) - 1, -1):
-                entry = self._live(layout.keys[boundary], start)
+                entry = self._live((model, layout.keys[boundary]), start)
                 if entry is not None:
                     entry.expires_at = start + entry.ttl_s
                     read = max(read, layout.positions[boundary])
                     break
         last = layout.positions[breakpoints[-1]] if breakpoints else 0
         for breakpoint in breakpoints:
-            key = layout.keys[breakpoint]
+            key = (model, layout.keys[breakpoint])
             entry = self._entries.get(key)
             if entry is None or entry.expires_at < start:
                 self._entries[key] = _Entry(visible_at, start + ttl_s, ttl_s)
@@ -122,7 +123,7 @@ class PromptCacheSim:
                         cache_creation_5m=0 if long_lived else creation,
                         cache_creation_1h=creation if long_lived else 0, output_tokens=output_tokens)
 
-    def _live(self, key: bytes, at: float) -> Optional[_Entry]:
+    def _live(self, key: tuple[str, bytes], at: float) -> Optional[_Entry]:
         entry = self._entries.get(key)
         if entry is None or entry.visible_at > at or entry.expires_at < at:
             return None

@@ -16,13 +16,13 @@ import orjson
 
 from lib import __version__
 from lib.atomic import atomic_writer, write_atomic
-from lib.db import open_index_db, open_proxy_db
+from lib.hashing.billing_header import BillingHeaderTally
+from lib.db import open_databases
 from lib.errors import InputError
 from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
 from lib.capture.jsonl_conversations import merge_conversations, read_log_group
-from lib.capture.jsonl_files import discover_logs, group_logs
+from lib.capture.jsonl_files import default_projects_dir, discover_logs, group_logs
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
-from lib.traces.mooncake import MooncakeCollector
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
 from lib.traces.options import TraceOptions, TraceSummary
@@ -72,22 +72,21 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
 
     With workers, this process reads both while they load their tokenizers.
     """
-    proxy = open_proxy_db(db_path)
-    index = open_index_db(db_path, index_db)
-    try:
+    # Found first: a folder without logs must fail (exit 2) before an index is written, as in the conversation index.
+    found = discover_logs(jsonl_dir, problems)
+    if not found:
+        raise InputError(f"{jsonl_dir or default_projects_dir()}: no Claude Code JSONL logs found")
+    with open_databases(db_path, index_db) as (proxy, index):
         ensure_message_index(proxy, index, say=say)
         message_ids = load_message_ids(index)
-        requests = {r.request_id: r for r in iter_indexed_requests(proxy, index)}
+        requests = {r.request_id: r for r in iter_indexed_requests(index)}
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
-        logs = group_logs(discover_logs(jsonl_dir, problems)).values()
+        logs = group_logs(found).values()
         conversations = merge_conversations(map(read_log_group, logs), problems)
         wanted = options.plan.conversation_id
         if wanted and wanted not in conversations:
             # An empty output with exit 0 would hide a typo in the id.
             raise InputError(f"--conversation-id {wanted}: no such conversation in the JSONL logs ({len(conversations)} found)")
-    finally:
-        index.close()
-        proxy.close()
     plans, plan_summary = plan_traces(conversations, message_ids, requests, options.plan)
     problems.merge(plan_summary.problems)
     return plans, plan_summary, twins
@@ -150,16 +149,19 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
             if options.token_count != "api":
                 _calibrate(calibration, plan, hashed)
             writer.write(plan, hashed)
+            _count_billing_headers(summary.billing_header, plan, hashed)
         summary.tokens_requested += pool.tokens_requested - requested_before
         summary.tokens_tokenized += pool.tokens_tokenized - tokenized_before
-    return finish_run(target, writer, options, summary, calibration, previous_files, started)
+    return finish_run(target, plans, writer, options, summary, calibration, previous_files, started)
 
 
-def finish_run(target: Path, writer: TraceWriter, options: TraceOptions, summary: TraceSummary,
+def finish_run(target: Path, plans: list[TracePlan], writer: TraceWriter, options: TraceOptions, summary: TraceSummary,
                calibration: Calibration, previous_files: set[str], started: float) -> TraceSummary:
     """After the traces: the Mooncake files, the manifest, stale files removed, the summary's totals."""
+    if options.plan.anonymize:
+        summary.problems = _anonymized_problems(summary.problems, _anonymous_names(plans, writer.positions))
     current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
-    mooncake_files = _write_mooncake(target, writer.mooncake, options, summary)
+    mooncake_files = _write_mooncake(target, writer, options, summary)
     current.update(mooncake_files)
     manifest = {
         "tool": "build_minimal_traces.py", "version": __version__, "format": "kv-cache-tester native trace",
@@ -167,12 +169,42 @@ def finish_run(target: Path, writer: TraceWriter, options: TraceOptions, summary
         "dropped_min_requests": summary.dropped_min_requests,
         "tokenizer_to_api_ratio": calibration.ratios(),
     }
+    if options.mooncake_sessions and writer.mooncake is not None:
+        stats = writer.mooncake.session_stats
+        manifest["mooncake_sessions"] = {"sessions": stats.sessions, "restarts": stats.restarts,
+                                         "one_token_rows": len(stats.carried_rows)}
     write_atomic(target / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     summary.stale_removed = _remove_stale(target, previous_files, current)
     summary.files = sorted(current)
     summary.tokenizer_to_api_ratio = calibration.ratios()
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _anonymous_names(plans: list[TracePlan], positions: dict[str, str]) -> dict[str, str]:
+    """Every id the run knows a written name for: requests and messages (trace positions), conversations
+    (trace ids) and sub-agents (`trace_0001/agent_001`)."""
+    names = dict(positions)
+    for plan in plans:
+        base = plan.trace_id.removesuffix(f"_s{plan.segment + 1}")
+        names.setdefault(plan.conversation_id, base)
+        for sub in plan.subagents:
+            names.setdefault(sub.agent_id, f"{base}/{sub.label}")
+    return names
+
+
+def _anonymized_problems(problems: ProblemCounter, names: dict[str, str]) -> ProblemCounter:
+    """The same counts, each example replaced by its anonymous name or left out: under --anonymize the
+    summary and --json name no row, message, session or agent id and no path (README, Anonymization)."""
+    written = set(names.values())
+    result = ProblemCounter()
+    for reason, entry in problems.as_dict().items():
+        result.add(reason, count=entry["count"])
+        for example in entry["examples"]:
+            name = example if example in written else names.get(example)
+            if name:
+                result.add(reason, name, count=0)
+    return result
 
 
 def _calibrate(calibration: Calibration, plan: TracePlan, hashed: Hashed) -> None:
@@ -182,8 +214,17 @@ def _calibrate(calibration: Calibration, plan: TracePlan, hashed: Hashed) -> Non
             calibration.add(request, prompt)
 
 
-def _write_mooncake(target: Path, collector: Optional[MooncakeCollector], options: TraceOptions,
-                    summary: TraceSummary) -> list[str]:
+def _count_billing_headers(tally: BillingHeaderTally, plan: TracePlan, hashed: Hashed) -> None:
+    lanes = [("", plan.parent)] + [(sub.label, sub.requests) for sub in plan.subagents]
+    for label, requests in lanes:
+        for request in requests:
+            prompt = hashed.get(request.request_id)
+            if prompt is not None:
+                tally.add(prompt.billing_header, (plan.trace_id, label))
+
+
+def _write_mooncake(target: Path, writer: TraceWriter, options: TraceOptions, summary: TraceSummary) -> list[str]:
+    collector = writer.mooncake
     if collector is None:
         return []
     with atomic_writer(target / MOONCAKE_FILE, "wb") as stream:
@@ -191,7 +232,10 @@ def _write_mooncake(target: Path, collector: Optional[MooncakeCollector], option
     files = [MOONCAKE_FILE]
     if options.mooncake_sessions:
         with atomic_writer(target / MOONCAKE_SESSIONS_FILE, "wb") as stream:
-            stream.writelines(collector.session_lines())
+            stream.writelines(collector.session_lines(writer.session_answer_length))
         files.append(MOONCAKE_SESSIONS_FILE)
+        # A turn smaller than its replayed history is sent as one token: the replay runs ahead (docs/traces.md).
+        for example in collector.session_stats.carried_rows:
+            summary.problems.add("mooncake_session_turn_carried", example)
     summary.mooncake_rows = len(collector)
     return files

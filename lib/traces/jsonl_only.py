@@ -58,7 +58,7 @@ def build_traces_from_jsonl(jsonl_dir: Optional[str], output_dir: str, options: 
     writer = TraceWriter(target, options, summary, calibration, {}, None)
     for plan in progress(plans, len(plans)):
         writer.write(plan, layout.hashed(plan, conversations[plan.conversation_id], calls))
-    return finish_run(target, writer, options, summary, calibration, previous_files, started)
+    return finish_run(target, plans, writer, options, summary, calibration, previous_files, started)
 
 
 def _agent_kind(conversation: Conversation, agent_id: str) -> str:

@@ -13,8 +13,6 @@ NATIVE_TRACE_OPTIONAL_FIELDS = frozenset({"totals"})
 NATIVE_REQUEST_FIELDS = frozenset({"t", "type", "model", "in", "out", "hash_ids", "input_types", "output_types", "stop",
                                    "api_time", "think_time"})
 NATIVE_STREAMING_ONLY_FIELDS = frozenset({"ttft"})
-# Left out when the source does not record them (JSONL-only traces), rather than written as 0.
-NATIVE_TIMING_FIELDS = frozenset({"api_time", "ttft"})
 NATIVE_MARKER_FIELDS = frozenset({
     "t", "type", "agent_id", "subagent_type", "duration_ms", "total_tokens", "tool_use_count", "status",
     "models", "tool_tokens", "system_tokens", "requests",

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from lib.hashing.billing_header import BillingHeaderTally
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.problems import ProblemCounter
 from lib.traces.plan import PlanOptions
 
@@ -19,7 +21,7 @@ class TraceOptions:
     """Every option of build_minimal_traces.py that shapes the output."""
 
     plan: PlanOptions = field(default_factory=PlanOptions)
-    block_size: int = 64
+    block_size: int = DEFAULT_BLOCK_SIZE
     hash_id_scope: str = "local"
     salt: Optional[str] = None
     formats: tuple[str, ...] = ("kv",)
@@ -63,12 +65,14 @@ class TraceSummary:
     tokens_tokenized: int = 0
     tokenizer_to_api_ratio: dict[str, float] = field(default_factory=dict)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)
     elapsed_s: float = 0.0
     route: str = ROUTE_DB_JSONL  # or ROUTE_JSONL_ONLY: requests rebuilt from the logs (docs/jsonl.md)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["problems"] = self.problems.as_dict()
+        data["billing_header"] = self.billing_header.as_dict()
         data["memo_ratio"] = round(self.tokens_tokenized / self.tokens_requested, 4) if self.tokens_requested else 0.0
         return data
 
@@ -92,6 +96,8 @@ class TraceSummary:
             text += (f" Route {self.route}: `in` is the API prompt size from the logs' usage; the tools + system"
                      " prefix the logs do not show is one block chain per agent kind and model family;"
                      " api_time and ttft are absent (the logs do not record them).")
+        if self.billing_header.with_header:
+            text += " " + self.billing_header.describe()
         if self.problems:
             text += f" Skipped or degraded: {self.problems.describe()}."
         return text

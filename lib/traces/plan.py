@@ -5,12 +5,15 @@ validator can re-derive the same plan to match anonymized traces back to their D
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Optional
 
 from lib.capture.jsonl_conversations import Conversation
 from lib.problems import ProblemCounter
+from lib.capture.proxy_reader import UNKNOWN_TIME
+from lib.capture.unlogged_subagents import unlogged_subagent_requests
 from lib.records import AssistantTurn, ProxyRequest, SubagentLink
 
 
@@ -77,6 +80,10 @@ def _resolve(turns: Iterable[AssistantTurn], message_ids: dict[str, str], reques
         if request.kind != "ok":
             problems.add(f"turn_row_{request.kind}", request.request_id)
             continue
+        if request.timestamp == UNKNOWN_TIME:
+            # No time of the row's own is usable: the JSONL's time of this turn keeps it in place.
+            request = dataclasses.replace(request, timestamp=turn.timestamp)
+            problems.add("timestamp_from_jsonl", request.request_id)
         if options.since and request.timestamp < options.since or options.until and request.timestamp > options.until:
             continue
         resolved.append(request)
@@ -101,6 +108,8 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
     """Plan every trace: conversations in order of their first request, segments, sub-agents, ids."""
     summary = PlanSummary()
     drafts = []
+    unlogged = (unlogged_subagent_requests(conversations.values(), message_ids, requests, summary.problems)
+                if options.include_subagents else {})
     for conversation in conversations.values():
         if options.conversation_id and conversation.conversation_id != options.conversation_id:
             continue
@@ -115,6 +124,13 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
                 agent_requests = _resolve(turns, message_ids, requests, options, summary.problems)
                 if agent_requests:
                     subagents.append(PlannedSubagent(agent_id, agent_id, links.get(agent_id), agent_requests))
+            for link in conversation.links:
+                found = unlogged.get((conversation.conversation_id, link.agent_id))
+                if found:
+                    found = [r for r in found if not (options.since and r.timestamp < options.since
+                                                      or options.until and r.timestamp > options.until)]
+                if found:
+                    subagents.append(PlannedSubagent(link.agent_id, link.agent_id, link, found))
             subagents.sort(key=lambda sub: (sub.spawn_s, sub.agent_id))
         drafts.append((conversation.conversation_id, parent, subagents))
     drafts.sort(key=lambda draft: (draft[1][0].timestamp, draft[0]))
@@ -140,8 +156,6 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
 
 
 Draft = tuple[str, list[ProxyRequest], list[PlannedSubagent]]
-
-
 def _without_repeats(drafts: list[Draft], problems: ProblemCounter) -> list[Draft]:
     """Each request in one trace only: conversations claim their requests earliest-first (SPEC §9).
 
@@ -153,15 +167,33 @@ def _without_repeats(drafts: list[Draft], problems: ProblemCounter) -> list[Draf
     for conversation_id, parent, subagents in sorted(drafts, key=lambda d: (d[1][0].timestamp, -len(d[1]), d[0])):
         for request in [*parent, *(r for sub in subagents for r in sub.requests)]:
             owner.setdefault(request.request_id, conversation_id)
-    kept: list[Draft] = []
+    kept_parents: dict[str, list[ProxyRequest]] = {}
+    hosted: dict[str, list[PlannedSubagent]] = {}
     for conversation_id, parent, subagents in drafts:
-        parent = _owned(parent, owner, conversation_id, problems)
+        kept_parents[conversation_id] = _owned(parent, owner, conversation_id, problems)
         for sub in subagents:
             sub.requests = _owned(sub.requests, owner, conversation_id, problems)
-        if parent:
-            kept.append((conversation_id, parent, [sub for sub in subagents if sub.requests]))
-        else:
+            if not sub.requests:
+                continue
+            # A sub-agent goes with the parent turn that spawned it: when a resumed session's copy
+            # claims that turn, the original's sub-agents (logged only there) move with it, not vanish.
+            spawner = ([r for r in parent if r.timestamp.timestamp() <= sub.spawn_s] or parent)[-1]
+            host = owner[spawner.request_id]
+            if host != conversation_id:
+                problems.add("subagent_moved_with_its_parent_turn", sub.agent_id)
+            hosted.setdefault(host, []).append(sub)
+    kept: list[Draft] = []
+    for conversation_id, _, _ in drafts:
+        if not kept_parents[conversation_id]:
             problems.add("conversation_without_db_requests", conversation_id)
+            continue
+        subagents, agent_ids = [], set()
+        for sub in hosted.get(conversation_id, []):
+            if sub.agent_id not in agent_ids:
+                agent_ids.add(sub.agent_id)
+                subagents.append(sub)
+        subagents.sort(key=lambda sub: (sub.spawn_s, sub.agent_id))
+        kept.append((conversation_id, kept_parents[conversation_id], subagents))
     return kept
 
 

@@ -22,6 +22,11 @@ SIDECAR_DIR = "_sidecar"
 Hashed = dict[str, Optional[HashedRequest]]
 
 
+def sidecar_file(trace_id: str) -> str:
+    """Where a trace's sidecar rows go, relative to the trace directory."""
+    return f"{SIDECAR_DIR}/{trace_id}.jsonl"
+
+
 def model_family(model: str) -> str:
     """`claude-opus-4-6` → `opus`: the unit of the calibrated token ratio (SPEC §4)."""
     for family in ("opus", "sonnet", "haiku"):
@@ -89,6 +94,8 @@ class TraceWriter:
                  calibration: Calibration, twins: dict[str, str], scaler: Optional[PrefixHasher]) -> None:
         self.output_dir = output_dir
         self.scaler = scaler
+        # Request and message id → trace position (`trace_0001/parent#3`), to name problems under --anonymize.
+        self.positions: dict[str, str] = {}
         self.options = options
         self.summary = summary
         self.calibration = calibration
@@ -119,6 +126,17 @@ class TraceWriter:
             return hashed.hashes
         return self.scaler.scale_positions(hashed.hashes, api_token_count=request.usage.prompt_tokens, factor=factor)
 
+    def session_answer_length(self, model: str, output_tokens: int) -> int:
+        """An answer's size in the unit of `in`, for the Mooncake session arithmetic (docs/traces.md).
+
+        With `--token-count api` both are API tokens. Otherwise `in` counts cl100k tokens, so the
+        API's output count is scaled by the family's calibrated ratio (final once all plans are written).
+        """
+        factor = self.calibration.factor(model) if self.options.token_count != "api" else None
+        if factor is None or not output_tokens:
+            return output_tokens
+        return max(1, round(output_tokens / factor))
+
     def _lane_facts(self, requests: list[ProxyRequest], hashed: Hashed, ids: IdAllocator, lane: str,
                     sidecar: list[dict[str, Any]], trace_id: str, earlier: Sequence[RequestFacts] = ()
                     ) -> tuple[list[RequestFacts], list[HashedRequest]]:
@@ -136,12 +154,16 @@ class TraceWriter:
             if self.mooncake is not None:
                 session = trace_id if lane == "parent" else f"{trace_id}/{lane}"
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,
-                                  hashes=hashes, output_length=request_facts.output_tokens)
+                                  hashes=hashes, output_length=request_facts.output_tokens, model=request.model)
             previous_end = _end(request_facts)
             index = len(earlier) + len(facts)
             sidecar.append(self._sidecar_row(trace_id, lane, index, request, prompt, hashes))
             # A degraded row (broken chunk, missing usage...) is written, so name it here too (SPEC §9).
-            example = f"{trace_id}/{lane}#{index}" if self.options.plan.anonymize else request.request_id
+            position = f"{trace_id}/{lane}#{index}"
+            self.positions[request.request_id] = position
+            if request.message_id:
+                self.positions[request.message_id] = position
+            example = position if self.options.plan.anonymize else request.request_id
             for reason in request.problems:
                 self.summary.problems.add(reason, example)
             facts.append(request_facts)
@@ -213,14 +235,14 @@ class TraceWriter:
         file_name = f"{plan.trace_id}.json" if "kv" in self.options.formats else None
         if file_name is not None:
             write_atomic(self.output_dir / file_name, orjson.dumps(document))
-        write_atomic(self.output_dir / SIDECAR_DIR / f"{plan.trace_id}.jsonl",
+        write_atomic(self.output_dir / sidecar_file(plan.trace_id),
                      b"".join(orjson.dumps(row) + b"\n" for row in sidecar))
         self.summary.traces_written += 1
         self.summary.requests_written += len(parent_facts)
         self.summary.subagents_written += len(subagents)
         self.summary.subagent_requests_written += sum(len(sub.requests) for sub in subagents)
         listing: dict[str, Any] = {
-            "id": plan.trace_id, "file": file_name, "sidecar": f"{SIDECAR_DIR}/{plan.trace_id}.jsonl",
+            "id": plan.trace_id, "file": file_name, "sidecar": sidecar_file(plan.trace_id),
             "requests": len(parent_facts), "subagents": len(subagents),
             "subagent_requests": sum(len(sub.requests) for sub in subagents), "segment": plan.segment + 1,
         }

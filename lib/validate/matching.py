@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import orjson
 
 from lib.cache.ttl_model import prefix_hits
-from lib.db import open_index_db, open_proxy_db
+from lib.db import open_databases
 from lib.capture.jsonl_conversations import read_conversations
 from lib.capture.jsonl_files import discover_logs
 from lib.capture.jsonl_requests import requests_from_logs
@@ -40,9 +40,9 @@ from lib.hashing.request_hashing import HashedRequest
 from lib.timestamps import parse_timestamp
 from lib.validate.trace_files import iter_jsonl
 from lib.traces.plan import PlanOptions, TracePlan, plan_traces
+from lib.traces.writer import SIDECAR_DIR, sidecar_file
 
 PARENT_LANE = "parent"
-SIDECAR_DIR = "_sidecar"
 MANIFEST_NAMES = (f"{SIDECAR_DIR}/manifest.json", "manifest.json")  # current layout, then the older one
 ANONYMIZED_ID = re.compile(r"trace_\d{4,}(_s\d+)?")
 SEGMENT_SUFFIX = re.compile(r"_s\d+$")
@@ -144,11 +144,9 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
     settings = HashSettings(salt=MATCH_SALT, block_size=block_size, keep_boundaries=True)
     # Started first, so the workers load the tokenizer while the index and logs are read.
     with HashPool(db_path, settings, workers=workers) as pool:
-        proxy = open_proxy_db(db_path)
-        index = open_index_db(db_path, index_db)
-        try:
+        with open_databases(db_path, index_db) as (proxy, index):
             ensure_message_index(proxy, index, say=say)
-            requests = {request.request_id: request for request in iter_indexed_requests(proxy, index)}
+            requests = {request.request_id: request for request in iter_indexed_requests(index)}
             by_sidecar = {trace.file: _sidecar_lanes(trace, requests, result.problems) for trace in traces}
             needing_plan = [trace for trace in traces if by_sidecar[trace.file] is None]
             plans = _plans_for(needing_plan, jsonl_dir, load_message_ids(index) if needing_plan and jsonl_dir else {},
@@ -162,9 +160,6 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
                         wanted.setdefault(r.request_id, (r, (file, lane)))
             result.hashed = pool.hash_all([r for r, _ in wanted.values()], result.problems,
                                           group=lambda request: wanted[request.request_id][1], progress=progress)
-        finally:
-            index.close()
-            proxy.close()
     for trace in traces:
         lanes = by_sidecar[trace.file]
         if lanes is not None:
@@ -183,7 +178,7 @@ def _read_sidecar(trace: TraceLanes) -> Optional[list[dict]]:
     manifest = _manifest(trace.directory)
     entries = manifest.get("traces", []) if isinstance(manifest, dict) else []
     named = next((e.get("sidecar") for e in entries if isinstance(e, dict) and e.get("id") == trace.trace_id), None)
-    path = trace.directory / (named if isinstance(named, str) else f"{SIDECAR_DIR}/{trace.trace_id}.jsonl")
+    path = trace.directory / (named if isinstance(named, str) else sidecar_file(trace.trace_id))
     if not path.is_file():
         return None
     return [row for _, row in iter_jsonl(path) if isinstance(row, dict)]

@@ -45,6 +45,10 @@ TRACE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("hit_rate_pct", "Hit rate, conversation only (%)", "percent"),
     ("hit_rate_warm_pct", "Hit rate, 75% warm prefix (%)", "percent"),
 )
+# What the table's hit rates measure (the validator prints other hit rates below it).
+HIT_RATE_NOTE = ("Hit rates here: the trace prefix model (a request's leading blocks found in its previous request), "
+                 "in blocks, parent requests only; 'conversation only' starts cold, '75% warm prefix' credits 75% of "
+                 "tools + system to each trace's first request.")
 POOLED_ROWS: tuple[tuple[str, str, str], ...] = (
     ("in", "Input tokens/request (all requests)", "tokens"),
     ("out", "Output tokens/request (all requests)", "tokens"),
@@ -121,15 +125,26 @@ class StatsTable:
         return buffer.getvalue()
 
     def text(self) -> str:
-        """The table as aligned text, then the pooled hit rates."""
+        """The table as aligned text, then the pooled hit rates and what they measure.
+
+        With one trace every summary column would repeat the trace's own value, so the per-trace
+        rows become one Value column; the pooled rows (over requests) keep their distribution.
+        """
         width = max(len(row.label) for row in self.rows)
-        header = f"{'Metric':<{width}}" + "".join(f"{name:>11}" for name in ("Min", "P25", "Median", "P75", "Max", "Mean"))
-        lines = [f"Statistics ({len(self.traces)} trace(s), parent requests only)", header]
+        names = ("Min", "P25", "Median", "P75", "Max", "Mean")
+        single = len(self.traces) == 1
+        lines = [f"Statistics ({len(self.traces)} trace(s), parent requests only)"]
+        lines.append(f"{'Metric':<{width}}" + (f"{'Value':>11}" if single else "".join(f"{name:>11}" for name in names)))
         scope = "traces"
         for row in self.rows:
             if row.scope != scope:
                 scope = row.scope
                 lines.append("Pooled over all parent requests:")
+                if single:
+                    lines.append(f"{'':<{width}}" + "".join(f"{name:>11}" for name in names))
+            if single and row.scope == "traces":
+                lines.append(f"{row.label:<{width}}{_format(row.values['mean'], row.unit):>11}")
+                continue
             cells = "".join(f"{_format(row.values[key], row.unit):>11}" for key in SUMMARY_KEYS)
             lines.append(f"{row.label:<{width}}{cells}")
         lines.append(
@@ -137,6 +152,7 @@ class StatsTable:
             f"{_pct_text(self.pooled_warm_hit_rate)} with a 75% warm prefix "
             f"({self.pooled_hit_rate.total:,} blocks)."
         )
+        lines.append(HIT_RATE_NOTE)
         return "\n".join(lines)
 
 

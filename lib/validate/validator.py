@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from lib.cache.miss_causes import CAUSE_LABELS
 from lib.errors import CheckFailed, InputError
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.validate.trace_files import DirectoryCheck, check_directory
 from lib.validate.matching import TraceLanes, match_traces, match_traces_to_logs, trace_lanes
+from lib.validate.schema import NATIVE_CONSUMERS
 from lib.validate.stats_table import StatsCollector, StatsTable
 from lib.validate.versus_api import ApiComparison, Comparison, compare_with_api
 
@@ -51,9 +54,10 @@ class ValidationReport:
     def closing(self) -> str:
         """One paragraph: what was checked, the verdict, the time."""
         schema = self.schema
-        verdict = "no schema problems" if schema.ok else f"{len(schema.problems)} schema problem(s)"
+        verdict = "no schema problems" if not schema.problems else \
+            f"{len(schema.errors)} schema error(s), {len(schema.warnings)} warning(s)"
         text = (f"Checked {schema.native_files} native and {schema.mooncake_files} Mooncake file(s) in {self.path} "
-                f"({schema.requests:,} requests): {verdict}; statistics over {len(self.stats.traces)} trace(s)")
+                f"({_request_count(schema)}): {verdict}; statistics over {len(self.stats.traces)} trace(s)")
         if self.api is not None:
             text += f"; {self.api.matched}/{self.api.requests} requests matched to the {self.api.source}"
         return text + f". {self.elapsed_s:.2f} s."
@@ -63,24 +67,54 @@ def _percent(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.1f}%"
 
 
+def _request_count(schema: DirectoryCheck) -> str:
+    """Native requests, and Mooncake lines apart: `--format both` writes every request twice."""
+    text = f"{schema.requests:,} requests"
+    return text + (f" and {schema.mooncake_lines:,} Mooncake lines" if schema.mooncake_files else "")
+
+
+# Errors are listed one per line up to this many (all of them are in --json); warnings per rule.
+LISTED_ERRORS = 50
+
+
 def _schema_text(schema: DirectoryCheck) -> str:
     head = (f"Schema check: {schema.native_files} native file(s), {schema.mooncake_files} Mooncake file(s), "
-            f"{schema.requests:,} requests")
-    if schema.ok:
-        return head + ": no problems."
-    return "\n".join([head + f": {len(schema.problems)} problem(s)", *(f"  {problem}" for problem in schema.problems)])
+            f"{_request_count(schema)}")
+    lines = [head + ": no problems." if not schema.problems else
+             head + f": {len(schema.errors)} error(s), {len(schema.warnings)} warning(s)"]
+    for code, rule in schema.by_rule().items():
+        lines.append(f"  {rule['severity']:<8}{code:<24}{rule['count']:>7,}  {rule['effect']}")
+        lines.append(f"{'':<12}first: {rule['first']}")
+    errors = schema.errors
+    if errors:
+        lines.append("Errors:")
+        lines.extend(f"  {problem}" for problem in errors[:LISTED_ERRORS])
+        if len(errors) > LISTED_ERRORS:
+            lines.append(f"  ... and {len(errors) - LISTED_ERRORS:,} more (all in --json)")
+    totals = {consumer: schema.native_files if consumer in NATIVE_CONSUMERS else schema.mooncake_files
+              for consumer in schema.loads_in}
+    lines.append("Loads in: " + ", ".join(f"{consumer} {count}/{totals[consumer]}"
+                                          for consumer, count in schema.loads_in.items()) + " file(s)")
+    if schema.session_rows_checked or schema.session_rows_unchecked:
+        lines.append(f"Session rows: {schema.session_rows_checked:,} checked against the native traces"
+                     + (f", {schema.session_rows_unchecked:,} without a native trace to check against"
+                        if schema.session_rows_unchecked else ""))
+    return "\n".join(lines)
 
 
 def _comparison_lines(comparison: Comparison) -> list[str]:
     return [
-        f"  Simulated: {_percent(comparison.sim_pct)} ({comparison.sim_hit_blocks:,}/{comparison.sim_blocks:,} blocks)",
-        f"  API: {_percent(comparison.api_pct)} ({comparison.api_read_tokens:,}/{comparison.api_prompt_tokens:,} tokens)",
-        f"  Accuracy: {_percent(comparison.accuracy_pct)}",
+        f"  Simulated (prefix model, parent and sub-agent requests, blocks): {_percent(comparison.sim_pct)} "
+        f"({comparison.sim_hit_blocks:,}/{comparison.sim_blocks:,} blocks)",
+        f"  API (billed cache_read / prompt tokens): {_percent(comparison.api_pct)} "
+        f"({comparison.api_read_tokens:,}/{comparison.api_prompt_tokens:,} tokens)",
+        f"  Accuracy (1 − |simulated − API| / API): {_percent(comparison.accuracy_pct)}",
     ]
 
 
 def _api_text(api: ApiComparison) -> str:
-    lines = ["Simulated (trace prefix model, every lane) vs API (cache_read / prompt), over the same matched requests"]
+    lines = ["Simulated (trace prefix model, every lane: unlike the statistics above, sub-agent requests too) vs API "
+             "(cache_read / prompt), over the same matched requests"]
     for trace in api.traces:
         lines.append(f"{trace.trace_id} ({trace.requests} reqs, {trace.matched} matched)")
         lines.extend(_comparison_lines(trace.comparison))
@@ -98,13 +132,24 @@ def _api_text(api: ApiComparison) -> str:
     for error in api.field_errors:
         lines.append(f"{error.field:<16}{error.median_tokens:>10,.0f}{error.p90_tokens:>10,.0f}{error.median_pct:>9.1f}%"
                      f"{error.p90_pct:>9.1f}%{error.predicted_tokens:>14,}{error.actual_tokens:>14,}")
+    read, prompt = api.error("cache_read"), sum(error.actual_tokens for error in api.field_errors)
+    if read is not None and prompt:
+        lines.append(f"API cache model hit rate (predicted cache_read / prompt, API tokens): "
+                     f"{100 * read.predicted_tokens / prompt:.1f}% (billed {100 * read.actual_tokens / prompt:.1f}%)")
+    lines.extend(f"Why {reason}" for reason in api.totals_reasons)
+    if api.billed_miss_causes:
+        causes = " · ".join(f"{CAUSE_LABELS.get(cause, cause)} {tokens:,}" for cause, tokens in api.billed_miss_causes.items())
+        lines.append(f"Billed misses by cause (API tokens, docs/cache-models.md#why-each-miss): {causes} "
+                     f"(of {sum(api.billed_miss_causes.values()):,})")
     overall = api.overall
     lines.append("")
     lines.append(f"Overall ({len(api.traces)} trace(s), {api.requests} reqs, {api.matched} matched): "
-                 f"simulated {_percent(overall.sim_pct)}, API {_percent(overall.api_pct)}, "
+                 f"simulated (prefix model) {_percent(overall.sim_pct)}, API billed {_percent(overall.api_pct)}, "
                  f"accuracy {_percent(overall.accuracy_pct)}")
     if api.problems:
         lines.append(f"Unmatched or degraded: {api.problems.describe()}")
+    if api.billing_header.with_header:
+        lines.append(api.billing_header.describe())
     return "\n".join(lines)
 
 
@@ -136,7 +181,7 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
         raise InputError(f"{path}: no trace files (*.json, *.jsonl)")
     api = None
     if db_path:
-        block_size = next((trace.block_size for trace in lanes if trace.block_size), 64)
+        block_size = next((trace.block_size for trace in lanes if trace.block_size), DEFAULT_BLOCK_SIZE)
         matches = match_traces(lanes, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
                                block_size=block_size, say=say, workers=workers, progress=progress)
         api = compare_with_api(lanes, matches)
@@ -146,11 +191,16 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
     return ValidationReport(str(path), schema, stats.table(), api, time.perf_counter() - started)
 
 
-def check_gates(report: ValidationReport, *, min_accuracy: Optional[float], max_error: Optional[float]) -> None:
-    """Raise CheckFailed (exit 1) with a one-line reason for schema problems or a missed threshold."""
+def check_gates(report: ValidationReport, *, min_accuracy: Optional[float], max_error: Optional[float],
+                strict: bool = False) -> None:
+    """Raise CheckFailed (exit 1) with a one-line reason for schema errors (warnings too when
+    `strict`) or a missed threshold."""
     reasons = []
-    if not report.schema.ok:
-        reasons.append(f"{len(report.schema.problems)} schema problem(s), first: {report.schema.problems[0]}")
+    schema = report.schema
+    if schema.errors:
+        reasons.append(f"{len(schema.errors)} schema error(s), first: {schema.errors[0]}")
+    if strict and schema.warnings:
+        reasons.append(f"{len(schema.warnings)} schema warning(s) under --strict, first: {schema.warnings[0]}")
     if min_accuracy is not None and report.api is not None:
         accuracy = report.api.overall.accuracy_pct
         if accuracy is None or accuracy < min_accuracy:

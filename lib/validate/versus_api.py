@@ -26,7 +26,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence, cast
 
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
-from lib.hashing.block_hashes import IdAllocator
+from lib.cache.miss_causes import attribute_billed, attribute_simulated, ordered_totals
+from lib.cache.replay import CacheEvent
+from lib.hashing.billing_header import BillingHeaderTally
+from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest, Usage
 from lib.hashing.request_hashing import HashedRequest
@@ -35,6 +38,17 @@ from lib.validate.matching import MatchResult, TraceLanes
 
 USAGE_FIELDS = ("cache_read", "cache_creation", "input")
 ONE_HOUR_TTL_S = 3600.0
+# A field's predicted total is explained when it is this far off its actual total (and not tiny).
+REASON_MIN_GAP_SHARE = 0.5
+REASON_MIN_TOKENS = 1_000
+# Known reasons for a field's totals to differ (the per-request largest gap is added to them).
+FIELD_REASONS = {
+    "input": ("the model bills as input only the tokens after a request's last cache_control breakpoint, which "
+              "hashing places at the end of the message carrying it (docs/validate.md), so it predicts ~0 for Claude "
+              "Code's requests; the API bills what follows the marked content block, so a breakpoint on an earlier "
+              "block of the last message (Claude Code marking the 2nd of 4 tool results) is input there and cache "
+              "creation in the model"),
+}
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,11 @@ class ApiComparison:
     field_errors: list[FieldError]
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     source: str = "DB"  # where the API usage came from: "DB", or "JSONL logs" (no bodies: no API model)
+    # One sentence per usage field whose predicted total is far from the actual one, with the reason.
+    totals_reasons: list[str] = field(default_factory=list)
+    # The API's billed misses (creation + input) by cause, API tokens (lib/cache/miss_causes.py).
+    billed_miss_causes: dict[str, int] = field(default_factory=dict)
+    billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)  # of the matched requests
 
     def error(self, name: str) -> Optional[FieldError]:
         """The FieldError of one usage field, None when nothing was compared."""
@@ -120,8 +139,11 @@ class ApiComparison:
         return {
             "traces": [trace.as_dict() for trace in self.traces],
             "overall": {"requests": self.requests, "matched": self.matched, **self.overall.as_dict()},
-            "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors]},
+            "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors],
+                          "totals_reasons": self.totals_reasons},
+            "billed_miss_causes": self.billed_miss_causes,
             "problems": self.problems.as_dict(),
+            "billing_header": self.billing_header.as_dict(),
         }
 
 
@@ -142,11 +164,16 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     problems.merge(matches.problems)
     rows: list[TraceComparison] = []
     compared: dict[str, _Compared] = {}
+    billing_header = BillingHeaderTally()
     for trace in traces:
         match = matches.traces[trace.file]
         comparison = Comparison()
         for lane, lane_requests in trace.lanes.items():
             matched = match.lanes.get(lane, [])
+            for db_request in matched:
+                prompt = matches.hashed.get(db_request.request_id) if db_request is not None else None
+                if prompt is not None:
+                    billing_header.add(prompt.billing_header, (trace.file, lane))
             usable = [(r, m, m.usage) for r, m in zip(lane_requests, matched) if m is not None and m.usage is not None]
             ttl_s = ONE_HOUR_TTL_S if any(usage.cache_creation_1h_tokens for _, _, usage in usable) else DEFAULT_TTL_S
             for request, db_request, usage in usable:
@@ -160,20 +187,22 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
         rows.append(TraceComparison(trace.trace_id, trace.file, trace.request_count, match.matched, match.route, comparison))
     block_size = _common_block_size(traces)
     items = sorted(compared.values(), key=lambda item: (item.request.timestamp, item.request.row_id))
-    predictions = predict_usage([_api_request(item, ids) for item, ids in _with_ids(items)],
-                                block_size=block_size, warm_first_breakpoint=True)
+    api_requests = [_api_request(item, ids) for item, ids in _with_ids(items)]
+    predictions = predict_usage(api_requests, block_size=block_size, warm_first_breakpoint=True)
     overall = sum((row.comparison for row in rows), Comparison())
     return ApiComparison(
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
         field_errors=_field_errors(items, predictions), problems=problems, source=matches.source,
+        billing_header=billing_header, totals_reasons=_totals_reasons(items, predictions),
+        billed_miss_causes=_billed_miss_causes(items, api_requests, block_size),
     )
 
 
 def _common_block_size(traces: Sequence[TraceLanes]) -> int:
-    """The traces' block size (the most common one), 64 when none is readable."""
+    """The traces' block size (the most common one), DEFAULT_BLOCK_SIZE when none is readable."""
     sizes = Counter(trace.block_size for trace in traces if trace.block_size > 0)
-    return sizes.most_common(1)[0][0] if sizes else 64
+    return sizes.most_common(1)[0][0] if sizes else DEFAULT_BLOCK_SIZE
 
 
 def _with_ids(items: list[_Compared]) -> list[tuple[_Compared, list[int]]]:
@@ -223,3 +252,52 @@ def _field_errors(items: list[_Compared], predictions: list[PredictedUsage]) -> 
                    percentile(shares[name], 50), percentile(shares[name], 90), *totals[name])
         for name in USAGE_FIELDS
     ]
+
+
+def _totals_reasons(items: list[_Compared], predictions: list[PredictedUsage]) -> list[str]:
+    """Why a field's predicted total is far from its actual total: the known reason and the largest request."""
+    totals = {name: [0, 0] for name in USAGE_FIELDS}  # predicted, actual
+    largest: dict[str, tuple[int, int]] = {}  # field → (actual − predicted, proxy row) of the largest gap
+    for item, predicted in zip(items, predictions):
+        usage = cast(Usage, item.request.usage)
+        actual = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
+        for name, guess, real in zip(USAGE_FIELDS, _scaled(predicted, item.prompt.token_count, usage.prompt_tokens), actual):
+            totals[name][0] += guess
+            totals[name][1] += real
+            if abs(real - guess) > abs(largest.get(name, (0, 0))[0]):
+                largest[name] = (real - guess, item.request.row_id)
+    reasons = []
+    for name, (predicted_total, actual_total) in totals.items():
+        difference = actual_total - predicted_total
+        if abs(difference) < max(REASON_MIN_TOKENS, REASON_MIN_GAP_SHARE * max(actual_total, predicted_total)):
+            continue
+        gap, row_id = largest[name]
+        known = FIELD_REASONS.get(name)
+        reasons.append(f"{name} is predicted {predicted_total:,} but billed {actual_total:,}: "
+                       + (f"{known}. " if known else "")
+                       + f"The largest gap is one request (proxy row {row_id}): {gap:+,} of the {difference:+,} tokens.")
+    return reasons
+
+
+def _billed_miss_causes(items: list[_Compared], requests: list[ApiRequest], block_size: int) -> dict[str, int]:
+    """The billed misses of the compared requests by cause, against a replay at the API's TTLs.
+
+    As in the visualizer: one cache of every compared request in time order, ids kept apart per
+    model (no KV reuse across models), each lane's previous breakpoint as the end of what the API
+    could have written.
+    """
+    models = sorted({request.model for request in requests})
+    events = [CacheEvent(request.start_s, request.ready_s,
+                         [block * len(models) + models.index(request.model) for block in request.ids],
+                         request.token_count, f"{item.stream}\x00{item.lane}", request.model)
+              for item, request in zip(items, requests)]
+    results = attribute_simulated(events, [request.ttl_s for request in requests], block_size=block_size,
+                                  sections=[(item.prompt.tool_tokens, item.prompt.system_tokens) for item in items])
+    written_end: dict[str, int] = {}
+    per_request = []
+    for item, event, result in zip(items, events, results):
+        usage = cast(Usage, item.request.usage)
+        per_request.append(attribute_billed(result, usage.cache_read_input_tokens, usage.prompt_tokens,
+                                            written_end=written_end.get(event.stream)))
+        written_end[event.stream] = max(item.prompt.breakpoints, default=0)
+    return ordered_totals(per_request)

@@ -1,6 +1,23 @@
 /* Draws every [data-chart] container of a dashboard from the embedded #report-data JSON (Chart.js 4). */
 (function () {
   "use strict";
+  /* A report of `--conversation-id all` loads the chart library from beside index.html; copied out
+     of its folder it has none: say so in every chart box instead of leaving them blank. */
+  if (typeof Chart === "undefined") {
+    var library = document.querySelector("script[src]");
+    var where = library ? library.getAttribute("src") : "chart.umd.min.js";
+    document.querySelectorAll("[data-chart]").forEach(function (box) {
+      var note = document.createElement("p");
+      note.className = "empty missing-library";
+      note.textContent = "Charts need the chart library " + where + ", which was not found: copy the report " +
+        "together with chart.umd.min.js from its folder (the folder of index.html), or write a self-contained " +
+        "report with complete_cache_visualizer.py --conversation-id <id> --output FILE.html.";
+      box.replaceChildren(note);
+      box.setAttribute("data-rendered", "missing-library");
+    });
+    document.body.setAttribute("data-charts-ready", "1");
+    return;
+  }
   var DATA = JSON.parse(document.getElementById("report-data").textContent);
   var R = DATA.requests;
   var COLORS = {
@@ -206,7 +223,7 @@
       options: { interaction: { mode: "nearest", intersect: false }, parsing: { xAxisKey: "x", yAxisKey: "y" },
         plugins: { tooltip: laneTooltip("Growth") },
         scales: { x: { type: "linear", offset: true, title: { display: true, text: "request" },
-          grid: { display: false } }, y: tokenAxis("new tokens vs the lane's previous request") } }
+          grid: { display: false } }, y: tokenAxis("tokens added") } }
     };
   }
 
@@ -251,7 +268,7 @@
     return {
       type: "scatter",
       data: { datasets: [{ label: "Tokens alive (TTL " + DATA.cache_ttl_label + ")",
-        data: steps(DATA.working_set, "tokens"), showLine: true, stepped: true, pointRadius: 0,
+        data: steps(DATA.working_set, "tokens"), showLine: true, stepped: "after", pointRadius: 0,
         borderColor: COLORS.lru, backgroundColor: "rgba(47,111,223,0.15)", fill: "origin", borderWidth: 1.5 }] },
       options: { interaction: { mode: "nearest", axis: "x", intersect: false },
         plugins: { tooltip: { callbacks: {
@@ -343,7 +360,7 @@
     return {
       type: "scatter",
       data: { datasets: [{ label: "In flight", data: steps(DATA.concurrency, "active"), showLine: true,
-        stepped: true, pointRadius: 0, borderColor: COLORS.opt, backgroundColor: "rgba(42,157,92,0.15)",
+        stepped: "after", pointRadius: 0, borderColor: COLORS.opt, backgroundColor: "rgba(42,157,92,0.15)",
         fill: "origin", borderWidth: 1.5 }] },
       options: { interaction: { mode: "nearest", axis: "x", intersect: false },
         plugins: { legend: { display: false }, tooltip: { callbacks: {
@@ -354,10 +371,67 @@
     };
   }
 
+  /* Why each miss: per request, billed (left stack) and simulated (right stack, lighter) tokens by cause. */
+  var CAUSE_COLORS = {
+    first_use: "#8a8f98", ttl_expiry: "#d9534f", capacity_eviction: "#6a4c93", in_flight: "#f0a22e",
+    tools_changed: "#2a9d8f", system_changed: "#43aa8b", model_switch: "#2f6fdf", message_edited: "#577590",
+    compaction: "#c05299", partial_block: "#c9ccd2", beyond_breakpoint: "#9c6644", server_side: "#1f1f1f"
+  };
+  function misses() {
+    var m = DATA.misses;
+    var sets = [];
+    var hasBilled = m.causes.some(function (c) { return m.billed[c].some(function (v) { return v != null; }); });
+    m.causes.forEach(function (cause) {
+      var color = CAUSE_COLORS[cause] || "#b0b4bb";
+      if (hasBilled) {
+        sets.push({ label: "Billed: " + m.labels[cause], data: m.billed[cause], backgroundColor: color,
+          stack: "billed", borderWidth: 0 });
+      }
+      sets.push({ label: "Simulated: " + m.labels[cause], data: m.simulated[cause], backgroundColor: color + "88",
+        stack: "simulated", borderWidth: 0 });
+    });
+    return {
+      type: "bar",
+      data: { labels: R.index.map(function (v) { return "#" + v; }), datasets: sets },
+      options: {
+        interaction: { mode: "index", intersect: false },
+        plugins: {
+          /* One legend entry per cause, named by the cause alone (both stacks share its colour). */
+          legend: { labels: { filter: function (item) {
+            var shown = hasBilled ? item.text.indexOf("Billed: ") === 0 : true;
+            item.text = item.text.replace(/^(Billed|Simulated): /, "");
+            return shown;
+          } } },
+          tooltip: requestTooltip(byDataIndex, function (item) {
+            return item.raw ? item.dataset.label + ": " + fmtTokens(item.raw) : null;
+          }) },
+        scales: { x: { stacked: true, title: { display: true, text: "request" }, grid: { display: false } },
+          y: tokenAxis("missed tokens", { stacked: true }) }
+      }
+    };
+  }
+
   var BUILDERS = {
-    "requests": requestBars, "hit-rate": hitRate, "context": contextLength, "growth": growth,
+    "requests": requestBars, "hit-rate": hitRate, "misses": misses, "context": contextLength, "growth": growth,
     "ttl": ttlSweep, "working-set": workingSet, "capacity": capacity, "gantt": gantt, "concurrency": concurrency
   };
+
+  /* Axis titles longer than their axis are clipped by the canvas; the browser test reads this list. */
+  function overflowingTitles(chart) {
+    var ctx = chart.ctx;
+    var out = [];
+    Object.keys(chart.scales).forEach(function (id) {
+      var scale = chart.scales[id];
+      var title = scale.options.title;
+      if (!title || !title.display || !title.text) { return; }
+      ctx.save();
+      ctx.font = Chart.helpers.toFont(title.font).string;
+      var width = ctx.measureText(title.text).width;
+      ctx.restore();
+      if (width > (scale.isHorizontal() ? scale.width : scale.height)) { out.push(title.text); }
+    });
+    return out;
+  }
 
   /* A canvas counts as drawn only if some pixel is painted; the browser test reads this flag. */
   function isPainted(canvas) {
@@ -378,8 +452,9 @@
     var build = name.indexOf("timing-") === 0 ? function () { return timing(name.slice(7)); } : BUILDERS[name];
     var canvas = box.querySelector("canvas");
     try {
-      new Chart(canvas, build());
+      var chart = new Chart(canvas, build());
       box.setAttribute("data-rendered", isPainted(canvas) ? "1" : "blank");
+      box.setAttribute("data-title-overflow", JSON.stringify(overflowingTitles(chart)));
     } catch (err) {
       box.setAttribute("data-rendered", "error");
       console.error("chart " + name + " failed:", err);
