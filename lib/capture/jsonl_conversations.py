@@ -2,7 +2,7 @@
 
 Files are found and streamed by `jsonl_files`. Broken lines, unknown entry types, `<synthetic>` lines
 and duplicate message ids are skipped or degraded and counted in a ProblemCounter, never fatal (SPEC §9).
-Every entry type Claude Code writes is known by name (docs/jsonl.md): read for turns and sub-agent
+Every entry type Claude Code writes is known by name (docs/inputs.md#entries): read for turns and sub-agent
 facts, or ignored; only types no version writes are counted as unknown.
 """
 from __future__ import annotations
