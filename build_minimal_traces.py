@@ -6,8 +6,8 @@ from typing import Iterable, Optional
 
 import click
 
-from lib.cli import (Command, FiniteFloatRange, Output, common_options, index_db_option, run, time_window_options,
-                     workers_option)
+from lib.cli import (MAX_BLOCK_SIZE, Command, FiniteFloatRange, Output, common_options, index_db_option, run,
+                     time_window_options, workers_option)
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.errors import InputError
 from lib.traces.plan import PlanOptions
@@ -21,7 +21,8 @@ from lib.traces.options import TraceOptions
 @click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where traces are written.")
 @index_db_option
-@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE),
+              help="Tokens per hash block.")
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1), help="Drop traces with fewer parent requests.")
 @click.option("--include-subagents", is_flag=True, help="Add sub-agent markers with their own requests.")
 @click.option("--anonymize", is_flag=True, help="No ids, timestamps or content-derived strings in the output.")
@@ -33,7 +34,8 @@ from lib.traces.options import TraceOptions
 @click.option("--salt", help="Reproducible hashing salt (default: random per run; never written).")
 @click.option("--format", "output_format", type=click.Choice(["kv", "mooncake", "both"]), default="kv", show_default=True,
               help="kv: native JSON per trace; mooncake: one Mooncake JSONL; both.")
-@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1), help="Block size of the Mooncake export.")
+@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE),
+              help="Block size of the Mooncake export.")
 @click.option("--mooncake-sessions", is_flag=True, help="Also write AIPerf's session flavour (per-turn deltas).")
 @workers_option
 @click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,

@@ -10,7 +10,8 @@ import click
 from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, resolve_model
 from lib.cache.tiers import DEFAULT_TIERS_GIB, parse_tiers
 from lib.report.analysis import AnalysisOptions
-from lib.cli import Command, Output, common_options, index_db_option, run, time_window_options, workers_option
+from lib.cli import (MAX_BLOCK_SIZE, Command, FiniteFloatRange, Output, common_options, index_db_option, run,
+                     time_window_options, workers_option)
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.errors import InputError
 from lib.report.visualizer import VisualizerOptions, run_visualizer
@@ -27,9 +28,10 @@ from lib.report.visualizer import VisualizerOptions, run_visualizer
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for reports named after the conversation (default: ./visualizations).")
 @click.option("--text-only", is_flag=True, help="Write only <name>_stats.txt, no HTML.")
-@click.option("--cache-ttl", default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="SEC",
+@click.option("--cache-ttl", default=300.0, show_default=True, type=FiniteFloatRange(0, min_open=True), metavar="SEC",
               help="TTL of the main TTL-model simulation (the sweep always covers 1m…24h and infinite).")
-@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1), help="Tokens per hash block.")
+@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE),
+              help="Tokens per hash block.")
 @click.option("--min-requests", default=1, show_default=True, type=click.IntRange(1),
               help="With `all`: skip conversations with fewer parent requests.")
 @time_window_options

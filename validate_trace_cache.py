@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from lib.atomic import write_atomic
-from lib.cli import Command, FiniteFloatRange, Output, common_options, index_db_option, run, workers_option
+from lib.cli import MAX_BLOCK_SIZE, Command, FiniteFloatRange, Output, common_options, index_db_option, run, workers_option
 from lib.errors import InputError
 from lib.validate.validator import check_gates, validate_traces
 
@@ -24,7 +24,7 @@ from lib.validate.validator import check_gates, validate_traces
               help="Exit 1 when the overall simulated-vs-API accuracy is below PCT.")
 @click.option("--max-error", type=FiniteFloatRange(0), metavar="PCT",
               help="Exit 1 when the API model's median error of any usage field exceeds PCT of the prompt.")
-@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1),
+@click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE),
               help="Block size for the ceil check of Mooncake *.jsonl files.")
 @click.option("--strict", is_flag=True, help="Exit 1 on schema warnings too (missing optional timing, ...).")
 @workers_option

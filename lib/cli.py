@@ -6,15 +6,21 @@ import gc
 import json
 import math
 import os
+import sqlite3
 import sys
 from typing import Any, Callable, Iterable, NoReturn, Optional, TypeVar
 
 import click
 
+from lib.db import describe_database_error, forget_opened
 from lib.errors import CheckFailed, InputError
 from lib.timestamps import parse_timestamp
+from lib.worker_guard import cpu_limit
 
 T = TypeVar("T")
+# A hash block of more tokens than any prompt holds would only make every request one partial block.
+MAX_BLOCK_SIZE = 1 << 20
+NOTES_KEY = "lib.cli.notes"
 GC_FIRST_GENERATION_THRESHOLD = 50_000
 
 
@@ -78,8 +84,9 @@ def common_options(command: Callable) -> Callable:
     """Add --json, -q/--quiet, --progress and --debug, and map exceptions to exit codes.
 
     The wrapped function receives an `out: Output` keyword instead of the four flags.
-    InputError → one line on stderr, exit 2; CheckFailed → its message, exit 1. Any other
-    exception is a bug and keeps its traceback.
+    InputError, a SQLite error (a corrupt, locked, read-only or foreign file) or an OSError naming
+    a file (an output path that cannot be written) → one line on stderr, exit 2; CheckFailed →
+    its message, exit 1. Any other exception is a bug and keeps its traceback.
     """
 
     @click.option("--json", "json_output", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -89,18 +96,43 @@ def common_options(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args: Any, json_output: bool, quiet: bool, progress: Optional[bool], debug: bool, **kwargs: Any) -> Any:
         out = Output(json_output=json_output, quiet=quiet, progress=progress)
+        for note in click.get_current_context().meta.get(NOTES_KEY, ()):
+            if not quiet:
+                click.echo(note, err=True)
+        forget_opened()
         try:
             return command(*args, out=out, **kwargs)
-        except InputError as error:
-            if debug:
+        except (InputError, sqlite3.Error, OSError) as error:
+            if debug or (isinstance(error, OSError) and not error.filename):
                 raise
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {_boundary_message(error)}", err=True)
             sys.exit(2)
         except CheckFailed as error:
             click.echo(f"Check failed: {error}", err=True)
             sys.exit(1)
 
     return wrapper
+
+
+def cap_workers(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> int:
+    """`--workers` callback: at most the CPU count (more processes only contend, each with its own
+    tokenizer and memo), with a one-line note when capped; None (no option given) is the CPU count."""
+    limit = cpu_limit()
+    if value is None:
+        return limit
+    if value > limit:
+        ctx.meta.setdefault(NOTES_KEY, []).append(f"Note: --workers {value} capped at {limit} (the CPU count).")
+        return limit
+    return value
+
+
+def _boundary_message(error: Exception) -> str:
+    """The `<file>: <problem>` of an error at the command boundary."""
+    if isinstance(error, sqlite3.Error):
+        return describe_database_error(error)
+    if isinstance(error, OSError):
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
 
 
 def index_db_option(command: Callable) -> Callable:
@@ -117,8 +149,8 @@ def time_window_options(command: Callable) -> Callable:
 
 def workers_option(command: Callable) -> Callable:
     """--workers N: processes hashing prompts; the output never depends on N."""
-    return click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-                        help="Processes hashing prompts (the same output for any count).")(command)
+    return click.option("--workers", default=1, show_default=True, type=click.IntRange(1), callback=cap_workers,
+                        help="Processes hashing prompts (the same output for any count; at most the CPU count).")(command)
 
 
 class Output:

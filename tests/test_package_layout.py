@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "lib"
-CORE = {"atomic", "cli", "db", "errors", "problems", "records", "timestamps"}
+CORE = {"atomic", "cli", "db", "errors", "problems", "records", "timestamps", "worker_guard"}
 # What each package may import besides itself and the core.
 ALLOWED = {
     "capture": set(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -21,6 +22,10 @@ SUBAGENT_FILE = re.compile(r"^agent-(?P<agent_id>.+)\.jsonl$")
 # Claude Code names a parent log after its session id; other tools store logs as e.g. `<hash>/full.jsonl`.
 SESSION_FILE_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 SESSION_PEEK_LINES = 50
+# Longer lines are skipped unread (`jsonl_line_too_long`): far above any real entry (a base64 image
+# reaches tens of MB), low enough that a runaway file cannot take all memory.
+MAX_LINE_BYTES = 256 << 20
+_READ_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,10 @@ def iter_entries(path: Path, problems: ProblemCounter,
     (examples name the file by `label`, default its base name)."""
     label = label or path.name
     with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
+        for number, raw in enumerate(_capped_lines(stream), start=1):
+            if raw is None:
+                problems.add("jsonl_line_too_long", f"{label}:{number}")
+                continue
             if not raw.strip():
                 continue
             entry = _loads(raw)
@@ -123,6 +131,23 @@ def iter_entries(path: Path, problems: ProblemCounter,
                 problems.add(reason, f"{label}:{number}")
                 continue
             yield number, entry
+
+
+def _capped_lines(stream: Any) -> Iterator[Optional[bytes]]:
+    """Each line of a binary stream, or None for a line over MAX_LINE_BYTES (skipped without keeping it)."""
+    limit = MAX_LINE_BYTES
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) <= limit:
+            yield raw
+            continue
+        while not raw.endswith(b"\n"):  # discard the rest of the long line
+            raw = stream.readline(_READ_CHUNK_BYTES)
+            if not raw:
+                break
+        yield None
 
 
 def _companion_files(parent: Path) -> list[Path]:
@@ -154,9 +179,13 @@ def read_agent_meta(log: LogFile, problems: ProblemCounter) -> Optional[AgentMet
 def _describe_file(path: Path, base: Path, problems: ProblemCounter) -> Optional[LogFile]:
     relative = _relative(path, base)
     try:
-        stat = path.stat()
+        status = path.stat()
     except OSError as error:
         problems.add("unreadable_jsonl_file", f"{relative}: {error.strerror}")
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        # A FIFO would block the scan forever, a link to /dev/zero would grow without end.
+        problems.add("jsonl_not_a_regular_file", relative)
         return None
     match = SUBAGENT_FILE.match(path.name)
     session = _peek_session_id(path)
@@ -164,13 +193,13 @@ def _describe_file(path: Path, base: Path, problems: ProblemCounter) -> Optional
         # The lines' sessionId names the conversation, except in a file Claude Code named after its
         # session: a resumed session's file starts with lines copied under the earlier session's id.
         conversation = path.stem if session is None or SESSION_FILE_NAME.match(path.stem) else session
-        return LogFile(path, conversation, "", stat.st_size, stat.st_mtime_ns, relative)
+        return LogFile(path, conversation, "", status.st_size, status.st_mtime_ns, relative)
     if session is None and path.parent.name == "subagents":
         session = path.parent.parent.name
     if session is None:
         problems.add("subagent_log_without_session", relative)
         return None
-    return LogFile(path, session, match.group("agent_id"), stat.st_size, stat.st_mtime_ns, relative)
+    return LogFile(path, session, match.group("agent_id"), status.st_size, status.st_mtime_ns, relative)
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -183,8 +212,8 @@ def _relative(path: Path, base: Path) -> str:
 def _peek_session_id(path: Path) -> Optional[str]:
     try:
         with path.open("rb") as stream:
-            for _, raw in zip(range(SESSION_PEEK_LINES), stream):
-                entry = _loads(raw)
+            for _, raw in zip(range(SESSION_PEEK_LINES), _capped_lines(stream)):
+                entry = _loads(raw) if raw is not None else None
                 session = entry.get("sessionId") if entry is not None else None
                 if isinstance(session, str) and session:
                     return session

@@ -34,6 +34,7 @@ from lib.capture.proxy_reader import (
 from lib.records import ProxyRequest
 from lib.capture.response_parser import KIND_ERROR, KIND_OK, KIND_PENDING, KIND_UNPARSABLE, USAGE_FIELDS, usage_from_values
 from lib.timestamps import from_epoch, parse_timestamp, to_epoch
+from lib.worker_guard import guard_worker
 
 TABLE = "message_index"
 # 2: capture times and numbers range-checked at read time (an index of 1 keeps rows at 1970).
@@ -106,21 +107,26 @@ class MessageIndexSummary:
 
 
 def update_message_index(
-    proxy: sqlite3.Connection, index: sqlite3.Connection, *, rebuild: bool = False, progress: Optional[Progress] = None
+    proxy: sqlite3.Connection, index: sqlite3.Connection, *, rebuild: bool = False, progress: Optional[Progress] = None,
+    workers: int = 1,
 ) -> MessageIndexSummary:
-    """Bring the message index up to date (or rebuild it) and return counts over the whole index."""
+    """Bring the message index up to date (or rebuild it) and return counts over the whole index.
+
+    `workers` > 1 parses large runs in that many processes (build_message_index.py's --workers);
+    the tools that build the index on the fly parse in their own process, beside their hashing pool.
+    """
     started = time.perf_counter()
     create_state_table(index)
     reason = "" if rebuild else _mismatch_reason(proxy, index)
     if rebuild or reason:
-        processed = _rebuild(proxy, index, progress)
+        processed = _rebuild(proxy, index, progress, workers)
     else:
         _create_table(index, TABLE)
         pending = _arrived_rowids(proxy, index)
         last_rowid = int(_state(index).get("last_rowid", 0))
         new_rows = proxy.execute("SELECT COUNT(*) FROM requests WHERE rowid > ?", (last_rowid,)).fetchone()[0]
         rows = chain(map(_table_row, fetch_proxy_rows(proxy, pending)),
-                     _parsed_rows(proxy, after_rowid=last_rowid, expected=new_rows))
+                     _parsed_rows(proxy, after_rowid=last_rowid, expected=new_rows, workers=workers))
         processed = _index_rows(index, TABLE, _with_progress(rows, progress, len(pending) + new_rows), save_state=True)
     if processed or "generation" not in _state(index):
         _update_twins(index)
@@ -188,13 +194,13 @@ def iter_indexed_requests(
         position = (batch[-1][COLUMN_NAMES.index("ts_epoch")], batch[-1][1])
 
 
-def _rebuild(proxy: sqlite3.Connection, index: sqlite3.Connection, progress: Optional[Progress]) -> int:
+def _rebuild(proxy: sqlite3.Connection, index: sqlite3.Connection, progress: Optional[Progress], workers: int) -> int:
     """Index every row into a shadow table, then swap it in with the state in one transaction."""
     with transaction(index):
         index.execute(f"DROP TABLE IF EXISTS {_SHADOW}")
     _create_table(index, _SHADOW)
     total = proxy.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-    rows = _parsed_rows(proxy, after_rowid=0, expected=total)
+    rows = _parsed_rows(proxy, after_rowid=0, expected=total, workers=workers)
     processed = _index_rows(index, _SHADOW, _with_progress(rows, progress, total), save_state=False)
     with transaction(index):
         index.execute(f"DROP TABLE IF EXISTS {TABLE}")
@@ -205,14 +211,13 @@ def _rebuild(proxy: sqlite3.Connection, index: sqlite3.Connection, progress: Opt
     return processed
 
 
-def _parsed_rows(proxy: sqlite3.Connection, *, after_rowid: int, expected: int) -> Iterator[tuple]:
-    """Table rows for every proxy row past `after_rowid`, in rowid order; parsed by worker processes when many.
+def _parsed_rows(proxy: sqlite3.Connection, *, after_rowid: int, expected: int, workers: int) -> Iterator[tuple]:
+    """Table rows for every proxy row past `after_rowid`, in rowid order; parsed by `workers` processes when many.
 
     Parsing (JSON of bodies, responses and chunks) is nearly all the work and rows are independent,
-    so on a multi-core machine large runs parse chunks of rows in a process pool; results come
-    back in submission order, so the table and its resume points are the same as parsed here.
+    so with workers large runs parse chunks of rows in a process pool; results come back in
+    submission order, so the table and its resume points are the same as parsed here.
     """
-    workers = os.cpu_count() or 1
     path = _database_path(proxy)
     if expected < PARALLEL_MIN_ROWS or workers < 2 or not path:
         return map(_table_row, iter_proxy_rows(proxy, after_rowid=after_rowid))
@@ -223,7 +228,7 @@ def _parsed_in_workers(proxy: sqlite3.Connection, path: str, after_rowid: int, w
     """Rows known at the start, parsed in `workers` processes; later arrivals wait for the next run."""
     row_ids = [row[0] for row in proxy.execute("SELECT rowid FROM requests WHERE rowid > ? ORDER BY rowid", (after_rowid,))]
     chunks = [row_ids[start : start + BATCH_ROWS] for start in range(0, len(row_ids), BATCH_ROWS)]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_open_worker_proxy, initargs=(path,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_open_worker_proxy, initargs=(os.getpid(), path)) as pool:
         for parsed in pool.map(_parse_row_ids, chunks):
             yield from parsed
 
@@ -231,8 +236,9 @@ def _parsed_in_workers(proxy: sqlite3.Connection, path: str, after_rowid: int, w
 _worker_proxy: dict[str, sqlite3.Connection] = {}
 
 
-def _open_worker_proxy(path: str) -> None:
+def _open_worker_proxy(parent_pid: int, path: str) -> None:
     """Pool initializer: each worker reads the proxy DB through its own read-only connection."""
+    guard_worker(parent_pid)
     _worker_proxy["proxy"] = open_proxy_db(path)
 
 

@@ -25,14 +25,18 @@ from lib.capture.response_parser import USAGE_FIELDS, ResponseFacts, header_valu
 from lib.timestamps import parse_timestamp
 
 BATCH_ROWS = 64
+MAX_INT64 = 2**63 - 1
 # The time of a row none of its own times date (reason `timestamp_unknown`): consumers that know the
 # JSONL time of its turn use that instead (lib/traces/plan.py, lib/report/selection.py).
 UNKNOWN_TIME = datetime.fromtimestamp(0, tz=timezone.utc)
 # Capture times outside this window are corrupt (year 1, 9999, the epoch), never a real request.
 EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 LATEST_TIME = datetime(2100, 1, 1, tzinfo=timezone.utc)
-# Far above any context window or output limit: a larger usage count is corrupt, not a real one.
-MAX_PLAUSIBLE_TOKENS = 100_000_000
+# A usage count above ten times the largest context window (1M tokens) is corrupt, not a real one;
+# kept, it would overflow SQLite or the trace writer, and `--token-count api` would make a block key
+# per 64 of its tokens. A response time or TTFT above 2^32 ms (~50 days) is corrupt too.
+MAX_PLAUSIBLE_TOKENS = 10_000_000
+MAX_PLAUSIBLE_SECONDS = 2**32 / 1000
 # Keys that differ between the two halves of an old-proxy pair (SPEC §1.4).
 TWIN_VARYING_KEYS = ("stream", "max_tokens")
 _COLUMNS = "rowid, id, timestamp, headers, body, response, model"
@@ -122,8 +126,8 @@ def parse_proxy_row_with_facts(row: tuple) -> tuple[ProxyRequest, ResponseFacts]
         anthropic_request_id=facts.anthropic_request_id,
         session_header=header_value(headers, "X-Claude-Code-Session-Id"),
         max_tokens=body.max_tokens,
-        # isdecimal, not isdigit: "²" is a digit that int() rejects.
-        retry_count=int(retry) if retry is not None and retry.isdecimal() else None,
+        # isdecimal, not isdigit: "²" is a digit that int() rejects; at most 18 digits fit SQLite's INTEGER.
+        retry_count=int(retry) if retry is not None and retry.isdecimal() and len(retry) <= 18 else None,
         prompt_key=body.prompt_key,
         message_count=body.message_count,
         problems=tuple(row_problems),
@@ -155,20 +159,22 @@ def request_time(raw: Any, facts: ResponseFacts, row_problems: list[str]) -> dat
 def checked_facts(facts: ResponseFacts) -> ResponseFacts:
     """The response facts with implausible numbers dropped (unknown) and counted by reason.
 
-    Negative or absurd usage, a negative `responseTime` and a `completedAt` outside the time window
-    would otherwise reach the traces unflagged (and the validator would reject them).
+    One rule for every number: below 0 is `negative_<what>`; not finite or above its bound
+    (MAX_PLAUSIBLE_TOKENS, MAX_PLAUSIBLE_SECONDS) is `implausible_<what>`, for usage,
+    response_time and ttft. A `completedAt` outside the time window is `completed_at_out_of_range`.
+    Kept, such values would reach the traces unflagged (and the validator would reject them) or
+    overflow SQLite and the trace writer.
     """
     problems: list[str] = []
     changes: dict[str, Any] = {}
-    for name in USAGE_FIELDS:
+    checks: list[tuple[str, str, float]] = [(name, "usage", MAX_PLAUSIBLE_TOKENS) for name in USAGE_FIELDS]
+    checks += [("api_time_s", "response_time", MAX_PLAUSIBLE_SECONDS), ("ttft_s", "ttft", MAX_PLAUSIBLE_SECONDS)]
+    for name, what, bound in checks:
         value = getattr(facts, name)
-        if value is not None and not 0 <= value <= MAX_PLAUSIBLE_TOKENS:
-            problems.append("negative_usage" if value < 0 else "implausible_usage")
-            changes[name] = None
-    api_time = facts.api_time_s
-    if api_time is not None and not (math.isfinite(api_time) and api_time >= 0):
-        problems.append("negative_response_time")
-        changes["api_time_s"] = None
+        if value is None or (math.isfinite(value) and 0 <= value <= bound):
+            continue
+        problems.append(f"negative_{what}" if value < 0 else f"implausible_{what}")
+        changes[name] = None
     if facts.completed_at is not None and not in_time_window(facts.completed_at):
         problems.append("completed_at_out_of_range")
         changes["completed_at"] = None
@@ -204,24 +210,36 @@ def parse_request_body(raw: Any) -> RequestBodyFacts:
     if not isinstance(body, dict):
         return RequestBodyFacts(None, None, 0, None, None, ("request_body_not_an_object",))
     messages = body.get("messages")
-    problems = () if isinstance(messages, list) and messages else ("body_without_messages",)
+    problems: tuple[str, ...] = () if isinstance(messages, list) and messages else ("body_without_messages",)
     max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int) and not 0 <= max_tokens <= MAX_INT64:
+        problems += ("max_tokens_out_of_range",)
+        max_tokens = None
     model = body.get("model")
+    key = prompt_key(body)
+    if key is None:
+        problems += ("request_body_too_deep",)
     return RequestBodyFacts(
         # The proxy drops `stream: false`, so an absent key means non-streaming (SPEC §1.2).
         is_streaming=body.get("stream") is True,
         max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
         message_count=len(messages) if isinstance(messages, list) else 0,
         model=model if isinstance(model, str) and model else None,
-        prompt_key=prompt_key(body),
+        prompt_key=key,
         problems=problems,
     )
 
 
-def prompt_key(body: dict) -> str:
-    """Hex xxh3_64 of the body without `stream`/`max_tokens`: equal for old-proxy twins (SPEC §1.4)."""
+def prompt_key(body: dict) -> Optional[str]:
+    """Hex xxh3_64 of the body without `stream`/`max_tokens`: equal for old-proxy twins (SPEC §1.4).
+
+    None for a body nested deeper than orjson writes (254 levels; it reads 1024).
+    """
     trimmed = {key: value for key, value in body.items() if key not in TWIN_VARYING_KEYS}
-    return xxhash.xxh3_64_hexdigest(orjson.dumps(trimmed))
+    try:
+        return xxhash.xxh3_64_hexdigest(orjson.dumps(trimmed))
+    except TypeError:  # orjson's "Recursion limit reached" (a bare TypeError, JSONEncodeError's base)
+        return None
 
 
 def _parse_headers(raw: Any) -> Optional[dict]:

@@ -29,6 +29,9 @@ USAGE_FIELDS = (
     "output_tokens",
 )
 
+# HTTP status codes have three digits: a larger one is corrupt (and could overflow SQLite's INTEGER).
+MAX_STATUS_CODE = 999
+
 _DATA_OBJECT = "data: {"
 _SERVER_TIMING_DUR = re.compile(r"dur=([0-9]+(?:\.[0-9]+)?)")
 # API usage key for each of our prompt-side fields (the output count is handled apart, SPEC §1.3).
@@ -88,7 +91,11 @@ def usage_from_values(*values: Optional[int]) -> Optional[Usage]:
 
 
 def parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
-    """Parse one `response` column value: NULL → pending, broken JSON → unparsable (SPEC §1.3)."""
+    """Parse one `response` column value: NULL → pending, broken JSON → unparsable (SPEC §1.3).
+
+    A `statusCode` above 999 makes the response unparsable (`status_code_out_of_range`); usage and
+    times are range-checked by the caller (`lib.capture.proxy_reader.checked_facts`).
+    """
     if raw is None:
         return ResponseFacts(kind=KIND_PENDING)
     try:
@@ -100,6 +107,8 @@ def parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
 
     headers = found if isinstance(found := response.get("headers"), dict) else {}
     status = _as_int(response.get("statusCode"))
+    if status is not None and not 0 <= status <= MAX_STATUS_CODE:
+        return ResponseFacts(kind=KIND_UNPARSABLE, problems=("status_code_out_of_range",))
     chunks = response.get("streamingChunks")
     is_streaming = response.get("isStreaming") if isinstance(response.get("isStreaming"), bool) else None
     common: dict[str, Any] = {

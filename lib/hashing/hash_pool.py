@@ -25,6 +25,7 @@ from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
 from lib.hashing.request_hashing import HashedRequest, RequestHasher, iter_bodies
 from lib.hashing.tokenizer import LazyEncoder
+from lib.worker_guard import guard_worker
 
 # Below this many requests a chunk is not cut (per-task overhead); a chunk this many times longer is
 # cut even where the cut re-tokenizes the conversation's history in the next chunk's worker.
@@ -65,7 +66,8 @@ def _make_hasher(settings: HashSettings, encoder: Any = None) -> RequestHasher:
                          encoder=encoder, keep_boundaries=settings.keep_boundaries)
 
 
-def _init_worker(db_path: str, settings: HashSettings) -> None:
+def _init_worker(parent_pid: int, db_path: str, settings: HashSettings) -> None:
+    guard_worker(parent_pid)
     _worker["proxy"] = open_proxy_db(db_path)
     _worker["hasher"] = _make_hasher(settings)
 
@@ -166,7 +168,8 @@ class HashPool:
         self._pool: Optional[ProcessPoolExecutor] = None
         self._stopping: Optional[threading.Thread] = None
         if workers > 1:
-            self._pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(db_path, settings))
+            self._pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                             initargs=(os.getpid(), db_path, settings))
             # The first submit starts every worker (fork); each loads its tokenizer now.
             self._pool.submit(os.getpid)
 

@@ -28,6 +28,8 @@ from lib.hashing.tokenizer import load_encoder
 BODY_BATCH_ROWS = 64
 # The API honours at most 4 cache_control breakpoints per request (SPEC §6.4).
 MAX_BREAKPOINTS = 4
+# orjson writes at most this many levels of nesting (it reads 1024): a body nested deeper is skipped.
+MAX_JSON_DEPTH = 254
 # Normalized bytes kept by the section memo (LRU); ~the unique content a few conversations need.
 DEFAULT_MAX_MEMO_BYTES = 128_000_000
 
@@ -170,7 +172,9 @@ class RequestHasher:
         """
         try:
             raw = orjson.dumps(value)
-        except orjson.JSONEncodeError:
+        except TypeError:  # JSONEncodeError, or the bare TypeError of orjson's recursion limit
+            if _nesting_exceeds(value, MAX_JSON_DEPTH):
+                raise _TooDeep from None
             # What orjson cannot write (lone surrogates, huge ints...) is rare: compute it directly.
             return _compute_section(value), None
         key = xxhash.xxh3_128_digest(raw)
@@ -198,6 +202,12 @@ class RequestHasher:
         """
         if raw is None:
             return "body_missing", None
+        try:
+            return self._hash_body(raw)
+        except _TooDeep:
+            return "body_too_deep", None
+
+    def _hash_body(self, raw: bytes) -> tuple[Optional[str], Optional[HashedRequest]]:
         reuse = self.reader.reuse(raw)
         if reuse is not None:
             span = reuse.header_span
@@ -267,6 +277,22 @@ class RequestHasher:
             boundaries=boundaries,
             billing_header=billing_header,
         )
+
+
+class _TooDeep(Exception):
+    """A section nested deeper than MAX_JSON_DEPTH: its request is skipped as `body_too_deep`."""
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """True when lists and dicts in `value` nest more than `limit` levels (iterative: no recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def iter_bodies(proxy: sqlite3.Connection, requests: Sequence[ProxyRequest]

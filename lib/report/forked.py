@@ -11,6 +11,8 @@ import os
 import pickle
 from typing import Any, Callable, Generic, Optional, TypeVar
 
+from lib.worker_guard import guard_worker
+
 T = TypeVar("T")
 
 
@@ -24,6 +26,7 @@ class ForkedCall(Generic[T]):
             self._outcome = _attempt(function, args, kwargs)
             return
         read_end, write_end = os.pipe()
+        parent_pid = os.getpid()
         try:
             pid = os.fork()
         except OSError:  # no process to spare (e.g. a process limit): compute here, same result
@@ -35,6 +38,7 @@ class ForkedCall(Generic[T]):
             status = 1
             try:
                 os.close(read_end)
+                guard_worker(parent_pid)
                 with os.fdopen(write_end, "wb") as stream:
                     stream.write(_pickled(_attempt(function, args, kwargs)))
                 status = 0

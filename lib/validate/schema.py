@@ -69,6 +69,7 @@ RULES = {rule.code: rule for rule in (
     Rule("empty_requests", ERROR, "a trace or sub-agent without requests (our contract)"),
     Rule("duplicate_trace_id", ERROR, "trace ids name the replayed sessions (our contract)"),
     Rule("session_arithmetic", ERROR, "AIPerf replays a session row as history + answer + row: the prompt would differ from the trace's"),
+    Rule("nested_too_deep", ERROR, "a value nested deeper than 254 levels: no field of the format nests, and orjson cannot write it"),
     Rule("global_hash_id_scope", WARNING, "loads in kv-cache-tester only: AIPerf's weka_trace and Dynamo's replay require `local`"),
     Rule("missing_api_time", WARNING, "replays fall back to no server time for the request"),
     Rule("missing_think_time", WARNING, "replays take the gap from `t` alone"),

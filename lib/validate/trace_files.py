@@ -160,11 +160,16 @@ def check_directory(path: str | Path, *, mooncake_block_size: int = 512,
                 ids_seen.setdefault(trace_id, name)
                 if mooncake:
                     lanes[trace_id] = _lane_prompts(requests)
-            digest = xxhash.xxh3_128_digest(orjson.dumps(requests))
-            if digest in digests_seen:
-                problems.append(SchemaProblem(name, "requests", f"duplicate trace: identical request list to {digests_seen[digest]}",
-                                              "duplicate_request_list"))
-            digests_seen.setdefault(digest, name)
+            try:
+                digest = xxhash.xxh3_128_digest(orjson.dumps(requests))
+            except TypeError:  # orjson's "Recursion limit reached": it reads 1024 levels but writes 254
+                problems.append(SchemaProblem(name, "requests", "nested deeper than 254 levels", "nested_too_deep"))
+            else:
+                if digest in digests_seen:
+                    problems.append(SchemaProblem(name, "requests",
+                                                  f"duplicate trace: identical request list to {digests_seen[digest]}",
+                                                  "duplicate_request_list"))
+                digests_seen.setdefault(digest, name)
         _count_loads(result, problems, NATIVE_CONSUMERS)
         result.problems.extend(problems)
     for file in mooncake:
