@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,15 @@ def fixture_db(fixture_dir: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def example_db(tmp_path: Path) -> Path:
-    """A writable copy of the bundled example DB."""
+    """A writable copy of the bundled example DB as the proxy wrote it: the shipped index tables dropped."""
     source = EXAMPLES_DIR / "requests.db"
     if not source.is_file():
         pytest.skip("examples/requests.db not generated yet")
     target = tmp_path / "requests.db"
     shutil.copyfile(source, target)
+    with sqlite3.connect(target) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for name in tables:
+            if name != "requests" and not name.startswith("sqlite_"):
+                db.execute(f'DROP TABLE "{name}"')
     return target

@@ -97,7 +97,7 @@ def test_real_proxy_fixture_eviction_time(fixture_db: Path, fixture_dir: Path, t
     refresh = fits["all"]["refresh"]
     assert (fits["all"]["requests"], refresh["ttl_s"], refresh["range_low_s"], refresh["range_high_s"]) == (39, 30, 30, None)
     assert fits["all"]["billed_hit_rate"] == pytest.approx(0.879, abs=5e-4)
-    assert refresh["error"] == pytest.approx(-0.0258, abs=5e-4)
+    assert refresh["error"] == pytest.approx(-0.0198, abs=5e-4)
 
 
 def test_no_refresh_model_is_skipped_past_its_budget() -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from lib.synthetic.proxy_response import error_response
 from lib.synthetic.proxy_db_writer import go_json, proxy_body
@@ -72,7 +74,31 @@ def test_shipped_schema_equals_the_real_proxy_schema(fixture_dir: Path) -> None:
     shipped = EXAMPLES_DIR / "requests.db"
     if not shipped.is_file():
         pytest.skip("examples/requests.db not generated yet")
-    assert _schema(shipped) == _schema(fixture_dir / "requests.db")
+    # The proxy's own table; the example also ships our index tables (see the next test).
+    proxy_schema = [entry for entry in _schema(shipped) if entry[2] == "requests"]
+    assert proxy_schema == _schema(fixture_dir / "requests.db")
+
+
+def test_shipped_example_is_indexed_so_the_walkthrough_writes_nothing(tmp_path: Path) -> None:
+    """`make example` runs the seed's index commands on examples/requests.db: in a fresh clone (new
+    paths, new mtimes) they must find nothing new and leave the tracked file byte-identical."""
+    from build_conversation_index import main as build_conversation_index
+    from build_message_index import main as build_message_index
+
+    shipped = EXAMPLES_DIR / "requests.db"
+    if not shipped.is_file():
+        pytest.skip("examples/requests.db not generated yet")
+    clone = tmp_path / "clone" / "examples"
+    clone.mkdir(parents=True)
+    shutil.copyfile(shipped, clone / "requests.db")
+    shutil.copytree(EXAMPLES_DIR / "jsonl", clone / "jsonl")
+    before = (clone / "requests.db").read_bytes()
+    runner = CliRunner()
+    first = runner.invoke(build_message_index, [str(clone / "requests.db")])
+    assert first.exit_code == 0 and "up to date: nothing new to do" in first.output
+    second = runner.invoke(build_conversation_index, [str(clone / "requests.db"), "--projects-path", str(clone / "jsonl")])
+    assert second.exit_code == 0 and "1 of them identical to the index (nothing written)" in second.output
+    assert (clone / "requests.db").read_bytes() == before
 
 
 def test_generated_schema_equals_the_real_proxy_schema(fixture_dir: Path, variants: dict[str, Path]) -> None:

@@ -149,7 +149,7 @@ def test_fixture_sessions_rebuild_every_native_prompt(fixture_db: Path, fixture_
     assert manifest["mooncake_sessions"] == {"sessions": 4, "restarts": 0, "one_token_rows": 0}
 
 
-@pytest.mark.parametrize(("token_count", "last_parent"), [("tokenizer", 43439), ("api", 51172)])
+@pytest.mark.parametrize(("token_count", "last_parent"), [("tokenizer", 43439), ("api", 51174)])
 def test_example_sessions_rebuild_every_native_prompt(example_db: Path, tmp_path: Path, token_count: str,
                                                       last_parent: int):
     summary = build(example_db, EXAMPLES_DIR / "jsonl", tmp_path / "out", token_count)

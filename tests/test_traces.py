@@ -230,9 +230,11 @@ def test_hand_made_conversation_shares_exactly_the_hand_computed_prefix(hand: tu
     # (15 of r3's 48 ids kept < 50 %) → the types of the whole prompt even though r3 stopped on tool_use.
     assert [r["input_types"] for r in (r1, r2, r3, r4)] == [["text"], ["tool_result"], ["text"], ["text"]]
     assert [r["input_types"] for r in (s1, s2)] == [["text"], ["tool_result"]]
-    assert [r["t"] for r in document["requests"]] == [0, 1.9, 10, 60, 1200]
-    assert [r["think_time"] for r in (r1, r2, r3, r4)] == [0, 8, 48, 1138]
-    assert (r1["api_time"], r1["ttft"], s2["think_time"]) == (1.5, 0.7, 1)
+    # Whole-second proxy starts refined to the latest start the sources allow: completedAt (whole
+    # seconds) − 1.5 s puts r1 at 10:00:00.5, so the spawn (JSONL 18:00:01.900Z) is at t = 1.4.
+    assert [r["t"] for r in document["requests"]] == [0, 1.4, 10, 60, 1200]
+    assert [r["think_time"] for r in (r1, r2, r3, r4)] == [0, 8.5, 48.5, 1138.5]
+    assert (r1["api_time"], r1["ttft"], s2["think_time"]) == (1.5, 0.7, 0.5)
 
 
 def test_global_scope_shares_identical_prefixes_across_conversations(hand: tuple[Path, Path], tmp_path: Path):
@@ -335,7 +337,7 @@ def test_split_at_gap_restarts_t_and_keeps_a_subagent_in_its_spawn_segment(hand:
     assert sorted(documents) == sorted([f"{SESSION}_s1", f"{SESSION}_s2", f"{SESSION}_s3", OTHER_SESSION])
     assert summary.traces_written == 4
     s1, s2, s3 = (documents[f"{SESSION}_s{i}"] for i in (1, 2, 3))
-    assert [r["t"] for r in s1["requests"]] == [0, 1.9, 10]
+    assert [r["t"] for r in s1["requests"]] == [0, 1.4, 10]
     assert [r["t"] for r in s2["requests"]] == [0] and [r["t"] for r in s3["requests"]] == [0]
     assert len(markers(s1)) == 1 and not markers(s2) and not markers(s3)
     # Segments share the conversation's id namespace (SPEC §4.7).
@@ -421,7 +423,9 @@ def test_old_proxy_turn_gives_only_its_non_streaming_twin(tmp_path: Path):
     run(db, jsonl, out)
     (request,) = parents(native(out)[SESSION])
     assert (request["type"], request["stop"], request["output_types"]) == ("n", "tool_use", ["thinking", "tool_use"])
-    assert "ttft" not in request and request["api_time"] == 3.548
+    # The turn starts at the twin's send (09:00:00); api_time runs to the replay's answer: the replay
+    # started at 09:00:02.952 (JSONL line 06.500 − 3.548 s) and took 3.548 s.
+    assert "ttft" not in request and (request["t"], request["api_time"]) == (0, 6.5)
     (row,) = sidecar(out, SESSION)
     assert row["message_id"] == "msg_Replay" and row["has_old_proxy_twin"] is True
 

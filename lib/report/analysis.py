@@ -34,7 +34,7 @@ from lib.cache.eviction_time import EVICTION_TTLS_S, BilledRequest, EvictionTime
 from lib.cache.kv_bytes import DEFAULT_PRESET, PRESETS, KVGeometry
 from lib.cache.tiers import DEFAULT_TIERS_GIB, TierHits, tier_split
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
-from lib.records import ProxyRequest
+from lib.records import ProxyRequest, Usage
 from lib.report.model import (
     CAPACITY_TARGET_SHARES, LANE_PARENT, LANE_UNLINKED, CacheSplit, CapacityCurve, CapacityPoint,
     CapacityTarget, ConcurrencyPoint, ModelUsage, QualityCount, RequestMissCauses, RequestPoint, SubagentLane,
@@ -42,6 +42,7 @@ from lib.report.model import (
 )
 from lib.hashing.request_hashing import HashedRequest
 from lib.report.selection import QUALITY_LABELS, SelectedRequest, Selection
+from lib.capture.turn_timing import without_twin_write
 
 ONE_HOUR_S = 3600.0
 # Belady needs one full pass per capacity (~0.2 ms per request each); past this many requests
@@ -126,10 +127,20 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     capacity = run(_capacity, events, options) if events else None
     sweeping = run(sweep_ttl, events, ttls, block_size=options.block_size)
     tiering = run(_tiers, events, options) if events else None
-    fitting = run(effective_eviction_time, events, _billed(turns), block_size=options.block_size,
-                  ttls=options.eviction_ttls_s) if events else None
+    # Fitted to the billed usage beside the API model; on a cleaned old-proxy capture to the estimate,
+    # which needs the API model's reads: never to stored reads that include the deleted twins' writes
+    # (lib/capture/turn_timing.py).
+    fit_after_api_model = selection.cleaned_old_proxy
+    fitting = run(effective_eviction_time, events, _billed(turns, [t.request.usage for t in turns]),
+                  block_size=options.block_size, ttls=options.eviction_ttls_s) if events and not fit_after_api_model else None
     predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
-    points = _points(turns, predictions)
+    points = _points(turns, predictions, cleaned_old_proxy=selection.cleaned_old_proxy)
+    # The API usage the figures compare with: the points' (on a cleaned capture, the estimate).
+    api_usages = [Usage(input_tokens=p.api.new_tokens, cache_read_input_tokens=p.api.cache_read_tokens,
+                        cache_creation_input_tokens=p.api.cache_creation_tokens) if p.api else None for p in points]
+    if events and fit_after_api_model:
+        fitting = run(effective_eviction_time, events, _billed(turns, api_usages), block_size=options.block_size,
+                      ttls=options.eviction_ttls_s)
     sweep = sweeping.result()
     main = sweep[ttls.index(options.cache_ttl_s)]
     return Analysis(
@@ -145,13 +156,13 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
         gaps_s=tuple(b.start_s - a.start_s for a, b in zip(turns, turns[1:])),
         subagents=_subagent_lanes(selection, turns),
         concurrency=_concurrency(turns),
-        models=_models(turns),
+        models=_models(turns, points),
         quality=tuple(QualityCount(QUALITY_LABELS.get(reason, reason.replace("_", " ")), entry["count"],
                                    tuple(entry["examples"]))
                       for reason, entry in _ordered(selection.problems.as_dict())),
         token_ratio=_token_ratio(turns),
         duration_s=max((t.end_s for t in turns), default=0.0),
-        miss_causes=_miss_causes(turns, events, options),
+        miss_causes=_miss_causes(turns, events, options, api_usages),
         tiers=tiering.result() if tiering else (),
         eviction=fitting.result() if fitting else None,
     )
@@ -233,19 +244,28 @@ def _scaled(split: CacheSplit, turn: Turn) -> CacheSplit:
     return CacheSplit(read, creation, usage.prompt_tokens - read - creation)
 
 
-def _points(turns: Sequence[Turn], predictions: Sequence[PredictedUsage]) -> tuple[RequestPoint, ...]:
-    """One RequestPoint per turn; context and growth in API tokens where the API reported usage."""
+def _points(turns: Sequence[Turn], predictions: Sequence[PredictedUsage], *,
+            cleaned_old_proxy: bool = False) -> tuple[RequestPoint, ...]:
+    """One RequestPoint per turn; context and growth in API tokens where the API reported usage.
+
+    On a cleaned old-proxy capture a linked turn's usage (any turn's, without links) has its deleted
+    twin's write taken back.
+    """
     points = []
     previous_context: dict[str, int] = {}
     previous_end: dict[str, float] = {}
+    linked = any(turn.item.conversation_id is not None for turn in turns)
     for index, (turn, predicted) in enumerate(zip(turns, predictions)):
         request, lane = turn.request, turn.item.lane
         usage = request.usage
+        simulated = _scaled(CacheSplit(predicted.cache_read, predicted.cache_creation, predicted.input), turn)
+        if cleaned_old_proxy and usage and (turn.item.conversation_id is not None or not linked):
+            usage = without_twin_write(usage, simulated.cache_read_tokens)
         context = usage.prompt_tokens if usage else turn.hashed.token_count
         think = previous_end.get(lane)
         points.append(RequestPoint(
             index=index, t_s=turn.start_s, lane=lane, model=request.model,
-            simulated=_scaled(CacheSplit(predicted.cache_read, predicted.cache_creation, predicted.input), turn),
+            simulated=simulated,
             api=CacheSplit(usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
             if usage else None,
             context_tokens=context, growth_tokens=context - previous_context.get(lane, context),
@@ -285,8 +305,8 @@ def _comparable_hit_rate(result: TTLResult, turns: Sequence[Turn]) -> float:
     return sum(split.cache_read_tokens for split in splits) / prompt if prompt else result.hit_rate
 
 
-def _miss_causes(turns: Sequence[Turn], events: Sequence[CacheEvent],
-                 options: AnalysisOptions) -> tuple[RequestMissCauses, ...]:
+def _miss_causes(turns: Sequence[Turn], events: Sequence[CacheEvent], options: AnalysisOptions,
+                 api_usages: Sequence[Optional[Usage]]) -> tuple[RequestMissCauses, ...]:
     """Each request's misses by cause: the main TTL model's, and the API's billed ones (see lib/cache/miss_causes.py).
 
     Both in API tokens where the API reported usage: the simulated causes are scaled to the misses
@@ -305,18 +325,17 @@ def _miss_causes(turns: Sequence[Turn], events: Sequence[CacheEvent],
                                                                sections=sections)
     written_end: dict[str, int] = {}  # per lane: the previous request's last breakpoint
     causes = []
-    for turn, ours, billed in zip(turns, simulated, billed_replay):
-        causes.append(_request_causes(turn, ours, billed, block_size, written_end.get(turn.item.lane)))
+    for turn, ours, billed, usage in zip(turns, simulated, billed_replay, api_usages):
+        causes.append(_request_causes(turn, ours, billed, usage, block_size, written_end.get(turn.item.lane)))
         written_end[turn.item.lane] = max(turn.hashed.breakpoints, default=0)
     return tuple(causes)
 
 
-def _request_causes(turn: Turn, ours: RequestMisses, billed: RequestMisses, block_size: int,
+def _request_causes(turn: Turn, ours: RequestMisses, billed: RequestMisses, usage: Optional[Usage], block_size: int,
                     written_end: Optional[int]) -> RequestMissCauses:
     """One request's causes, scaled like its simulated split; billed None without API usage."""
     split = _scaled(_ttl_split(turn, ours.hit_tokens // block_size, block_size), turn)
     misses = split.cache_creation_tokens + split.new_tokens
-    usage = turn.request.usage
     return RequestMissCauses(
         simulated=split_tokens(ours.by_cause(), misses),
         billed=attribute_billed(billed, usage.cache_read_input_tokens, usage.prompt_tokens, written_end=written_end)
@@ -365,12 +384,11 @@ def _tiers(events: Sequence[CacheEvent], options: AnalysisOptions) -> tuple[Tier
     return tier_split(profile, options.tiers_gib, options.kv_model.bytes_per_token)
 
 
-def _billed(turns: Sequence[Turn]) -> list[BilledRequest]:
+def _billed(turns: Sequence[Turn], usages: Sequence[Optional[Usage]]) -> list[BilledRequest]:
     """Each turn's model family and billed usage, for the effective-eviction-time fit."""
     return [BilledRequest(model_family(t.request.model) or t.request.model or "unknown",
-                          t.request.usage.prompt_tokens if t.request.usage else None,
-                          t.request.usage.cache_read_input_tokens if t.request.usage else None, t.end_s)
-            for t in turns]
+                          usage.prompt_tokens if usage else None, usage.cache_read_input_tokens if usage else None, t.end_s)
+            for t, usage in zip(turns, usages)]
 
 
 def _opt_capacities(events: Sequence[CacheEvent], rates: Sequence[float], curve: Sequence[CurvePoint],
@@ -446,18 +464,18 @@ def _concurrency(turns: Sequence[Turn]) -> tuple[ConcurrencyPoint, ...]:
     return tuple(series)
 
 
-def _models(turns: Sequence[Turn]) -> tuple[ModelUsage, ...]:
-    """Requests and API tokens per model, most requests first."""
+def _models(turns: Sequence[Turn], points: Sequence[RequestPoint]) -> tuple[ModelUsage, ...]:
+    """Requests and API tokens per model (the points' API split, estimated where it is), most requests first."""
     totals: dict[str, list[int]] = {}
-    for turn in turns:
+    for turn, point in zip(turns, points):
         usage = turn.request.usage
         row = totals.setdefault(turn.request.model or "unknown", [0, 0, 0, 0, 0])
         row[0] += 1
-        if usage:
+        if usage and point.api:
             row[1] += usage.input_tokens
             row[2] += usage.output_tokens
-            row[3] += usage.cache_read_input_tokens
-            row[4] += usage.cache_creation_input_tokens
+            row[3] += point.api.cache_read_tokens
+            row[4] += point.api.cache_creation_tokens
     ordered = sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))
     return tuple(ModelUsage(model, *values) for model, values in ordered)
 

@@ -86,7 +86,9 @@ def cards(analysis: Analysis) -> tuple[SummaryCard, ...]:
     return (
         SummaryCard("Requests", str(len(analysis.points)),
                     f"{lanes['parent']} parent · {lanes['sub-agent']} sub-agent · {lanes['unlinked']} unlinked", is_key=True),
-        SummaryCard("API hit rate", format_pct(comparison.api.hit_rate), "cache_read / prompt tokens", is_key=True),
+        SummaryCard("API hit rate", format_pct(comparison.api.hit_rate),
+                    "estimated: cleaned old-proxy capture" if analysis.selection.cleaned_old_proxy
+                    else "cache_read / prompt tokens", is_key=True),
         SummaryCard("API-model hit rate", format_pct(comparison.api_model.hit_rate),
                     f"accuracy {format_pct(comparison.api_model_accuracy)}", is_key=True),
         SummaryCard(f"TTL-model hit rate ({ttl_label})", format_pct(comparison.ttl_model.hit_rate),

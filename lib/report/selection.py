@@ -27,6 +27,7 @@ from lib.capture.proxy_reader import UNKNOWN_TIME
 from lib.records import ProxyRequest, SubagentLink
 from lib.report.model import LANE_PARENT, LANE_UNLINKED
 from lib.capture.response_parser import KIND_OK
+from lib.capture.turn_timing import answers_logged_at, first_sends, is_cleaned_old_proxy, iter_turns, load_replay_twins
 from lib.capture.unlogged_subagents import unlogged_subagent_requests
 
 COMBINED = "combined"
@@ -49,6 +50,10 @@ QUALITY_LABELS: dict[str, str] = {
     "subagent_request_ambiguous": "rows inside the windows of two sub-agents without logs: left unlinked",
     "timestamp_unknown_row": "rows without a usable time of their own or a JSONL turn: left out",
 }
+CLEANED_OLD_PROXY_NOTE = (
+    "Cleaned old-proxy capture: every linked turn (every turn, without JSONL links) is a non-streaming replay whose "
+    "streaming twin was deleted, and each replay read its twin's cache write. Their API figures are estimated: "
+    "cache read capped at the API model's read, the rest counted as creation (docs/visualizer.md).")
 # Body problems of a row: counted by the hashing stage as body_unparsable / body_without_messages.
 _BODY_REASONS = frozenset({"broken_request_body", "request_body_not_an_object", "body_without_messages"})
 _ROW_KIND_REASONS = {"error": "error_row", "pending": "pending_row", "unparsable": "unparsable_row"}
@@ -97,6 +102,9 @@ class Selection:
     rows: list[ProxyRequest] = field(default_factory=list)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     notes: list[str] = field(default_factory=list)
+    # Every linked turn (every turn, without links) a replay whose old-proxy twin was deleted: API usage is
+    # estimated (lib/capture/turn_timing.py).
+    cleaned_old_proxy: bool = False
 
 
 def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source: str,
@@ -105,7 +113,11 @@ def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source
     """Bring the indexes up to date (building them when missing) and load what selection needs."""
     ensure_message_index(proxy, index, say=say)
     conversations, jsonl_note = _conversations(proxy, index, projects_path, say)
-    requests = tuple(iter_indexed_requests(index, since=since, until=until))
+    # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
+    loaded = first_sends({r.request_id: r for r in iter_indexed_requests(index, since=since, until=until)},
+                         load_replay_twins(index),
+                         answers_logged_at((turn.request_id, turn.timestamp) for turn in iter_turns(conversations)))
+    requests = tuple(sorted(loaded.values(), key=lambda request: (request.timestamp, request.row_id)))
     twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE is_artifact = 1"))
     generation = read_state(index, "message_index.").get("generation", "")
     message_ids = {turn.message_id: turn.request_id for c in conversations
@@ -176,6 +188,7 @@ def select_combined(capture: Capture) -> Selection:
     _count_shared(capture.conversations, selection.problems)
     selection.problems.merge(capture.unlogged_problems)
     _sort(selection)
+    _mark_cleaned(selection, capture)
     return selection
 
 
@@ -216,7 +229,18 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
     if pairs:
         selection.problems.add("duplicate_pair", count=pairs)
     _sort(selection)
+    _mark_cleaned(selection, capture)
     return selection
+
+
+def _mark_cleaned(selection: Selection, capture: Capture) -> None:
+    """Recognise a cleaned old-proxy capture among the linked turns and say so in the notes."""
+    replays = {replay: artifact for artifact, replay in capture.artifact_twins.items()}
+    # Without JSONL links every turn is judged (a fixed-proxy capture still has its streaming rows).
+    linked = [item.request for item in selection.requests if item.conversation_id is not None]
+    selection.cleaned_old_proxy = is_cleaned_old_proxy(linked or [item.request for item in selection.requests], replays)
+    if selection.cleaned_old_proxy:
+        selection.notes.append(CLEANED_OLD_PROXY_NOTE)
 
 
 def select_all(capture: Capture, *, min_parent_requests: int) -> tuple[list[Selection], int]:

@@ -40,7 +40,9 @@ def format_stats(analysis: Analysis, *, generated_at: str = "") -> str:
         ("Why each miss (missed tokens by cause)", _misses(analysis)),
         ("Cache capacity (LRU / OPT over all requests interleaved)", _capacity(analysis)),
         ("Capacity in bytes (KV model, tiers)", capacity_bytes_lines(kv_capacity(analysis), _table)),
-        ("Effective eviction time (TTL fitted to the billed cache reads)", eviction_lines(analysis.eviction, _table)),
+        ("Effective eviction time (TTL fitted to the billed cache reads"
+         f"{', estimated: cleaned old-proxy capture' if analysis.selection.cleaned_old_proxy else ''})",
+         eviction_lines(analysis.eviction, _table)),
         ("Sub-agents", _subagents(analysis)),
         ("Data quality", _quality(analysis)),
     ]
@@ -84,7 +86,8 @@ def _share(tokens: int, split: CacheSplit) -> float:
 
 def _input_tokens(comparison: Comparison, analysis: Analysis) -> list[str]:
     ttl = format_ttl(analysis.options.cache_ttl_s)
-    sides: list[tuple[str, CacheSplit]] = [("API", comparison.api), ("API model", comparison.api_model),
+    api_label = "API (estimated)" if analysis.selection.cleaned_old_proxy else "API"
+    sides: list[tuple[str, CacheSplit]] = [(api_label, comparison.api), ("API model", comparison.api_model),
                                              (f"TTL model {ttl}", comparison.ttl_model)]
     header = ("", *[name for name, _ in sides])
     rows = [header]
@@ -97,6 +100,8 @@ def _input_tokens(comparison: Comparison, analysis: Analysis) -> list[str]:
     rows.append(("accuracy", "", format_pct(comparison.api_model_accuracy), format_pct(comparison.ttl_model_accuracy)))
     lines = _table(rows)
     lines.append(f"Over the {comparison.requests} requests with API usage; accuracy = 1 − |sim − api| / api on hit rates.")
+    if analysis.selection.cleaned_old_proxy:
+        lines.append("API estimated: a cleaned old-proxy capture, see Data quality.")
     if analysis.token_ratio is not None:
         lines.append(f"Simulated splits scaled per request to the API's prompt size (cl100k_base/API ratio "
                      f"{analysis.token_ratio:.3f}).")

@@ -63,6 +63,8 @@ class ReportResult:
     ttl_model_accuracy: Optional[float]
     # The data-quality counts by reason, in --json too (SPEC §9), not only in the stats text.
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A cleaned old-proxy capture: the API figures are estimated (lib/capture/turn_timing.py).
+    api_estimated: bool = False
     # Missed tokens by cause (lib/cache/miss_causes.py): {"simulated": {...}, "billed": {...}}.
     miss_causes: dict[str, dict[str, int]] = field(default_factory=dict)
     # Capacities in tokens and GiB, tiers (docs/cache-models.md); None without requests.
@@ -103,7 +105,8 @@ class VisualizerSummary:
             written = ", ".join(str(path) for path in (report.html, report.stats) if path)
             parts.append(
                 f"{report.name}: {report.requests} request{'' if report.requests == 1 else 's'}, "
-                f"API hit rate {report.api_hit_rate:.1%}, API model "
+                f"API hit rate {report.api_hit_rate:.1%}"
+                f"{' (estimated: cleaned old-proxy capture)' if report.api_estimated else ''}, API model "
                 f"{report.api_model_hit_rate:.1%} (accuracy {_pct(report.api_model_accuracy)}), TTL model "
                 f"{report.ttl_model_hit_rate:.1%} (accuracy {_pct(report.ttl_model_accuracy)}); wrote {written}.")
         if len(self.reports) > 5:
@@ -245,7 +248,7 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool, stem:
         requests=len(analysis.points), api_hit_rate=comparison.api.hit_rate,
         api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
-        problems=analysis.selection.problems.as_dict(),
+        problems=analysis.selection.problems.as_dict(), api_estimated=analysis.selection.cleaned_old_proxy,
         miss_causes={"simulated": ordered_totals([c.simulated for c in analysis.miss_causes]),
                      "billed": ordered_totals([c.billed for c in analysis.miss_causes if c.billed is not None])},
         capacity_bytes=dataclasses.asdict(model.kv_capacity) if model.kv_capacity else None,

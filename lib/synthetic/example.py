@@ -1,8 +1,9 @@
 """Turn the example scenario into files: `requests.db` rows per proxy variant and the JSONL logs.
 
 Variants (SPEC §1.4): `fixed` — one streaming row per turn; `old` — a streaming twin (max_tokens
-32000) then the non-streaming replay (21333) the JSONL points at; `cleaned` — the old capture with
-only the non-streaming rows kept (the shipped example, like the user's own DB).
+32000) then the non-streaming replay (21333) the JSONL points at, whose usage reads what the twin
+wrote; `cleaned` — the old capture with only the non-streaming rows kept (the shipped example, like
+the user's own DB).
 
 Billing headers (orthogonal to the variant): `constant` — one value per conversation (the shipped
 example); `per-request` — derived from each body, as many Claude Code versions send it. The API
@@ -63,7 +64,7 @@ def _row(call: ApiCall, *, is_twin: bool, is_streaming: bool, variant: str, bill
                               api_key_hash=API_KEY_HASH, beta=lane.beta)
     timing = call.twin if is_twin and call.twin else call
     reply = ApiReply(model=call.model, message_id=timing.message_id, request_id=timing.request_id,
-                     content=call.content, stop_reason=call.stop_reason, usage=call.simulated_usage,
+                     content=call.content, stop_reason=call.stop_reason, usage=timing.simulated_usage,
                      started_at=epoch_to_datetime(timing.start_s), ttft_ms=timing.ttft_ms,
                      response_time_ms=timing.api_ms, context_management="context-management" in lane.beta)
     response = proxy_response(reply, rng, is_streaming=is_streaming, utc_offset=UTC_OFFSET)

@@ -21,8 +21,9 @@ SONNET = "claude-sonnet-4-5-20250929"
 # Decode speeds (tokens/s) and time-to-first-token ranges (s) that give the seed's api_time/ttft spread.
 SPEED_TPS = {OPUS: 56.0, HAIKU: 95.0, SONNET: 70.0}
 TTFT_RANGE_S = {OPUS: (1.4, 3.5), HAIKU: (0.6, 1.6), SONNET: (1.0, 2.5)}
-# Old proxy (SPEC §1.4): the client gives up on the unreadable stream and replays it 0-30 s later,
-# usually within the second; the twin still runs to completion upstream.
+# Old proxy (docs/inputs.md): the client gives up on the stream once its first events arrive and replays
+# it 0-30 s after the first send, usually within the second; the twin still runs to completion
+# upstream, and its prompt-cache write is readable by then, so the replay reads it.
 REPLAY_GAP_S = (0.1, 0.8)
 LONG_CALL_S = 10.0
 
@@ -55,6 +56,19 @@ class Twin:
     ttft_ms: int
     message_id: str
     request_id: str
+    usage: Optional[ApiUsage] = None
+
+    @property
+    def end_s(self) -> float:
+        """Completion time upstream (epoch seconds)."""
+        return self.start_s + self.api_ms / 1000
+
+    @property
+    def simulated_usage(self) -> ApiUsage:
+        """The usage `simulate_usage` gave this twin."""
+        if self.usage is None:
+            raise ValueError(f"{self.message_id}: usage not simulated yet")
+        return self.usage
 
 
 @dataclass
@@ -161,9 +175,9 @@ class Lane:
         if self.old_proxy and self.streams:
             twin_ttft_ms = int(self.timing.uniform(low, high) * 1000)
             twin = Twin(ready, api_ms - ttft_ms + twin_ttft_ms, twin_ttft_ms, self.ids.message(), self.ids.request())
-            gap_s = self.timing.uniform(*REPLAY_GAP_S)
+            gap_s = twin_ttft_ms / 1000 + self.timing.uniform(*REPLAY_GAP_S)
             if api_ms / 1000 > LONG_CALL_S:
-                gap_s = min(28.0, api_ms / 1000) * self.timing.uniform(0.3, 0.9)
+                gap_s = max(gap_s, min(28.0, api_ms / 1000) * self.timing.uniform(0.3, 0.9))
             ready += gap_s
         call = ApiCall(self, len(self.messages) - 1, before, breakpoints, cc_block, content, stop_reason,
                        output_tokens, ready, ttft_ms, api_ms, self.ids.message(), self.ids.request(), twin,
@@ -198,17 +212,20 @@ def _generated_text(block: dict) -> str:
 
 
 def simulate_usage(calls: list[ApiCall], cache: PromptCacheSim) -> None:
-    """Fill `usage` of calls (in start order) from the shared prompt cache.
+    """Fill `usage` of calls and of their old-proxy twins, in start order, from the shared prompt cache.
 
-    Only the logical calls take part: the seed's cleaned capture shows replays that did not profit
-    from their streaming twin's write (0 % on the first sub-agent calls), so twins copy the usage.
+    A write is readable from the writer's first token (docs/cache-models.md, 'Time and concurrency'), so an
+    old-proxy replay, sent after its twin's first events, reads what the twin wrote: its usage
+    says "almost all cached", as on real old-proxy captures.
     """
-    for call in sorted(calls, key=lambda item: item.start_s):
+    sends: list[tuple[float, ApiCall, Any]] = [(call.start_s, call, call) for call in calls]
+    sends += [(call.twin.start_s, call, call.twin) for call in calls if call.twin is not None]
+    for start_s, call, send in sorted(sends, key=lambda item: (item[0], item[2] is item[1])):
         lane = call.lane
-        call.usage = cache.request(
-            lane.layout, model=call.model, pieces=call.pieces, breakpoints=call.breakpoints, start=call.start_s,
-            visible_at=call.end_s, ttl_s=lane.ttl_s,
-            overhead_tokens=1 + int(call.start_s * 1000) % 5, output_tokens=call.output_tokens)
+        send.usage = cache.request(
+            lane.layout, model=call.model, pieces=call.pieces, breakpoints=call.breakpoints, start=start_s,
+            visible_at=start_s + send.ttft_ms / 1000, ttl_s=lane.ttl_s,
+            overhead_tokens=1 + int(start_s * 1000) % 5, output_tokens=call.output_tokens)
 
 
 def client_body(call: ApiCall, *, stream: bool, max_tokens: int) -> dict:

@@ -3,8 +3,9 @@
 Counts are per prompt piece (one tool, one system block, one message content block), computed
 once when the piece is appended, so a request's size is a lookup, never a re-tokenization.
 The cache follows SPEC §6.4: entries at `cache_control` breakpoints, reads at the longest live
-entry within a 20-piece lookback of a breakpoint, writes readable once the writer completed (so
-concurrent requests miss each other), TTL refreshed on read, one cache shared by every conversation.
+entry within a 20-piece lookback of a breakpoint, writes readable from the writer's first token (so
+requests sent together miss each other, while an old-proxy replay reads its twin's write), TTL
+refreshed on read, one cache shared by every conversation.
 """
 from __future__ import annotations
 

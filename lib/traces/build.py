@@ -28,6 +28,7 @@ from lib.records import ProxyRequest
 from lib.traces.options import TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, Calibration, Hashed, TraceWriter
+from lib.capture.turn_timing import answers_logged_at, first_sends, iter_turns, load_replay_twins
 
 # Beside the sidecars, not the traces: replay tools load every *.json of the trace directory.
 MANIFEST = f"{SIDECAR_DIR}/manifest.json"
@@ -79,10 +80,13 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
     with open_databases(db_path, index_db) as (proxy, index):
         ensure_message_index(proxy, index, say=say)
         message_ids = load_message_ids(index)
-        requests = {r.request_id: r for r in iter_indexed_requests(index)}
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
         logs = group_logs(found).values()
         conversations = merge_conversations(map(read_log_group, logs), problems)
+        # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
+        requests = first_sends({r.request_id: r for r in iter_indexed_requests(index)}, load_replay_twins(index),
+                               answers_logged_at((message_ids.get(turn.message_id), turn.timestamp)
+                                                 for turn in iter_turns(conversations.values())))
         wanted = options.plan.conversation_id
         if wanted and wanted not in conversations:
             # An empty output with exit 0 would hide a typo in the id.

@@ -1,6 +1,6 @@
 """build_minimal_traces without a proxy DB: every request rebuilt from the JSONL logs (docs/jsonl.md).
 
-A call's prompt is its `parentUuid` chain (lib/capture/jsonl_requests.py) and its size is the API's:
+A call's prompt is its `parentUuid` chain (lib/traces/jsonl_requests.py) and its size is the API's:
 `in` = input + cache read + cache creation from the turn's usage. Blocks are laid out in API token
 positions: first the tools + system prefix the logs never show, one stable block chain per (agent
 kind, model family) sized from the usage, then the chain's lines, each holding the tokens the usage
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from lib.capture.jsonl_conversations import Conversation
-from lib.capture.jsonl_requests import PromptLine, RebuiltCall, requests_from_logs
+from lib.traces.jsonl_requests import PromptLine, RebuiltCall, requests_from_logs
 from lib.errors import InputError
 from lib.hashing.block_hashes import RequestHashes
 from lib.hashing.request_hashing import HashedRequest

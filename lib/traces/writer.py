@@ -39,11 +39,18 @@ def model_family(model: str) -> str:
 
 
 def _facts(request: ProxyRequest, hashed: HashedRequest, hashes: RequestHashes, ids: list[int],
-           timing_recorded: bool = True) -> RequestFacts:
+           previous_end_s: Optional[float], timing_recorded: bool = True) -> RequestFacts:
     usage = request.usage
+    # A lane sends one request at a time: it never starts before the previous one ended (lib/capture/turn_timing.py).
+    start_s = request.timestamp.timestamp()
+    if previous_end_s is not None:
+        start_s = max(start_s, previous_end_s)
+    end_s = request.completed_at.timestamp() if request.completed_at else None
+    if request.api_time_s is not None:
+        end_s = start_s + request.api_time_s
     return RequestFacts(
-        start_s=request.timestamp.timestamp(),
-        end_s=request.completed_at.timestamp() if request.completed_at else None,
+        start_s=start_s,
+        end_s=end_s,
         is_streaming=request.is_streaming,
         model=request.model,
         token_count=hashes.token_count,
@@ -150,7 +157,7 @@ class TraceWriter:
                 continue
             hashes = self._hashes(request, prompt)
             request_facts = _facts(request, prompt, hashes, ids.ids(hashes.block_keys, lane, chained=self.chained_keys),
-                                   timing_recorded=self.summary.route == ROUTE_DB_JSONL)
+                                   previous_end, timing_recorded=self.summary.route == ROUTE_DB_JSONL)
             if self.mooncake is not None:
                 session = trace_id if lane == "parent" else f"{trace_id}/{lane}"
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,

@@ -31,7 +31,7 @@ from lib.cache.ttl_model import prefix_hits
 from lib.db import open_databases
 from lib.capture.jsonl_conversations import read_conversations
 from lib.capture.jsonl_files import discover_logs
-from lib.capture.jsonl_requests import requests_from_logs
+from lib.traces.jsonl_requests import requests_from_logs
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
@@ -41,6 +41,7 @@ from lib.timestamps import parse_timestamp
 from lib.validate.trace_files import iter_jsonl
 from lib.traces.plan import PlanOptions, TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, sidecar_file
+from lib.capture.turn_timing import first_sends, load_replay_twins
 
 PARENT_LANE = "parent"
 MANIFEST_NAMES = (f"{SIDECAR_DIR}/manifest.json", "manifest.json")  # current layout, then the older one
@@ -133,6 +134,7 @@ class MatchResult:
     traces: dict[str, TraceMatch] = field(default_factory=dict)
     hashed: dict[str, HashedRequest] = field(default_factory=dict)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    replay_twins: dict[str, str] = field(default_factory=dict)
     source: str = "DB"  # or "JSONL logs": usage from the logs, no request bodies to hash
 
 
@@ -146,7 +148,10 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
     with HashPool(db_path, settings, workers=workers) as pool:
         with open_databases(db_path, index_db) as (proxy, index):
             ensure_message_index(proxy, index, say=say)
-            requests = {request.request_id: request for request in iter_indexed_requests(index)}
+            # Old-proxy turns carry their first send's usage and start (lib/capture/turn_timing.py).
+            result.replay_twins = load_replay_twins(index)
+            requests = first_sends({request.request_id: request for request in iter_indexed_requests(index)},
+                                   result.replay_twins)
             by_sidecar = {trace.file: _sidecar_lanes(trace, requests, result.problems) for trace in traces}
             needing_plan = [trace for trace in traces if by_sidecar[trace.file] is None]
             plans = _plans_for(needing_plan, jsonl_dir, load_message_ids(index) if needing_plan and jsonl_dir else {},

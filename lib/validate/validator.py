@@ -18,7 +18,7 @@ from lib.validate.trace_files import DirectoryCheck, check_directory
 from lib.validate.matching import TraceLanes, match_traces, match_traces_to_logs, trace_lanes
 from lib.validate.schema import NATIVE_CONSUMERS
 from lib.validate.stats_table import StatsCollector, StatsTable
-from lib.validate.versus_api import ApiComparison, Comparison, compare_with_api
+from lib.validate.versus_api import API_TRUTH_CLEANED, CLEANED_NOTE, ApiComparison, Comparison, compare_with_api
 
 
 @dataclass
@@ -146,6 +146,8 @@ def _api_text(api: ApiComparison) -> str:
     lines.append(f"Overall ({len(api.traces)} trace(s), {api.requests} reqs, {api.matched} matched): "
                  f"simulated (prefix model) {_percent(overall.sim_pct)}, API billed {_percent(overall.api_pct)}, "
                  f"accuracy {_percent(overall.accuracy_pct)}")
+    if api.api_truth == API_TRUTH_CLEANED:
+        lines.append(CLEANED_NOTE)
     if api.problems:
         lines.append(f"Unmatched or degraded: {api.problems.describe()}")
     if api.billing_header.with_header:

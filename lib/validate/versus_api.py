@@ -35,8 +35,14 @@ from lib.records import ProxyRequest, Usage
 from lib.hashing.request_hashing import HashedRequest
 from lib.cache.percentiles import percentile
 from lib.validate.matching import MatchResult, TraceLanes
+from lib.capture.turn_timing import is_cleaned_old_proxy, without_twin_write
 
 USAGE_FIELDS = ("cache_read", "cache_creation", "input")
+API_TRUTH_USAGE = "usage"  # the rows' usage; old-proxy turns that of their first send (lib/capture/turn_timing.py)
+API_TRUTH_CLEANED = "cleaned_old_proxy_estimate"
+CLEANED_NOTE = ("API figures estimated: a cleaned old-proxy capture (every turn a non-streaming replay, its streaming "
+                "twin deleted); each replay read its twin's write, so its cache_read is capped at the API model's read "
+                "and the rest counted as creation (docs/validate.md).")
 ONE_HOUR_TTL_S = 3600.0
 # A field's predicted total is explained when it is this far off its actual total (and not tiny).
 REASON_MIN_GAP_SHARE = 0.5
@@ -124,6 +130,7 @@ class ApiComparison:
     model_requests: int
     field_errors: list[FieldError]
     problems: ProblemCounter = field(default_factory=ProblemCounter)
+    api_truth: str = ""
     source: str = "DB"  # where the API usage came from: "DB", or "JSONL logs" (no bodies: no API model)
     # One sentence per usage field whose predicted total is far from the actual one, with the reason.
     totals_reasons: list[str] = field(default_factory=list)
@@ -141,6 +148,7 @@ class ApiComparison:
             "overall": {"requests": self.requests, "matched": self.matched, **self.overall.as_dict()},
             "api_model": {"requests": self.model_requests, "fields": [asdict(error) for error in self.field_errors],
                           "totals_reasons": self.totals_reasons},
+            "api_truth": self.api_truth,
             "billed_miss_causes": self.billed_miss_causes,
             "problems": self.problems.as_dict(),
             "billing_header": self.billing_header.as_dict(),
@@ -162,12 +170,12 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     """Per trace and overall simulated vs API hit rate, and the API model's per-request error."""
     problems = ProblemCounter()
     problems.merge(matches.problems)
-    rows: list[TraceComparison] = []
     compared: dict[str, _Compared] = {}
+    lanes_of: list[tuple[TraceLanes, list[tuple[str, list]]]] = []
     billing_header = BillingHeaderTally()
     for trace in traces:
         match = matches.traces[trace.file]
-        comparison = Comparison()
+        lanes = []
         for lane, lane_requests in trace.lanes.items():
             matched = match.lanes.get(lane, [])
             for db_request in matched:
@@ -176,26 +184,44 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
                     billing_header.add(prompt.billing_header, (trace.file, lane))
             usable = [(r, m, m.usage) for r, m in zip(lane_requests, matched) if m is not None and m.usage is not None]
             ttl_s = ONE_HOUR_TTL_S if any(usage.cache_creation_1h_tokens for _, _, usage in usable) else DEFAULT_TTL_S
-            for request, db_request, usage in usable:
-                comparison += Comparison(request.hit_blocks, request.blocks, usage.cache_read_input_tokens, usage.prompt_tokens)
+            for _, db_request, usage in usable:
                 prompt = matches.hashed.get(db_request.request_id)
                 if prompt is not None and usage.prompt_tokens:
                     compared.setdefault(db_request.request_id, _Compared(db_request, prompt, trace.trace_id, ttl_s, lane))
             without_usage = sum(m is not None and m.usage is None for m in matched)
             if without_usage:
                 problems.add("matched_without_usage", f"{trace.file} {lane}", without_usage)
-        rows.append(TraceComparison(trace.trace_id, trace.file, trace.request_count, match.matched, match.route, comparison))
+            lanes.append((lane, usable))
+        lanes_of.append((trace, lanes))
     block_size = _common_block_size(traces)
     items = sorted(compared.values(), key=lambda item: (item.request.timestamp, item.request.row_id))
     api_requests = [_api_request(item, ids) for item, ids in _with_ids(items)]
     predictions = predict_usage(api_requests, block_size=block_size, warm_first_breakpoint=True)
+    # A cleaned old-proxy capture: each replay read its deleted twin's write; take it back (lib/capture/turn_timing.py).
+    cleaned = is_cleaned_old_proxy((item.request for item in items), matches.replay_twins)
+    usages = {item.request.request_id: cast(Usage, item.request.usage) for item in items}  # only requests with usage are compared
+    if cleaned:
+        for item, predicted in zip(items, predictions):
+            stored = usages[item.request.request_id]
+            read, _, _ = _scaled(predicted, item.prompt.token_count, stored.prompt_tokens)
+            usages[item.request.request_id] = without_twin_write(stored, read)
+    rows: list[TraceComparison] = []
+    for trace, lanes in lanes_of:
+        comparison = Comparison()
+        for _, usable in lanes:
+            for request, db_request, stored in usable:
+                usage = usages.get(db_request.request_id, stored)
+                comparison += Comparison(request.hit_blocks, request.blocks, usage.cache_read_input_tokens, usage.prompt_tokens)
+        match = matches.traces[trace.file]
+        rows.append(TraceComparison(trace.trace_id, trace.file, trace.request_count, match.matched, match.route, comparison))
     overall = sum((row.comparison for row in rows), Comparison())
     return ApiComparison(
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
-        field_errors=_field_errors(items, predictions), problems=problems, source=matches.source,
-        billing_header=billing_header, totals_reasons=_totals_reasons(items, predictions),
-        billed_miss_causes=_billed_miss_causes(items, api_requests, block_size),
+        field_errors=_field_errors(items, predictions, usages), problems=problems, source=matches.source,
+        billing_header=billing_header, api_truth=API_TRUTH_CLEANED if cleaned else API_TRUTH_USAGE,
+        totals_reasons=_totals_reasons(items, predictions, usages),
+        billed_miss_causes=_billed_miss_causes(items, api_requests, block_size, usages),
     )
 
 
@@ -232,14 +258,15 @@ def _scaled(predicted: PredictedUsage, tokenizer_tokens: int, api_tokens: int) -
     return read, creation, api_tokens - read - creation
 
 
-def _field_errors(items: list[_Compared], predictions: list[PredictedUsage]) -> list[FieldError]:
+def _field_errors(items: list[_Compared], predictions: list[PredictedUsage],
+                  usages: dict[str, Usage]) -> list[FieldError]:
     if not items:
         return []
     errors: dict[str, list[float]] = {name: [] for name in USAGE_FIELDS}
     shares: dict[str, list[float]] = {name: [] for name in USAGE_FIELDS}
     totals = {name: [0, 0] for name in USAGE_FIELDS}
     for item, predicted in zip(items, predictions):
-        usage = cast(Usage, item.request.usage)  # only requests with usage are compared
+        usage = usages[item.request.request_id]
         prompt_tokens = usage.prompt_tokens
         actual = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
         for name, guess, real in zip(USAGE_FIELDS, _scaled(predicted, item.prompt.token_count, prompt_tokens), actual):
@@ -254,12 +281,12 @@ def _field_errors(items: list[_Compared], predictions: list[PredictedUsage]) -> 
     ]
 
 
-def _totals_reasons(items: list[_Compared], predictions: list[PredictedUsage]) -> list[str]:
+def _totals_reasons(items: list[_Compared], predictions: list[PredictedUsage], usages: dict[str, Usage]) -> list[str]:
     """Why a field's predicted total is far from its actual total: the known reason and the largest request."""
     totals = {name: [0, 0] for name in USAGE_FIELDS}  # predicted, actual
     largest: dict[str, tuple[int, int]] = {}  # field → (actual − predicted, proxy row) of the largest gap
     for item, predicted in zip(items, predictions):
-        usage = cast(Usage, item.request.usage)
+        usage = usages[item.request.request_id]
         actual = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens)
         for name, guess, real in zip(USAGE_FIELDS, _scaled(predicted, item.prompt.token_count, usage.prompt_tokens), actual):
             totals[name][0] += guess
@@ -279,7 +306,8 @@ def _totals_reasons(items: list[_Compared], predictions: list[PredictedUsage]) -
     return reasons
 
 
-def _billed_miss_causes(items: list[_Compared], requests: list[ApiRequest], block_size: int) -> dict[str, int]:
+def _billed_miss_causes(items: list[_Compared], requests: list[ApiRequest], block_size: int,
+                        usages: dict[str, Usage]) -> dict[str, int]:
     """The billed misses of the compared requests by cause, against a replay at the API's TTLs.
 
     As in the visualizer: one cache of every compared request in time order, ids kept apart per
@@ -296,7 +324,7 @@ def _billed_miss_causes(items: list[_Compared], requests: list[ApiRequest], bloc
     written_end: dict[str, int] = {}
     per_request = []
     for item, event, result in zip(items, events, results):
-        usage = cast(Usage, item.request.usage)
+        usage = usages[item.request.request_id]
         per_request.append(attribute_billed(result, usage.cache_read_input_tokens, usage.prompt_tokens,
                                             written_end=written_end.get(event.stream)))
         written_end[event.stream] = max(item.prompt.breakpoints, default=0)
