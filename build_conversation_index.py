@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Link Claude Code JSONL logs to the proxy's requests: the conversation index (SPEC §3 item 2).
+"""Link Claude Code JSONL logs to the proxy's requests: the conversation index (docs/indexes.md#conversation-index).
 
 \b
 Example (the seed walkthrough):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Map every `msg_…` id in a claude-code-proxy DB to its request, with per-request facts (SPEC §3.1).
+"""Map every `msg_…` id in a claude-code-proxy DB to its request, with per-request facts (docs/indexes.md#message-index).
 
 \b
 Example (the seed walkthrough's first step):

@@ -14,6 +14,15 @@ from lib.traces.plan import PlanOptions
 from lib.traces.build import build_traces
 from lib.traces.jsonl_only import build_traces_from_jsonl
 from lib.traces.options import TraceOptions
+from lib.traces.presets import PRESETS, Preset, conflicts, preset_table
+
+
+def _preset(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> Optional[Preset]:
+    """`--preset list` prints the table and stops, before the required arguments are checked."""
+    if value == "list":
+        click.echo(preset_table())
+        ctx.exit(0)
+    return PRESETS[value] if value else None
 
 
 @click.command(cls=Command)
@@ -37,6 +46,9 @@ from lib.traces.options import TraceOptions
 @click.option("--mooncake-block-size", default=512, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE),
               help="Block size of the Mooncake export.")
 @click.option("--mooncake-sessions", is_flag=True, help="Also write AIPerf's session flavour (per-turn deltas).")
+@click.option("--preset", type=click.Choice([*PRESETS, "list"]), callback=_preset, is_eager=True,
+              help="Write what a replay tool expects and print its command line; `list` shows the table "
+                   "(docs/traces.md, \"Replay presets\").")
 @workers_option
 @click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,
               help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family"
@@ -45,8 +57,8 @@ from lib.traces.options import TraceOptions
 def main(db: Optional[str], jsonl_dir: Optional[str], output_dir: str, index_db: Optional[str], block_size: int,
          min_requests: int, include_subagents: bool, anonymize: bool, split_at_gap: Optional[float],
          local_hash_ids: bool, conversation_id: Optional[str], since, until, salt: Optional[str],
-         output_format: str, mooncake_block_size: int, mooncake_sessions: bool, workers: int,
-         token_count: str, out: Output) -> None:
+         output_format: str, mooncake_block_size: int, mooncake_sessions: bool, preset: Optional[Preset],
+         workers: int, token_count: str, out: Output) -> None:
     """Build minimal KV-cache traces from a proxy DB and Claude Code logs.
 
     Without DB, the requests are rebuilt from the logs alone (JSONL-only, docs/jsonl.md):
@@ -58,6 +70,11 @@ def main(db: Optional[str], jsonl_dir: Optional[str], output_dir: str, index_db:
             --jsonl-dir examples/jsonl/ --output-dir examples/traces/ \\
             --block-size 64 --include-subagents --anonymize
     """
+    if preset:
+        output_format, block_size, mooncake_sessions, local_hash_ids = _apply_preset(
+            preset, click.get_current_context(), output_format, block_size, mooncake_block_size, mooncake_sessions,
+            local_hash_ids)
+        mooncake_block_size = preset.mooncake_block_size or mooncake_block_size
     formats = {"kv": ("kv",), "mooncake": ("mooncake",), "both": ("kv", "mooncake")}[output_format]
     if "mooncake" in formats and mooncake_block_size % block_size:
         raise InputError(f"--mooncake-block-size {mooncake_block_size} must be a multiple of --block-size {block_size}")
@@ -79,7 +96,31 @@ def main(db: Optional[str], jsonl_dir: Optional[str], output_dir: str, index_db:
         summary = build_traces_from_jsonl(jsonl_dir, output_dir, options, progress=progress)
     else:
         summary = build_traces(db, jsonl_dir, output_dir, options, index_db=index_db, say=out.text, progress=progress)
-    out.summary(summary.as_dict(), summary.describe())
+    data, text = summary.as_dict(), summary.describe()
+    if preset:
+        command = preset.command_line(output_dir, summary.mooncake_rows)
+        data.update(preset=preset.name, replay_command=command)
+        text += f"\nReplay with {preset.tool}:\n  {command}"
+    out.summary(data, text)
+
+
+def _apply_preset(preset: Preset, ctx: click.Context, output_format: str, block_size: int, mooncake_block_size: int,
+                  mooncake_sessions: bool, local_hash_ids: bool) -> tuple[str, int, bool, bool]:
+    """The preset's shaping options; one given on the command line with another value is a usage error."""
+    typed = {"--format": (output_format, f"--format {output_format}"),
+             "--block-size": (block_size, f"--block-size {block_size}"),
+             "--mooncake-block-size": (mooncake_block_size, f"--mooncake-block-size {mooncake_block_size}"),
+             "--mooncake-sessions": (mooncake_sessions, "--mooncake-sessions"),
+             "hash_id_scope": ("local" if local_hash_ids else "global",
+                               "--local-hash-ids" if local_hash_ids else "--global-hash-ids")}
+    parameter = {"--format": "output_format", "--block-size": "block_size", "--mooncake-block-size": "mooncake_block_size",
+                 "--mooncake-sessions": "mooncake_sessions", "hash_id_scope": "local_hash_ids"}
+    given = {key: value for key, value in typed.items()
+             if ctx.get_parameter_source(parameter[key]) == click.core.ParameterSource.COMMANDLINE}
+    contradicting = conflicts(preset, given)
+    if contradicting:
+        raise click.UsageError(f"--preset {preset.name} writes {preset.describe()}; drop {', '.join(contradicting)}")
+    return preset.output_format, preset.block_size, preset.mooncake_sessions, preset.hash_id_scope == "local"
 
 
 def cli() -> None:

@@ -176,7 +176,7 @@ class _Lane:
         return self.fixed_tokens + sum(message.tokens for message in self.messages)
 
     def body(self, history: tuple[str, ...], *, is_streaming: bool, max_tokens: int) -> str:
-        """The stored body (SPEC §1.2 key order) by joining pre-serialized parts."""
+        """The stored body (docs/inputs.md#stored-request-body key order) by joining pre-serialized parts."""
         stream = ',"stream":true' if is_streaming else ""
         return (f'{{"model":"{self.model}","messages":[{",".join(history)}],"max_tokens":{max_tokens},'
                 f'"system":{self.system}{stream},"tools":{self.tools}}}')

@@ -1,4 +1,4 @@
-"""Atomic file output: write a temporary file beside the target, fsync, rename (SPEC §9)."""
+"""Atomic file output: write a temporary file beside the target, fsync, rename (docs/reliability.md#interruption-and-re-runs)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,4 @@
-"""What the five scripts share: common options, progress bars, summaries and exit codes (SPEC §3)."""
+"""What the five scripts share: common options, progress bars, summaries and exit codes (docs/cli.md)."""
 from __future__ import annotations
 
 import functools
@@ -25,7 +25,7 @@ GC_FIRST_GENERATION_THRESHOLD = 50_000
 
 
 class Command(click.Command):
-    """A click command whose usage errors are one line, `Error: …`, and exit 2 (SPEC §3).
+    """A click command whose usage errors are one line, `Error: …`, and exit 2 (docs/cli.md#exit-codes).
 
     click's default prints the usage and a hint around the message; a script's caller (a shell
     script, CI) wants only the problem.

@@ -1,4 +1,5 @@
-"""SQLite connections: the proxy DB read-only, the index tables in short write transactions (SPEC §1.1, §3).
+"""SQLite connections: the proxy DB read-only, the index tables in short write transactions (docs/inputs.md#reading-a-live-database,
+docs/indexes.md#where-the-tables-live).
 
 The proxy may be writing while we read (INSERT on arrival, UPDATE of `response` later, default
 rollback journal), so every connection waits on locks instead of failing, and writers never keep
@@ -133,7 +134,7 @@ def decode_text(raw: bytes) -> str:
     """SQLite TEXT → str, keeping invalid UTF-8 bytes as lone surrogates (see `repair_text`).
 
     With the default decoder one corrupt byte in one body makes sqlite3 raise on the whole
-    SELECT, so a single bad row would stop every tool (SPEC §9).
+    SELECT, so a single bad row would stop every tool (docs/reliability.md#bad-input).
     """
     return raw.decode("utf-8", "surrogateescape")
 

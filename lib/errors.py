@@ -1,4 +1,4 @@
-"""Exceptions the scripts turn into exit codes (SPEC §3)."""
+"""Exceptions the scripts turn into exit codes (docs/cli.md#exit-codes)."""
 
 
 class InputError(Exception):

@@ -1,4 +1,4 @@
-"""Counting bad input: every skipped or degraded item is counted under a named reason (SPEC §9)."""
+"""Counting bad input: every skipped or degraded item is counted under a named reason (docs/reliability.md#bad-input)."""
 from __future__ import annotations
 
 from collections import Counter

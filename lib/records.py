@@ -12,7 +12,7 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class Usage:
-    """The API's usage numbers for one request (SPEC §1.3)."""
+    """The API's usage numbers for one request (docs/inputs.md#response-column)."""
 
     input_tokens: int = 0
     cache_read_input_tokens: int = 0
@@ -35,7 +35,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class ProxyRequest:
-    """One row of the proxy's `requests` table, parsed (SPEC §1).
+    """One row of the proxy's `requests` table, parsed (docs/inputs.md#proxy-database).
 
     `kind` says what the row is: "ok" (a 200 with a parsed message), "error" (4xx/5xx),
     "pending" (response NULL), or "unparsable" (response JSON broken). The body is not kept:
@@ -67,7 +67,7 @@ class ProxyRequest:
 
 @dataclass(frozen=True)
 class AssistantTurn:
-    """One API call as Claude Code logged it: all JSONL lines sharing one `message.id` (SPEC §2)."""
+    """One API call as Claude Code logged it: all JSONL lines sharing one `message.id` (docs/inputs.md#assistant-lines)."""
 
     message_id: str
     conversation_id: str
@@ -85,7 +85,7 @@ class AssistantTurn:
 
 @dataclass(frozen=True)
 class SubagentLink:
-    """A parent's Agent/Task tool call and the sub-agent it started (SPEC §2)."""
+    """A parent's Agent/Task tool call and the sub-agent it started (docs/inputs.md#sub-agents)."""
 
     conversation_id: str
     agent_id: str

@@ -1,4 +1,4 @@
-"""Builders for hand-made Claude Code JSONL lines (shape copied from the real-proxy fixture, SPEC §2)."""
+"""Builders for hand-made Claude Code JSONL lines (shape copied from the real-proxy fixture, docs/inputs.md#session-logs)."""
 from __future__ import annotations
 
 import json

@@ -2,7 +2,7 @@
 
 The real proxy INSERTs a row with `response` NULL when a request arrives and UPDATEs `response`
 when the answer is complete, each in its own transaction, on a default rollback-journal DB with
-go-sqlite3's 5 s busy timeout (FORMAT_NOTES §2). Several requests are in flight at once, so
+go-sqlite3's 5 s busy timeout (docs/inputs.md#reading-a-live-database). Several requests are in flight at once, so
 responses land out of arrival order. Exits 1 with one line if any write fails (e.g. "database
 is locked": a reader held a lock too long).
 

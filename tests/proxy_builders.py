@@ -1,4 +1,4 @@
-"""Hand-made claude-code-proxy rows for tests: the real schema, real column formats (FORMAT_NOTES)."""
+"""Hand-made claude-code-proxy rows for tests: the real schema, real column formats (docs/inputs.md)."""
 from __future__ import annotations
 
 import json
@@ -34,7 +34,7 @@ MESSAGES = [{"role": "user", "content": [{"text": "hello", "type": "text"}]}]
 
 
 def request_body(*, stream: bool = True, max_tokens: int = 32000, messages: Optional[list] = None, model: str = MODEL) -> str:
-    """A stored request body: the proxy's key order, `stream` omitted when false (SPEC §1.2)."""
+    """A stored request body: the proxy's key order, `stream` omitted when false (docs/inputs.md#stored-request-body)."""
     body: dict[str, Any] = {"model": model, "messages": messages if messages is not None else MESSAGES, "max_tokens": max_tokens}
     if stream:
         body["stream"] = True
@@ -101,7 +101,7 @@ def streaming_response(
     completed_at: str = "2026-11-29T19:20:54-08:00",
     **chunk_options: Any,
 ) -> str:
-    """A streaming 200 `response` value, with the proxy's wrong synthesized body (SPEC §1.3)."""
+    """A streaming 200 `response` value, with the proxy's wrong synthesized body (docs/inputs.md#streaming-answers)."""
     synthesized = {"content": None, "id": message_id, "model": MODEL, "role": "assistant", "stop_reason": "",
                    "type": "message", "usage": {"input_tokens": 0, "output_tokens": 42}}
     return json.dumps({

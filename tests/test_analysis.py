@@ -9,7 +9,7 @@ Block size 2 and chained keys written out (a, ab, abc…), so every figure can b
     R3       215    parent   a … abcdef               12 216
     R4       220    agentX   x xy                      4 221
 
-No ttft, so a request's blocks become readable when its response ends (SPEC §6).
+No ttft, so a request's blocks become readable when its response ends (docs/cache-models.md#time-and-concurrency).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Anonymized traces leak nothing from the capture (SPEC §5.1 `--anonymize`, §9).
+"""Anonymized traces leak nothing from the capture (docs/reliability.md#anonymization).
 
 Runs build_minimal_traces.py --anonymize (native + Mooncake + sessions + sidecar + manifest) on
 the shipped example and on the real-format fixture, then checks every output file:
@@ -26,7 +26,7 @@ from tests.tool_runner import TOOL_BY_NAME, Workspace, run_tool
 
 WINDOW = 12
 SALT = "pepper-7f3a9c2e51d8"
-# Values the native format must carry (SPEC §5.1): not content, so they may appear.
+# Values the native format must carry (docs/traces.md#the-native-trace-file): not content, so they may appear.
 ALLOWED_KEYS = frozenset({"model", "models", "subagent_type", "status"})
 _SCHEMA_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _LETTER = re.compile(r"[A-Za-z]")

@@ -1,4 +1,4 @@
-"""Anthropic API cache model: the seed walkthrough's observations as hand-computed usage (SPEC §6.4).
+"""Anthropic API cache model: the seed walkthrough's observations as hand-computed usage (docs/cache-models.md#anthropic-api-model).
 
 block_size 100 keeps the arithmetic readable: a breakpoint at token p sits at block p // 100 and a
 read is a whole number of blocks. Ids come from `chain`, so equal segment prefixes share ids.

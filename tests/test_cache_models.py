@@ -1,4 +1,5 @@
-"""Prefix model and TTL simulation, hand-computed (SPEC §6.1, §6.2), plus brute-force cross-checks."""
+"""Prefix model and TTL simulation, hand-computed (docs/cache-models.md#trace-prefix-model,
+docs/cache-models.md#ttl-simulation), plus brute-force cross-checks."""
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def event(start_s: float, ready_s: float, ids: list[int], token_count: int, stre
     return CacheEvent(start_s=start_s, ready_s=ready_s, ids=ids, token_count=token_count, stream=stream)
 
 
-# --- prefix model (§6.1) ---
+# --- prefix model (docs/cache-models.md#trace-prefix-model) ---
 
 def test_prefix_hits_stop_at_first_id_missing_from_previous_request():
     assert prefix_hits([1, 2, 3], [1, 2, 9, 3]) == 2
@@ -58,7 +59,7 @@ def test_hit_rate_of_nothing_is_zero():
     assert HitRate(0, 0).rate == 0.0
 
 
-# --- TTL simulation (§6.2), block_size 4 ---
+# --- TTL simulation (docs/cache-models.md#ttl-simulation), block_size 4 ---
 
 PAUSE = [event(0, 10, [1, 2, 3], 14), event(325, 330, [1, 2, 3, 4], 17)]
 

@@ -1,4 +1,4 @@
-"""LRU and Belady capacity simulation, hand-computed (SPEC §6.3), plus brute-force cross-checks.
+"""LRU and Belady capacity simulation, hand-computed (docs/cache-models.md#capacity-simulation), plus brute-force cross-checks.
 
 The stream (block_size 16, one request per second, applied atomically in start order):
     R1 [1,2,3]  R2 [4,5]  R3 [1,2,3,6]  R4 [4,5,7]  R5 [1,2]          14 blocks, 224 tokens

@@ -1,4 +1,4 @@
-"""build_conversation_index.py: the command as a user runs it (SPEC §3 item 2)."""
+"""build_conversation_index.py: the command as a user runs it (docs/indexes.md#conversation-index)."""
 from __future__ import annotations
 
 import hashlib

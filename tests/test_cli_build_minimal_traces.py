@@ -1,4 +1,4 @@
-"""build_minimal_traces.py as a user runs it: the seed command, --json, formats, exit codes (SPEC §3)."""
+"""build_minimal_traces.py as a user runs it: the seed command, --json, formats, exit codes (docs/cli.md#exit-codes)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The conventions all five scripts share (SPEC §3): one-line usage errors with exit 2."""
+"""The conventions all five scripts share (docs/cli.md): one-line usage errors with exit 2."""
 from __future__ import annotations
 
 import gc

@@ -17,7 +17,7 @@ from tests.trace_inputs import hand_capture
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_ARGS = ["examples/requests.db", "--conversation-id", "combined", "--output", "examples/visualizations/combined.html"]
-# SPEC §8: the original's sections, then ours.
+# docs/visualizer.md: the original's sections, then ours.
 SECTIONS = ("Request counts", "Input tokens: simulated vs API", "Output tokens", "Model usage", "Context length",
             "Incremental growth per turn", "Time between requests", "TTL analysis", "Cache capacity", "Data quality")
 MAX_REPORT_BYTES = 5_000_000

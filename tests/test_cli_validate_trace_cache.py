@@ -1,4 +1,5 @@
-"""validate_trace_cache.py as a user runs it: the seed command, broken traces, gates, exit codes (SPEC §3, §7)."""
+"""validate_trace_cache.py as a user runs it: the seed command, broken traces, gates, exit codes (docs/cli.md#exit-codes,
+docs/validate.md)."""
 from __future__ import annotations
 
 import csv
@@ -59,11 +60,12 @@ def test_seed_command_prints_the_block_per_trace(workdir: Path):
     assert [b["id"] for b in blocks] == ["trace_0001"]
     for block in blocks:
         assert block["n"] == block["m"] == "90"
-        assert all(0 <= float(block[key]) <= 100 for key in ("sim", "api", "acc"))
+        # The cleaned example's API side is the estimate of docs/validate.md (its replays read their twins' writes).
+        assert (block["sim"], block["api"], block["acc"]) == ("89.6", "89.0", "99.3")
     assert "Statistics (1 trace(s), parent requests only)" in out
     assert re.search(r"^cache_read +[\d,]+ +[\d,]+ +[\d.]+% +[\d.]+%", out, re.MULTILINE)
-    assert re.search(r"^Overall \(1 trace\(s\), 90 reqs, 90 matched\): simulated \(prefix model\) [\d.]+%, "
-                     r"API billed [\d.]+%, accuracy [\d.]+%$", out, re.MULTILINE)
+    assert "\nOverall (1 trace(s), 90 reqs, 90 matched): simulated (prefix model) 89.6%, API billed 89.0%, " \
+           "accuracy 99.3%\n" in out
 
 
 def test_every_hit_rate_says_what_it_measures(workdir: Path):

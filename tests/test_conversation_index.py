@@ -17,7 +17,7 @@ from lib.capture.conversation_index import (ConversationIndexSummary, ensure_con
 from lib.db import open_index_db, open_proxy_db
 
 FIXTURE_SESSION = "aece16d6-730c-4020-ab76-fd7ec747f412"
-# The real proxy's schema (FORMAT_NOTES §2), for hand-made logs that need an (empty) DB beside them.
+# The real proxy's schema (docs/inputs.md#the-requests-table), for hand-made logs that need an (empty) DB beside them.
 PROXY_SCHEMA = """CREATE TABLE requests (id TEXT PRIMARY KEY, timestamp DATETIME DEFAULT CURRENT_TIMESTAMP,
     method TEXT NOT NULL, endpoint TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL, user_agent TEXT,
     content_type TEXT, prompt_grade TEXT, response TEXT, model TEXT, original_model TEXT, routed_model TEXT,

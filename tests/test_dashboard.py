@@ -56,10 +56,25 @@ def _minimal_model(title: str = "tiny") -> ReportModel:
     return ReportModel(title=title, subtitle="", source="db", cards=(SummaryCard("Requests", "2"),), requests=points)
 
 
-def test_report_has_every_dashboard_section(report_html: str) -> None:
-    for section_id, heading in SECTIONS:
+def _documented_sections() -> list[str]:
+    """The section names docs/visualizer.md promises, in its order (its "Dashboard sections" list)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "visualizer.md").read_text()
+    part = text.split("## Dashboard sections", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^- \*\*(.+?)\*\*", part, re.MULTILINE)
+
+
+def test_report_has_every_documented_section_in_order(report_html: str) -> None:
+    documented = _documented_sections()
+    assert documented[0] == "Summary cards" and len(documented) == len(SECTIONS)
+    positions = []
+    for section_id, _ in SECTIONS:
         assert f'id="{section_id}"' in report_html
-        assert heading in report_html
+        positions.append(report_html.index(f'id="{section_id}"'))
+    assert positions == sorted(positions)
+    # The page's headings are the documented names ("Summary cards" is the docs' name for the summary).
+    assert [heading for _, heading in SECTIONS][1:] == documented[1:]
+    for heading in documented[1:]:
+        assert f">{heading}<" in report_html
 
 
 def test_report_references_nothing_on_the_network(report_html: str) -> None:

@@ -1,4 +1,4 @@
-"""Fault injection: every tool on mutated copies of a capture (SPEC §9, issue 7 item 1).
+"""Fault injection: every tool on mutated copies of a capture (docs/reliability.md, issue 7 item 1).
 
 Each fault mutates a copy of a pristine capture (the example generator's streaming "fixed" capture
 and its non-streaming "cleaned" one, at --scale 0.05), runs the whole pipeline
@@ -276,7 +276,7 @@ def response_empty_string(ws: Workspace, base: Baseline) -> Effect:
 
 
 def response_body_text_only(ws: Workspace, base: Baseline) -> Effect:
-    """A 200 whose body did not parse: the proxy stores it as `bodyText` (FORMAT_NOTES §4)."""
+    """A 200 whose body did not parse: the proxy stores it as `bodyText` (docs/inputs.md#response-column)."""
     rid = _target(base)
     streaming = _is_streaming_capture(base, rid)
 
@@ -290,7 +290,7 @@ def response_body_text_only(ws: Workspace, base: Baseline) -> Effect:
 
 
 def response_error_status(ws: Workspace, base: Baseline) -> Effect:
-    """A 529 overloaded: `bodyText` only, not a turn (SPEC §1.3)."""
+    """A 529 overloaded: `bodyText` only, not a turn (docs/inputs.md#errors-and-missing-responses)."""
     rid = _sub_target(base)
 
     def edit(response: dict) -> None:
@@ -314,7 +314,7 @@ def chunk_invalid_json(ws: Workspace, base: Baseline) -> Effect:
     _edit_response(ws.db, rid, edit)
 
     def check(ws: Workspace, runs: dict[str, ToolRun]) -> None:
-        # One broken delta loses nothing else of the row (SPEC §1.3).
+        # One broken delta loses nothing else of the row (docs/inputs.md#streaming-answers).
         assert _index_rows(ws.db)[rid] == base.index_rows[rid]
 
     return Effect(counts={"message_index": {"broken_stream_chunk": 1}, "traces": {"broken_stream_chunk": 1}},
@@ -452,7 +452,7 @@ def unknown_entry_types(ws: Workspace, base: Baseline) -> Effect:
              "payload": {"nested": [1, 2, 3]}}
     for position in (len(entries), len(entries) // 2, 1):
         entries.insert(position, novel)
-    # Unknown fields on known lines are ignored silently (SPEC §2).
+    # Unknown fields on known lines are ignored silently (docs/inputs.md#entries).
     for entry in entries:
         entry["futureField"] = {"x": 1}
     _write_jsonl(path, entries)
@@ -469,7 +469,8 @@ def duplicate_ids_across_conversations(ws: Workspace, base: Baseline) -> Effect:
             copies.append(entry)
     _write_jsonl(ws.jsonl / f"{OTHER_SESSION}.jsonl", copies)
     reason = {"duplicate_message_id_across_conversations": 2}
-    # Each request goes into one trace only: no turn is counted twice (SPEC §1.4, §9).
+    # Each request goes into one trace only: no turn is counted twice (docs/inputs.md#old-proxy-twins,
+    # docs/reliability.md#one-request-one-trace).
     return Effect(counts={"conversation_index": reason,
                           "traces": {**reason, "request_in_two_conversations": 2,
                                      "conversation_without_db_requests": 1},
@@ -691,7 +692,7 @@ def test_tool_survives_fault(variant: str, fault: str, tool: Tool, fault_runs: C
     assert run.summary is not None, f"--json printed no JSON: {run.stdout[:500]!r}"
     for reason, count in case.effect.counts.get(tool.name, {}).items():
         assert run.problems.get(reason, {}).get("count") == count, (reason, run.problems)
-    # Problems always come with their first examples, so a user can find the rows (SPEC §9).
+    # Problems always come with their first examples, so a user can find the rows (docs/reliability.md#bad-input).
     for reason, detail in run.problems.items():
         assert detail["examples"], reason
 
@@ -705,7 +706,7 @@ def test_unaffected_requests_survive_fault(variant: str, fault: str, baselines: 
     effect = case.effect
     ws = case.workspace
     if effect.fatal:
-        # Refusing the input leaves the previous outputs as they were (SPEC §9).
+        # Refusing the input leaves the previous outputs as they were (docs/reliability.md#interruption-and-re-runs).
         assert _native_files(ws.traces) == base.native_files
         return
     index_rows = _index_rows(ws.db)

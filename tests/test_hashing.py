@@ -1,4 +1,4 @@
-"""lib/hashing/block_hashes.py: normalization, the block-hash chain (SPEC §4), its memos and the id scopes."""
+"""lib/hashing/block_hashes.py: normalization, the block-hash chain (docs/hashing.md), its memos and the id scopes."""
 from __future__ import annotations
 
 import json
@@ -57,7 +57,7 @@ def make_hasher(*, block_size: int = 2, salt: bytes = SALT, **bounds: int) -> Pr
 
 
 def reference_hashes(segments: list[bytes], *, block_size: int, salt: bytes = SALT) -> tuple[int, list[bytes]]:
-    """SPEC §4.6 written out naively: whole-request tokens, then the chain, no memo."""
+    """docs/hashing.md#chained-block-keys written out naively: whole-request tokens, then the chain, no memo."""
     encoder = WordTokenizer()
     tokens = [token for segment in segments for token in encoder.encode(segment.decode())]
     seed = xxhash.xxh3_64_intdigest(salt)

@@ -1,4 +1,4 @@
-"""Interruption: SIGKILL each tool at random points, then re-run (SPEC §9 "idempotent").
+"""Interruption: SIGKILL each tool at random points, then re-run (docs/reliability.md#interruption-and-re-runs).
 
 Scenario: a capture was processed once (the "old" outputs and index tables); ten more rows
 arrived; each tool re-runs as a subprocess and is killed after a seeded random delay. Right

@@ -1,4 +1,5 @@
-"""Live capture: the tools run repeatedly while another process writes like the proxy (SPEC §1.1, §9).
+"""Live capture: the tools run repeatedly while another process writes like the proxy (docs/inputs.md#reading-a-live-database,
+docs/reliability.md#live-captures).
 
 tests/live_writer.py replays a generated capture into a fresh proxy DB (INSERT with response NULL,
 UPDATE of `response` later, rollback journal, 5 s busy timeout) while the indexers and the trace

@@ -1,4 +1,5 @@
-"""The §4 performance rule on multi-turn data: tokenized tokens stay a small share of prompt tokens."""
+"""The performance rule of
+docs/hashing.md#work-grows-with-unique-content on multi-turn data: tokenized tokens stay a small share of prompt tokens."""
 from __future__ import annotations
 
 from pathlib import Path

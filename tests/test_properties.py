@@ -4,7 +4,7 @@ Already proven elsewhere and not repeated here: shared token prefix ⇔ shared k
 (tests/test_hashing.py), hit rate monotone in TTL (tests/test_cache_models.py), monotone in
 capacity and LRU ≤ OPT (tests/test_capacity_models.py). Added: a changed segment gives every
 later block a key the original request never had; and the parsers of untrusted input (responses,
-proxy rows, JSONL lines, timestamps) never raise on generated malformed input (SPEC §9).
+proxy rows, JSONL lines, timestamps) never raise on generated malformed input (docs/reliability.md#bad-input).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""lib/capture/proxy_generation.py: old-proxy twin pairs and the per-capture verdict (SPEC §1.4)."""
+"""lib/capture/proxy_generation.py: old-proxy twin pairs and the per-capture verdict (docs/inputs.md#old-proxy-twins)."""
 from __future__ import annotations
 
 from lib.capture.proxy_generation import TwinCandidate, TwinPair, classify_generation, find_twin_pairs

@@ -1,4 +1,5 @@
-"""Which rows a visualizer report simulates (SPEC §1.4, §1.5, §8), on hand-made captures with every kind of row."""
+"""Which rows a visualizer report simulates (docs/inputs.md#old-proxy-twins, docs/inputs.md#rows-that-are-not-turns,
+docs/visualizer.md), on hand-made captures with every kind of row."""
 from __future__ import annotations
 
 import sqlite3

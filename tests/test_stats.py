@@ -1,4 +1,4 @@
-"""Percentiles and summaries: linear interpolation as numpy's default, hand-computed (SPEC §7.2)."""
+"""Percentiles and summaries: linear interpolation as numpy's default, hand-computed (docs/validate.md#statistics-table)."""
 from __future__ import annotations
 
 import pytest

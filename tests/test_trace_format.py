@@ -1,4 +1,5 @@
-"""Native format rules (SPEC §5.1), the strict schema check (§7.1) and the Mooncake export (§5.2)."""
+"""Native format rules (docs/traces.md#the-native-trace-file), the strict schema check
+(docs/validate.md#schema-check) and the Mooncake export (docs/traces.md#mooncake-jsonl)."""
 from __future__ import annotations
 
 import math

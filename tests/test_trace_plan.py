@@ -1,4 +1,4 @@
-"""Trace planning (SPEC §5.1): request selection and order, gap splits, sub-agent placement, names."""
+"""Trace planning (docs/traces.md#the-native-trace-file): request selection and order, gap splits, sub-agent placement, names."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone

@@ -1,4 +1,4 @@
-"""The statistics table (SPEC §7.2) against values computed by hand from the trace JSON with numpy."""
+"""The statistics table (docs/validate.md#statistics-table) against values computed by hand from the trace JSON with numpy."""
 from __future__ import annotations
 
 import csv
@@ -38,7 +38,7 @@ def leading_hits(previous: list[int], ids: list[int]) -> int:
 
 
 def by_hand(document: dict) -> dict[str, float]:
-    """One trace's figures, straight from the §5.1 fields, written independently of lib/."""
+    """One trace's figures, straight from the docs/traces.md#the-native-trace-file fields, written independently of lib/."""
     parent = [r for r in document["requests"] if r["type"] != "subagent"]
     inputs = np.array([r["in"] for r in parent], dtype=float)
     outputs = np.array([r["out"] for r in parent], dtype=float)

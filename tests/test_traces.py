@@ -1,5 +1,5 @@
 """build_traces end to end: the real-format fixture, hand-made captures with pinned token counts,
-determinism, every option, both proxy generations and the Mooncake export (SPEC §4, §5)."""
+determinism, every option, both proxy generations and the Mooncake export (docs/hashing.md, docs/traces.md)."""
 from __future__ import annotations
 
 import importlib.util
@@ -340,7 +340,7 @@ def test_split_at_gap_restarts_t_and_keeps_a_subagent_in_its_spawn_segment(hand:
     assert [r["t"] for r in s1["requests"]] == [0, 1.4, 10]
     assert [r["t"] for r in s2["requests"]] == [0] and [r["t"] for r in s3["requests"]] == [0]
     assert len(markers(s1)) == 1 and not markers(s2) and not markers(s3)
-    # Segments share the conversation's id namespace (SPEC §4.7).
+    # Segments share the conversation's id namespace (docs/hashing.md#integer-ids-and-scopes).
     assert parents(s2)[0]["hash_ids"][:37] == parents(s1)[1]["hash_ids"]
     manifest = orjson.loads((out / MANIFEST).read_bytes())
     assert [(t["id"], t["segment"], t["requests"]) for t in manifest["traces"]][:3] == [

@@ -1,4 +1,4 @@
-"""Traces versus the API (SPEC §7.3): matching routes, same-request comparison, API-model errors."""
+"""Traces versus the API (docs/validate.md#simulated-vs-api-per-trace): matching routes, same-request comparison, API-model errors."""
 from __future__ import annotations
 
 import json

@@ -116,7 +116,7 @@ def run_tool(tool: Tool, workspace: Workspace, *extra: str) -> ToolRun:
 
 
 def _parse_json(text: str) -> Optional[dict[str, Any]]:
-    """The --json summary; None when stdout holds anything but one JSON object (SPEC §3: JSON only)."""
+    """The --json summary; None when stdout holds anything but one JSON object (docs/cli.md#summaries: JSON only)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError:

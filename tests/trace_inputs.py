@@ -31,7 +31,7 @@ def _user(text: str, *, cached: bool = False) -> dict[str, Any]:
 
 
 ASK = _user("List the files in src and read main.py.")
-# Sent back with its thinking signature: normalization drops `signature` (SPEC §4.2).
+# Sent back with its thinking signature: normalization drops `signature` (docs/hashing.md#normalization).
 TOOL_CALL = {"role": "assistant", "content": [
     {"signature": "EoSig1", "thinking": "I should read it.", "type": "thinking"},
     {"id": "toolu_01Read", "input": {"path": "src/main.py"}, "name": "Read", "type": "tool_use"}]}
@@ -49,7 +49,7 @@ SUB_RESULT = {"role": "user", "content": [{"content": "no imports", "tool_use_id
 
 def _body(messages: list, *, system: list = SYSTEM, model: str = "claude-opus-4-6", stream: bool = True,
           max_tokens: int = 32000) -> str:
-    """A stored body in the proxy's key order (SPEC §1.2): model, messages, max_tokens, system, stream, tools."""
+    """A stored body in the proxy's key order (docs/inputs.md#stored-request-body): model, messages, max_tokens, system, stream, tools."""
     body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens, "system": system}
     if stream:
         body["stream"] = True
@@ -112,7 +112,7 @@ def hand_capture(root: Path) -> tuple[Path, Path]:
 
 def twin_capture(root: Path, *, replay_message: str = "msg_Replay", stream_message: str = "msg_Stream",
                  jsonl_message: Optional[str] = None) -> tuple[Path, Path]:
-    """One old-proxy turn: a streaming twin, then its non-streaming replay 2 s later (SPEC §1.4)."""
+    """One old-proxy turn: a streaming twin, then its non-streaming replay 2 s later (docs/inputs.md#old-proxy-twins)."""
     streaming = proxy_row("c000000000000001", "2026-11-29T09:00:00-08:00", body=_body([ASK]),
                           headers=request_headers(),
                           response=streaming_response(stream_message, completed_at="2026-11-29T09:00:01-08:00",

@@ -1,4 +1,4 @@
-"""Anthropic API prompt-cache model: predict each request's cache_read / cache_creation / input (SPEC §6.4).
+"""Anthropic API prompt-cache model: predict each request's cache_read / cache_creation / input (docs/cache-models.md#anthropic-api-model).
 
 Rules, in the units the API reports (tokens):
 - Entries live at `cache_control` breakpoints (≤ 4 per request; token end offsets the caller
@@ -23,7 +23,7 @@ Approximations: the API's lookback counts content blocks. A request that carries
 (token positions where content blocks end; the hasher gives message ends, a little coarser than the
 API's blocks) is looked back over those; without them the lookback counts blocks of `block_size`
 tokens, which misses any turn that added more than `lookback_blocks` × block_size tokens. A prefix is
-identified by the chained id of its last full block (SPEC §4.6), so a
+identified by the chained id of its last full block (docs/hashing.md#chained-block-keys), so a
 breakpoint at token position p is rounded down to block p // block_size and cache_read is a
 whole number of blocks; the < block_size tokens past the boundary count as creation.
 `warm_first_breakpoint` marks the first eligible breakpoint of each stream's first request as

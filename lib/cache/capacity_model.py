@@ -1,4 +1,4 @@
-"""Capacity simulation: LRU and Belady/OPT caches of C blocks over the interleaved stream (SPEC §6.3).
+"""Capacity simulation: LRU and Belady/OPT caches of C blocks over the interleaved stream (docs/cache-models.md#capacity-simulation).
 
 All events share one cache. Each request is applied atomically at `start_s`, in start order
 (ties: input order): it hits its leading cached blocks, stopping at the first miss, then puts every

@@ -14,7 +14,7 @@ last touch, the order the replay keeps). A missed full block is, by its state at
   `system_changed` or `message_edited`. A lane's first request is all `first_use`.
 The tokens past the last full block are `partial_block`: a block cache never stores them.
 
-Chained ids (SPEC §4.6) make this consistent with prefix matching: a block's ancestors are touched
+Chained ids (docs/hashing.md#chained-block-keys) make this consistent with prefix matching: a block's ancestors are touched
 whenever it is, so every block after the first miss is itself missing for a cause no better than
 the first one's; each block's own state is reported.
 

@@ -1,4 +1,4 @@
-"""Percentiles and summary rows for the statistics tables (SPEC §7.2, §8).
+"""Percentiles and summary rows for the statistics tables (docs/validate.md#statistics-table, docs/visualizer.md).
 
 Percentiles use linear interpolation between closest ranks, numpy's default 'linear' method
 (Hyndman & Fan type 7): for sorted values x of length n, P(q) sits at rank h = (n − 1)·q/100

@@ -1,6 +1,6 @@
 """Requests as cache events, replayed in time order: the engine under the TTL and capacity models.
 
-Time (SPEC §6 'Concurrency and time'): a request *reads* the cache at `start_s`; the blocks it
+Time (docs/cache-models.md#time-and-concurrency): a request *reads* the cache at `start_s`; the blocks it
 *writes* become readable at `ready_s` (response start = start + ttft where known, else completion;
 a `ready_s` before `start_s` is treated as `start_s`). Reads happen in start order, ties keeping
 input order. Before each read, every write with `ready_s <= start_s` is applied, in ready order
@@ -12,7 +12,7 @@ Touches: a write touches *every* block of its request, the prefix it hit and the
 added alike, at `ready_s`. Hits are thus refreshed when the request's response starts (the server
 holds them while the request runs); the models never need a separate refresh at `start_s`.
 
-Runs: block ids are chained (SPEC §4.6: equal id ⇒ equal whole prefix, and a block sits at the
+Runs: block ids are chained (docs/hashing.md#chained-block-keys: equal id ⇒ equal whole prefix, and a block sits at the
 same position in every request that contains it). Every write touching a block also touches all
 its ancestors, so along a request the *last writer* of each block (the index of the write that
 touched it last, -1 if none yet) never increases. A request therefore splits into a few runs
@@ -34,7 +34,7 @@ import numpy as np
 BlockIds = Union[Sequence[int], np.ndarray]
 
 NEVER_WRITTEN = -1
-# Ids below this bound plus the number of block references index arrays directly: SPEC §4.7's
+# Ids below this bound plus the number of block references index arrays directly: per docs/hashing.md#integer-ids-and-scopes, the
 # dense ids never exceed the number of references, so they never pay for a dict. Larger ids
 # (e.g. raw 64-bit hashes) go through one dict instead of allocating arrays as large as the ids.
 _DIRECT_ID_SLACK = 1 << 20

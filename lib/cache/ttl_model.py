@@ -1,11 +1,12 @@
-"""Trace prefix model and TTL simulation over block-id requests (SPEC §6.1, §6.2).
+"""Trace prefix model and TTL simulation over block-id requests (docs/cache-models.md#trace-prefix-model,
+docs/cache-models.md#ttl-simulation).
 
-Prefix model (§6.1, the replay tester's definition): a request's hits are its leading ids that
+Prefix model (docs/cache-models.md#trace-prefix-model, the replay tester's definition): a request's hits are its leading ids that
 also occur anywhere in the previous request of the same (sub)conversation — positions i = 0, 1, …
 while `ids[i] in set(previous)`, stopping at the first miss. The first request is all misses,
 except for an optional warm prefix of `warm_prefix_blocks` (see `warm_prefix_blocks()`).
 
-TTL simulation (§6.2): one cache of block ids shared by every event. A request reads at
+TTL simulation (docs/cache-models.md#ttl-simulation): one cache of block ids shared by every event. A request reads at
 `start_s`; it hits its leading blocks that are readable and alive, stopping at the first miss
 (prefix matching), and prefills everything from there on. An entry is alive while
 `now − last_access <= ttl` (strict expiry: alive at exactly `ttl`, gone just after). Every block
@@ -36,7 +37,7 @@ __all__ = [
     "warm_prefix_blocks", "sweep_ttl",
 ]
 
-# SPEC §6.2: 1m, 2m, 3m, 4m, 5m, 10m, 15m, 30m, 1h, 2h, 4h, 8h, 24h, and None = infinite.
+# docs/cache-models.md#ttl-simulation: 1m, 2m, 3m, 4m, 5m, 10m, 15m, 30m, 1h, 2h, 4h, 8h, 24h, and None = infinite.
 DEFAULT_TTLS_S: tuple[Optional[float], ...] = (
     60, 120, 180, 240, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, None,
 )
@@ -61,7 +62,7 @@ class HitRate:
 
 
 def prefix_hits(previous_ids: Sequence[int], ids: Sequence[int]) -> int:
-    """Leading ids of `ids` found anywhere in `previous_ids`, up to the first miss (SPEC §6.1)."""
+    """Leading ids of `ids` found anywhere in `previous_ids`, up to the first miss (docs/cache-models.md#trace-prefix-model)."""
     # Chained ids of a growing conversation repeat the previous list as a prefix: compare that
     # part in C (the validator runs this over ~90M ids), then walk only what follows it.
     shared = min(len(previous_ids), len(ids))
@@ -83,7 +84,7 @@ def warm_prefix_blocks(tool_tokens: int, system_tokens: int, share: float, block
 
 
 def conversation_hit_rate(requests: Sequence[Sequence[int]], *, warm_prefix_blocks: int = 0) -> HitRate:
-    """Prefix-model hit rate in blocks over one (sub)conversation's requests, in order (SPEC §6.1)."""
+    """Prefix-model hit rate in blocks over one (sub)conversation's requests, in order (docs/cache-models.md#trace-prefix-model)."""
     hits = 0
     total = 0
     previous: Sequence[int] = ()

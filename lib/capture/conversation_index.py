@@ -1,9 +1,9 @@
-"""The conversation index: JSONL turns linked to proxy rows, sub-agent links, and file stats (SPEC §3 item 2).
+"""The conversation index: JSONL turns linked to proxy rows, sub-agent links, and file stats (docs/indexes.md#conversation-index).
 
 Tables live in the index DB (the proxy DB itself unless `--index-db`). Incremental by file size and
 mtime: a conversation is re-read when any of its files changed, appeared or vanished, and its rows
 are replaced in one short transaction, so an interrupted run leaves earlier conversations intact
-and a re-run finishes the job (SPEC §9).
+and a re-run finishes the job (docs/reliability.md#interruption-and-re-runs).
 """
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def update_conversation_index(
 
     started = time.monotonic()
     summary = ConversationIndexSummary()
-    # Find the logs first: a wrong path must fail before anything is written (SPEC §3 exit 2).
+    # Find the logs first: a wrong path must fail before anything is written (docs/cli.md#exit-codes).
     logs = discover_logs(logs_path, summary.problems)
     if not logs:
         raise InputError(f"{logs_path or default_projects_dir()}: no Claude Code JSONL logs found")
@@ -321,12 +321,12 @@ def _fill_totals(index: sqlite3.Connection, summary: ConversationIndexSummary) -
     summary.unmatched_examples = [row[0] for row in index.execute(
         "SELECT message_id FROM conversation_index WHERE request_id IS NULL ORDER BY ts_epoch LIMIT ?",
         (UNMATCHED_EXAMPLES,))]
-    # A resumed session copies earlier turns into a new file: same ids in two conversations (SPEC §9).
+    # A resumed session copies earlier turns into a new file: same ids in two conversations (docs/reliability.md#one-request-one-trace).
     for (message_id,) in index.execute(
         "SELECT message_id FROM conversation_index GROUP BY message_id HAVING COUNT(DISTINCT conversation_id) > 1"
     ):
         summary.problems.add("duplicate_message_id_across_conversations", message_id)
-    # The JSONL requestId must equal the matched row's Request-Id header (SPEC §1.3).
+    # The JSONL requestId must equal the matched row's Request-Id header (docs/inputs.md#timing-and-request-ids).
     for (message_id,) in index.execute(
         "SELECT c.message_id FROM conversation_index c JOIN message_index m ON m.request_id = c.request_id"
         " WHERE c.jsonl_request_id IS NOT NULL AND m.anthropic_request_id IS NOT NULL"

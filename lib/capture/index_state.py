@@ -1,4 +1,4 @@
-"""The `index_state` key/value table: where index builders keep their resume points (SPEC §3).
+"""The `index_state` key/value table: where index builders keep their resume points (docs/indexes.md#where-the-tables-live).
 
 Each builder owns the keys under its own prefix (e.g. `message_index.`), so builders sharing
 one index file never overwrite each other's state.

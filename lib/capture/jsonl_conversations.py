@@ -1,7 +1,7 @@
-"""Claude Code JSONL logs turned into per-conversation turns and sub-agent links (SPEC §2).
+"""Claude Code JSONL logs turned into per-conversation turns and sub-agent links (docs/inputs.md#session-logs).
 
 Files are found and streamed by `jsonl_files`. Broken lines, unknown entry types, `<synthetic>` lines
-and duplicate message ids are skipped or degraded and counted in a ProblemCounter, never fatal (SPEC §9).
+and duplicate message ids are skipped or degraded and counted in a ProblemCounter, never fatal (docs/reliability.md#bad-input).
 Every entry type Claude Code writes is known by name (docs/inputs.md#entries): read for turns and sub-agent
 facts, or ignored; only types no version writes are counted as unknown.
 """
@@ -27,7 +27,7 @@ IGNORED_ENTRY_TYPES = frozenset({
     "ai-title", "custom-title", "bridge-session", "pr-link", "cost-state", "turn_end",
 })
 KNOWN_ENTRY_TYPES = PROMPT_ENTRY_TYPES | AGENT_FACT_ENTRY_TYPES | IGNORED_ENTRY_TYPES
-AGENT_TOOL_NAMES = frozenset({"Agent", "Task"})  # `Task` in Claude Code before the rename (SPEC §2)
+AGENT_TOOL_NAMES = frozenset({"Agent", "Task"})  # `Task` in Claude Code before the rename (docs/inputs.md#sub-agents)
 TASK_OUTPUT_TOOL = "TaskOutput"  # reads a background task's result (and waits for it)
 SYNTHETIC_MODEL = "<synthetic>"
 INLINE_AGENT_PREFIX = "sidechain-"  # id of a sub-agent logged inside its parent (1.0.x): prefix + root uuid
@@ -122,7 +122,7 @@ def read_conversation(files: list[LogFile], problems: ProblemCounter) -> Convers
 
 
 def _first_sighting(turn: AssistantTurn, log: LogFile, seen: dict[str, str], problems: ProblemCounter) -> bool:
-    """Keep a message id only in the first file of the conversation that logged it (SPEC §9)."""
+    """Keep a message id only in the first file of the conversation that logged it (docs/inputs.md#assistant-lines)."""
     first = seen.setdefault(turn.message_id, log.label)
     if first != log.label:
         problems.add("duplicate_message_id", f"{turn.message_id} ({first}, {log.label})")
@@ -214,7 +214,7 @@ class _ParentFacts:
                 problems.add("unlinked_agent_tool_use", tool_use_id)
             elif agent_id not in logged:
                 problems.add("subagent_log_missing", agent_id)
-            # Spawn is when the parent issued the call, never the result's time (SPEC §2).
+            # Spawn is when the parent issued the call, never the result's time (docs/inputs.md#sub-agents).
             spawn = use.spawn_time or self.progress_starts.get(agent_id) or first_line_times.get(agent_id)
             if spawn is None:
                 problems.add("agent_tool_use_without_time", tool_use_id)
@@ -390,7 +390,7 @@ class _FileReader:
         else:
             draft.timestamp = min(draft.timestamp, timestamp)
             draft.request_id = draft.request_id or _text(entry.get("requestId")) or None
-            if rank >= draft.rank:  # the line with the largest output_tokens is the final one (SPEC §2)
+            if rank >= draft.rank:  # the line with the largest output_tokens is the final one (docs/inputs.md#assistant-lines)
                 draft.rank, draft.stop_reason, draft.usage = rank, stop_reason, usage
                 draft.model = model or draft.model
         draft.content_types.extend(t for t in types if t and t not in draft.content_types)

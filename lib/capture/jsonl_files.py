@@ -1,8 +1,9 @@
-"""Finding Claude Code JSONL logs and streaming their lines (SPEC §2).
+"""Finding Claude Code JSONL logs and streaming their lines (docs/inputs.md#where-logs-are-found).
 
 Parents live at `<project>/<sessionId>.jsonl`; sub-agents at `<sessionId>/subagents/agent-<agentId>.jsonl`
 (newer, with an optional `agent-<agentId>.meta.json` beside it) or `agent-<agentId>.jsonl` beside the
-parent (older). A live session may be mid-write, so a cut-off last line is counted, not fatal (SPEC §9).
+parent (older). A live session may be mid-write, so a cut-off last line is counted, not fatal
+(docs/reliability.md#bad-input).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class LogFile:
 
 @dataclass(frozen=True)
 class AgentMeta:
-    """A sub-agent's `.meta.json`: what Claude Code resolved at spawn (SPEC §2)."""
+    """A sub-agent's `.meta.json`: what Claude Code resolved at spawn (docs/inputs.md#where-logs-are-found)."""
 
     agent_type: str
     description: str
@@ -126,7 +127,7 @@ def iter_entries(path: Path, problems: ProblemCounter,
                     problems.add("invalid_utf8_jsonl_line", f"{label}:{number}")
                     yield number, entry
                     continue
-                # A last line without newline is a write in progress, not corruption (SPEC §2).
+                # A last line without newline is a write in progress, not corruption (docs/inputs.md#entries).
                 reason = "unparsable_jsonl_line" if raw.endswith(b"\n") else "truncated_jsonl_line"
                 problems.add(reason, f"{label}:{number}")
                 continue

@@ -1,7 +1,7 @@
-"""The `message_index` table: one parsed row per proxy request, so later tools never re-parse (SPEC §3.1).
+"""The `message_index` table: one parsed row per proxy request, so later tools never re-parse (docs/indexes.md#message-index).
 
 Incremental: a run processes only rows with rowid above the last one indexed, plus rows whose
-response was still NULL last time. Writes go in short batched transactions (SPEC §9); the
+response was still NULL last time. Writes go in short batched transactions (docs/reliability.md#live-captures); the
 proxy's `requests` table is only ever read. A rebuild fills a shadow table and swaps it in at
 the end, so an interrupted rebuild leaves the previous index intact.
 """
@@ -138,7 +138,7 @@ def update_message_index(
 
 
 def ensure_message_index(proxy: sqlite3.Connection, index: sqlite3.Connection, *, say: Callable[[str], None]) -> None:
-    """Build or update the message index when it is missing or stale, saying so (SPEC §3)."""
+    """Build or update the message index when it is missing or stale, saying so (docs/indexes.md#where-the-tables-live)."""
     if not table_exists(index, TABLE):
         say("No message index yet: building it now (as build_message_index.py would).")
     else:
@@ -284,7 +284,7 @@ def _flush(index: sqlite3.Connection, sql: str, batch: list[tuple], save_state: 
 
 
 def _table_row(row: tuple) -> tuple:
-    """One proxy row → one message_index row; unknown usage stays NULL (SPEC §1.3)."""
+    """One proxy row → one message_index row; unknown usage stays NULL (docs/inputs.md#response-column)."""
     request, facts = parse_proxy_row_with_facts(row)
     raw_timestamp = row[2] if isinstance(row[2], str) else None
     values = {
@@ -323,7 +323,7 @@ def _request_from_row(values: dict[str, Any]) -> ProxyRequest:
 
 
 def _update_twins(index: sqlite3.Connection) -> None:
-    """Recompute old-proxy pairs over the whole index (new rows may pair with old ones, SPEC §1.4)."""
+    """Recompute old-proxy pairs over the whole index (new rows may pair with old ones, docs/inputs.md#old-proxy-twins)."""
     # Only successful turns can be twins: an errored stream and its retry are not a replay pair.
     rows = index.execute(
         f"SELECT request_id, ts_epoch, row_id, is_streaming, prompt_key FROM {TABLE} WHERE kind = ? AND prompt_key IN "

@@ -1,4 +1,4 @@
-"""Which proxy generation wrote a capture: old-proxy twin pairs (SPEC §1.4).
+"""Which proxy generation wrote a capture: old-proxy twin pairs (docs/inputs.md#old-proxy-twins).
 
 The old proxy hid the stream from Claude Code, which re-sent each turn without streaming a few
 seconds later: the same prompt twice, opposite `stream` flags, `max_tokens` lowered. The
@@ -84,7 +84,7 @@ def _pair_group(group: Sequence[TwinCandidate], window_s: float) -> list[TwinPai
 
 
 def classify_generation(pairs: Sequence[TwinPair], *, has_streaming_turns: bool) -> GenerationReport:
-    """Old when pairs exist; fixed when turns stream without pairs; else cleaned/unknown (SPEC §1.4)."""
+    """Old when pairs exist; fixed when turns stream without pairs; else cleaned/unknown (docs/inputs.md#old-proxy-twins)."""
     if pairs:
         generation = GENERATION_OLD
     elif has_streaming_turns:

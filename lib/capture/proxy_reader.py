@@ -1,8 +1,8 @@
-"""Streaming the proxy's `requests` table into `ProxyRequest` records (SPEC §1).
+"""Streaming the proxy's `requests` table into `ProxyRequest` records (docs/inputs.md#proxy-database).
 
 Rows are read in rowid order (the proxy's arrival order) in small keyset-paginated batches:
 each batch is one short SELECT, so no read lock is held between batches and the proxy (default
-rollback journal, SPEC §1.1) can keep writing, and memory never holds more than one batch of
+rollback journal, docs/inputs.md#reading-a-live-database) can keep writing, and memory never holds more than one batch of
 responses. Rows that share a second, or carry mixed offsets, are put in true arrival order by
 the message index: (timestamp as epoch seconds, rowid).
 """
@@ -37,7 +37,7 @@ LATEST_TIME = datetime(2100, 1, 1, tzinfo=timezone.utc)
 # per 64 of its tokens. A response time or TTFT above 2^32 ms (~50 days) is corrupt too.
 MAX_PLAUSIBLE_TOKENS = 10_000_000
 MAX_PLAUSIBLE_SECONDS = 2**32 / 1000
-# Keys that differ between the two halves of an old-proxy pair (SPEC §1.4).
+# Keys that differ between the two halves of an old-proxy pair (docs/inputs.md#old-proxy-twins).
 TWIN_VARYING_KEYS = ("stream", "max_tokens")
 _COLUMNS = "rowid, id, timestamp, headers, body, response, model"
 
@@ -83,7 +83,7 @@ def fetch_proxy_rows(proxy: sqlite3.Connection, row_ids: Iterable[int], *, batch
 def parse_proxy_row_with_facts(row: tuple) -> tuple[ProxyRequest, ResponseFacts]:
     """Turn one raw row into a `ProxyRequest` and its response facts (usage fields stay None when unknown).
 
-    Every degradation is recorded in `request.problems`; `count_request_problems` counts them (SPEC §9).
+    Every degradation is recorded in `request.problems`; `count_request_problems` counts them (docs/reliability.md#bad-input).
     """
     row_id, request_id, raw_timestamp, raw_headers, raw_body, raw_response, column_model = row
     request_id = str(request_id)
@@ -202,7 +202,7 @@ def count_request_problems(problems: ProblemCounter, request_id: str, kind: str,
 
 
 def parse_request_body(raw: Any) -> RequestBodyFacts:
-    """Stream flag, max_tokens, message count, model and twin key of a stored request body (SPEC §1.2)."""
+    """Stream flag, max_tokens, message count, model and twin key of a stored request body (docs/inputs.md#stored-request-body)."""
     try:
         body = orjson.loads(raw) if raw is not None else None
     except orjson.JSONDecodeError:
@@ -220,7 +220,7 @@ def parse_request_body(raw: Any) -> RequestBodyFacts:
     if key is None:
         problems += ("request_body_too_deep",)
     return RequestBodyFacts(
-        # The proxy drops `stream: false`, so an absent key means non-streaming (SPEC §1.2).
+        # The proxy drops `stream: false`, so an absent key means non-streaming (docs/inputs.md#stored-request-body).
         is_streaming=body.get("stream") is True,
         max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
         message_count=len(messages) if isinstance(messages, list) else 0,
@@ -231,7 +231,7 @@ def parse_request_body(raw: Any) -> RequestBodyFacts:
 
 
 def prompt_key(body: dict) -> Optional[str]:
-    """Hex xxh3_64 of the body without `stream`/`max_tokens`: equal for old-proxy twins (SPEC §1.4).
+    """Hex xxh3_64 of the body without `stream`/`max_tokens`: equal for old-proxy twins (docs/inputs.md#old-proxy-twins).
 
     None for a body nested deeper than orjson writes (254 levels; it reads 1024).
     """

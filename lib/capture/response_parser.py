@@ -1,7 +1,7 @@
-"""Parsing the proxy's `response` column into facts about one API call (SPEC §1.3).
+"""Parsing the proxy's `response` column into facts about one API call (docs/inputs.md#response-column).
 
 Pure functions: a response string in, a `ResponseFacts` out. Nothing here raises on bad data;
-every degradation is named in `ResponseFacts.problems` so the caller can count it (SPEC §9).
+every degradation is named in `ResponseFacts.problems` so the caller can count it (docs/reliability.md#bad-input).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ MAX_STATUS_CODE = 999
 
 _DATA_OBJECT = "data: {"
 _SERVER_TIMING_DUR = re.compile(r"dur=([0-9]+(?:\.[0-9]+)?)")
-# API usage key for each of our prompt-side fields (the output count is handled apart, SPEC §1.3).
+# API usage key for each of our prompt-side fields (the output count is handled apart, docs/inputs.md#response-column).
 _PROMPT_USAGE_KEYS = {
     "input_tokens": "input_tokens",
     "cache_read_tokens": "cache_read_input_tokens",
@@ -91,7 +91,7 @@ def usage_from_values(*values: Optional[int]) -> Optional[Usage]:
 
 
 def parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
-    """Parse one `response` column value: NULL → pending, broken JSON → unparsable (SPEC §1.3).
+    """Parse one `response` column value: NULL → pending, broken JSON → unparsable (docs/inputs.md#response-column).
 
     A `statusCode` above 999 makes the response unparsable (`status_code_out_of_range`); usage and
     times are range-checked by the caller (`lib.capture.proxy_reader.checked_facts`).
@@ -122,7 +122,7 @@ def parse_response(raw: Optional[str | bytes]) -> ResponseFacts:
     if status is None:
         return ResponseFacts(kind=KIND_UNPARSABLE, problems=("missing_status_code",), **common)
     if status >= 400:
-        # Error rows carry only `bodyText`; they are not conversation turns (SPEC §1.3).
+        # Error rows carry only `bodyText`; they are not conversation turns (docs/inputs.md#errors-and-missing-responses).
         return ResponseFacts(kind=KIND_ERROR, **common)
     body = response.get("body")
     if isinstance(chunks, list) and chunks:
@@ -230,7 +230,7 @@ def _streaming_facts(chunks: list[Any], synthesized: dict, common: dict[str, Any
 
     values: dict[str, Any] = {}
     for field_name, key in _PROMPT_USAGE_KEYS.items():
-        # message_start has the prompt-side usage; newer APIs repeat it in message_delta (SPEC §1.3).
+        # message_start has the prompt-side usage; newer APIs repeat it in message_delta (docs/inputs.md#streaming-answers).
         values[field_name] = _first_int(start_usage.get(key), last_delta_usage.get(key))
     for field_name, key in _BREAKDOWN_KEYS.items():
         values[field_name] = _first_int(_breakdown(start_usage, key), _breakdown(last_delta_usage, key))
@@ -280,7 +280,7 @@ def _message_facts(body: dict, *, trust_content: bool) -> dict[str, Any]:
         "output_tokens": _first_int(usage.get("output_tokens")),
     }
     if trust_content:
-        # The synthesized streaming body has stop_reason "" and text-only content (SPEC §1.3).
+        # The synthesized streaming body has stop_reason "" and text-only content (docs/inputs.md#streaming-answers).
         content = found if isinstance(found := body.get("content"), list) else []
         types: list[str] = []
         for block in content:
@@ -304,7 +304,7 @@ def _breakdown(usage: dict, key: str) -> Any:
 
 
 def _ttft_s(headers: dict) -> Optional[float]:
-    """Time to first byte: Server-Timing's first `dur=`, else X-Envoy-Upstream-Service-Time (SPEC §1.3)."""
+    """Time to first byte: Server-Timing's first `dur=`, else X-Envoy-Upstream-Service-Time (docs/inputs.md#timing-and-request-ids)."""
     server_timing = header_value(headers, "Server-Timing")
     if server_timing:
         match = _SERVER_TIMING_DUR.search(server_timing)
@@ -320,7 +320,7 @@ def _ttft_s(headers: dict) -> Optional[float]:
 
 
 def _milliseconds_to_s(value: Any) -> Optional[float]:
-    """`responseTime` is integer milliseconds (SPEC §1.3)."""
+    """`responseTime` is integer milliseconds (docs/inputs.md#timing-and-request-ids)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return value / 1000

@@ -1,16 +1,16 @@
-"""Tokens and chained block hashes of request prefixes: the hashing contract of SPEC §4.
+"""Tokens and chained block hashes of request prefixes: the hashing contract of docs/hashing.md.
 
 A request is a list of *segments* (the `tools` list, the `system` list, then each message), each
-normalized to compact ASCII JSON (§4.2–4.3). Its tokens are the concatenation of its segments'
-tokens, cut into blocks of `block_size`; only full blocks get keys (§4.5). Block i's key is
+normalized to compact ASCII JSON (docs/hashing.md#normalization). Its tokens are the concatenation of its segments'
+tokens, cut into blocks of `block_size`; only full blocks get keys (docs/hashing.md#blocks). Block i's key is
 
     key_i = xxh3_128(key_{i-1} || i as uint64 LE || token ids of block i as uint32, seed)
 
 with `key_{-1}` = xxh3_128("kv-trace root" || salt) and `seed` = xxh3_64(salt), so the salt
-reaches every key twice: through the chain root (all 128 bits of it) and the 64-bit seed (§4.6).
+reaches every key twice: through the chain root (all 128 bits of it) and the 64-bit seed (docs/hashing.md#chained-block-keys).
 Because each key covers its whole prefix, equal keys ⇔ equal token prefixes (up to collisions).
 
-Performance (§4 rule): `SegmentTokenizer` tokenizes each distinct segment once; `PrefixHasher`
+Performance (docs/hashing.md#work-grows-with-unique-content): `SegmentTokenizer` tokenizes each distinct segment once; `PrefixHasher`
 keeps the chain state after every hashed segment prefix, so the next request of a conversation
 resumes from its longest already-hashed prefix and only tokenizes and hashes its new segments.
 Both memos are LRU-bounded; an evicted entry is simply recomputed, with identical results.
@@ -52,7 +52,7 @@ _TOKEN_BYTES = array(_TOKEN_TYPECODE).itemsize
 _pack_index = struct.Struct("<Q").pack
 _digest = xxhash.xxh3_128_digest
 
-# --- normalization (§4.2–4.3) ------------------------------------------------------------------
+# --- normalization (docs/hashing.md#normalization) ------------------------------------------------------------------
 
 # orjson is 2-3x faster than json.dumps but differs from it in three ways: it writes non-ASCII as
 # UTF-8 and DEL raw (fixed afterwards by `_ascii_escape`), it formats floats its own way ("1e-7"
@@ -81,7 +81,7 @@ def _ascii_escape(raw: bytes) -> bytes:
 
 
 def _strip(value: Any, *, floats_as_fragments: bool = True) -> Any:
-    """Copy of `value` without `cache_control`/`signature` keys at any depth (SPEC §4.2)."""
+    """Copy of `value` without `cache_control`/`signature` keys at any depth (docs/hashing.md#normalization)."""
     if isinstance(value, dict):
         return {key: _strip(item, floats_as_fragments=floats_as_fragments)
                 for key, item in value.items() if key not in DROPPED_KEYS}
@@ -93,7 +93,7 @@ def _strip(value: Any, *, floats_as_fragments: bool = True) -> Any:
 
 
 def normalize_section(value: Any) -> bytes:
-    """Compact ASCII JSON of `value` without cache_control/signature keys (SPEC §4.2–4.3).
+    """Compact ASCII JSON of `value` without cache_control/signature keys (docs/hashing.md#normalization).
 
     Byte-identical to json.dumps(value, separators=(",", ":"), ensure_ascii=True) after the drop.
     """
@@ -120,7 +120,7 @@ def make_salt(text: Optional[str] = None) -> bytes:
 
 
 class IdAllocator:
-    """Dense integer ids from 1 in first-appearance order, one allocator per scope (SPEC §4.7).
+    """Dense integer ids from 1 in first-appearance order, one allocator per scope (docs/hashing.md#integer-ids-and-scopes).
 
     Ids depend only on the order keys appear in, never on their values, so two runs with
     different salts produce identical integer ids.
@@ -198,7 +198,7 @@ def chained_prefix(previous: Sequence[bytes], keys: Sequence[bytes]) -> int:
 
 
 def rebucket(block_keys: Sequence[bytes], factor: int) -> list[bytes]:
-    """Keys of blocks `factor` times larger: every factor-th key (SPEC §5.2).
+    """Keys of blocks `factor` times larger: every factor-th key (docs/traces.md#mooncake-jsonl).
 
     Exact because keys are chained: key i identifies all tokens of blocks 0..i, so key
     (j+1)·factor−1 identifies the first j+1 large blocks, and two requests share it exactly
@@ -219,7 +219,7 @@ class RequestHashes:
 
 
 def ceil_keys(hashes: RequestHashes, factor: int = 1) -> list[bytes]:
-    """Keys under the ceil convention (Mooncake, SPEC §5.2): the partial tail block gets a key.
+    """Keys under the ceil convention (Mooncake, docs/traces.md#mooncake-jsonl): the partial tail block gets a key.
 
     With `factor` > 1 a partial large block made only of full small blocks is identified by the
     last small key; it cannot collide with a full large block's key (different block index).
@@ -232,7 +232,8 @@ def ceil_keys(hashes: RequestHashes, factor: int = 1) -> list[bytes]:
     return keys
 
 
-# --- memoized tokenization and chained hashing (§4 performance rule) ---------------------------
+# --- memoized tokenization and chained hashing (performance rule of
+# docs/hashing.md#work-grows-with-unique-content)
 
 
 @dataclass(slots=True)
@@ -344,7 +345,8 @@ class PrefixHasher:
 
     def hash_request(self, segments: Sequence[bytes], digests: Optional[Sequence[bytes]] = None,
                      chain: Optional[list[bytes]] = None) -> RequestHashes:
-        """Token count, full-block keys and tail key of the concatenated `segments` (SPEC §4.5–4.6).
+        """Token count, full-block keys and tail key of the concatenated `segments` (docs/hashing.md#blocks,
+        docs/hashing.md#chained-block-keys).
 
         `digests` are the segments' `segment_digest`s if known. `chain` holds the chain digests
         of a leading run of the segments (the root first), e.g. kept from an earlier request with
@@ -373,7 +375,7 @@ class PrefixHasher:
         stats.tokens_requested += state.token_count
         tail_key = None
         if state.tail:
-            # Shorter input than any full block, so it never equals a full-block key (§5.2 ceil).
+            # Shorter input than any full block, so it never equals a full-block key (ceil convention of docs/traces.md#mooncake-jsonl).
             tail_key = _digest(state.last_key + _pack_index(state.n_keys) + state.tail, self._seed)
         return RequestHashes(state.token_count, state.all_keys(), tail_key)
 
@@ -404,7 +406,7 @@ class PrefixHasher:
             self._state_weight -= evicted.n_keys + evicted.depth
 
     def scale_positions(self, hashes: RequestHashes, *, api_token_count: int, factor: float) -> RequestHashes:
-        """Keys in API token positions for `--token-count api` (SPEC §4, calibrated counts).
+        """Keys in API token positions for `--token-count api` (docs/hashing.md#calibrated-counts).
 
         `factor` = API tokens per tokenizer token, one constant per run and model family, so block
         boundaries map identically in every request and shared prefixes keep sharing keys. Scaled

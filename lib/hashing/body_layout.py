@@ -1,4 +1,5 @@
-"""Parsing a request body by reusing an earlier body of its conversation (SPEC §4 performance rule).
+"""Parsing a request body by reusing an earlier body of its conversation (performance rule of
+docs/hashing.md#work-grows-with-unique-content).
 
 Consecutive requests of a conversation repeat its history byte for byte: a stored body is the
 previous one with messages appended and the last message's cache_control moved. Once a body is

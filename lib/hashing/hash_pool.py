@@ -1,4 +1,4 @@
-"""Hashing request prompts in worker processes, with results identical to one process (SPEC §4).
+"""Hashing request prompts in worker processes, with results identical to one process (docs/hashing.md).
 
 Shared by the trace builder, the validator and the visualizer (`--workers N`). Requests are cut
 into chunks of consecutive requests (at least `chunk_requests`, cut preferably where a new group

@@ -1,4 +1,4 @@
-"""From proxy rows to hashed prompts: bodies read in batches, segments tokenized once (SPEC §4).
+"""From proxy rows to hashed prompts: bodies read in batches, segments tokenized once (docs/hashing.md).
 
 Shared by the trace builder, the validator and the visualizer (through lib/hashing/hash_pool.py, which
 spreads the work over processes) so all three see identical token counts, block keys and
@@ -26,7 +26,7 @@ from lib.records import ProxyRequest
 from lib.hashing.tokenizer import load_encoder
 
 BODY_BATCH_ROWS = 64
-# The API honours at most 4 cache_control breakpoints per request (SPEC §6.4).
+# The API honours at most 4 cache_control breakpoints per request (docs/cache-models.md#anthropic-api-model).
 MAX_BREAKPOINTS = 4
 # orjson writes at most this many levels of nesting (it reads 1024): a body nested deeper is skipped.
 MAX_JSON_DEPTH = 254
@@ -44,7 +44,7 @@ class HashedRequest:
     breakpoints: tuple[int, ...]
     last_message_types: tuple[str, ...]
     all_message_types: tuple[str, ...]
-    # Token positions where sections and messages end, for the API model's lookback (SPEC §6.4);
+    # Token positions where sections and messages end, for the API model's lookback (docs/cache-models.md#anthropic-api-model);
     # kept only by a hasher made with keep_boundaries=True (the trace builder does not need them).
     boundaries: tuple[int, ...] = ()
     # The billing header line the body carried (dropped before hashing), for the summaries' counts.
@@ -195,7 +195,7 @@ class RequestHasher:
     def hash_raw(self, raw: Optional[bytes]) -> tuple[Optional[str], Optional[HashedRequest]]:
         """(None, hashed prompt) of a stored body, or (why it is unusable, None).
 
-        Sections are tools, system (without the billing header), then each message (SPEC §4.1).
+        Sections are tools, system (without the billing header), then each message (docs/hashing.md#prompt-layout).
         Breakpoints are the token offsets at the end of each section or message that carries a
         `cache_control` (rounded to that segment's end: the API's exact offset inside a segment is
         not recoverable from segment-wise tokens); the last four are kept.

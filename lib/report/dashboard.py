@@ -1,4 +1,4 @@
-"""Render a `ReportModel` as one self-contained, offline HTML dashboard (SPEC §8), and the batch index.
+"""Render a `ReportModel` as one self-contained, offline HTML dashboard (docs/visualizer.md), and the batch index.
 
 The chart library (Chart.js, vendored under `lib/report/static/`) is inlined once per report, or, in batch
 mode, written once beside the reports and referenced relatively, so `all` does not repeat 200 KB per

@@ -16,7 +16,7 @@ CARD_TARGET_SHARE = 0.95
 
 @dataclass(frozen=True)
 class Comparison:
-    """API vs both simulations over the same requests (those with API usage), SPEC §7.3."""
+    """API vs both simulations over the same requests (those with API usage), docs/validate.md#simulated-vs-api-per-trace."""
 
     requests: int
     api: CacheSplit

@@ -17,7 +17,7 @@ from lib.cache.tiers import TierHits
 
 LANE_PARENT = "parent"
 LANE_UNLINKED = "unlinked"
-# Fraction of the infinite-cache hit rate the capacity targets aim for (SPEC §6.3).
+# Fraction of the infinite-cache hit rate the capacity targets aim for (docs/cache-models.md#capacity-simulation).
 CAPACITY_TARGET_SHARES = (0.90, 0.95, 0.99)
 
 
@@ -78,7 +78,7 @@ class RequestPoint:
 
 @dataclass(frozen=True, slots=True)
 class TtlRow:
-    """One TTL of the sweep (SPEC §6.2); `ttl_s` None means an infinite TTL."""
+    """One TTL of the sweep (docs/cache-models.md#ttl-simulation); `ttl_s` None means an infinite TTL."""
 
     ttl_label: str
     ttl_s: Optional[float]
@@ -98,7 +98,7 @@ class WorkingSetPoint:
 
 @dataclass(frozen=True, slots=True)
 class CapacityPoint:
-    """Hit rate of a cache of `capacity_tokens` under LRU and under Belady/OPT (SPEC §6.3)."""
+    """Hit rate of a cache of `capacity_tokens` under LRU and under Belady/OPT (docs/cache-models.md#capacity-simulation)."""
 
     capacity_tokens: int
     lru_hit_rate: float
@@ -199,7 +199,7 @@ class ModelUsage:
 
 @dataclass(frozen=True, slots=True)
 class QualityCount:
-    """One counted data-quality problem with its first examples (SPEC §9)."""
+    """One counted data-quality problem with its first examples (docs/reliability.md#bad-input)."""
 
     label: str
     count: int
@@ -220,7 +220,7 @@ class RequestMissCauses:
 
 @dataclass(frozen=True, slots=True)
 class ReportModel:
-    """Everything one dashboard shows (SPEC §8); empty sections are rendered as a short note."""
+    """Everything one dashboard shows (docs/visualizer.md); empty sections are rendered as a short note."""
 
     title: str
     subtitle: str

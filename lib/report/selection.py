@@ -1,4 +1,5 @@
-"""Which requests a visualizer report simulates, and in which lane (SPEC §1.4, §1.5, §8).
+"""Which requests a visualizer report simulates, and in which lane (docs/inputs.md#old-proxy-twins,
+docs/inputs.md#rows-that-are-not-turns, docs/visualizer.md).
 
 A report is one conversation (its parent and every sub-agent as lanes), `combined` (every turn
 of the DB through one shared cache) or, for `all`, one report per conversation. Rows that are not
@@ -134,7 +135,7 @@ def _conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, project
     if projects_path:
         ensure_conversation_index(proxy, index, projects_path, say=say)
     elif not table_exists(index, "conversation_index") and not _index_default_logs(proxy, index, say):
-        # No JSONL is not fatal: `combined` still works, with every row unlinked (SPEC §8).
+        # No JSONL is not fatal: `combined` still works, with every row unlinked (docs/visualizer.md).
         note = (f"No conversation index and no JSONL logs (looked in {default_projects_dir()}; give --projects-path): "
                 "no request could be linked to a conversation, so all are `unlinked`.")
         say(note)
@@ -166,7 +167,7 @@ def select_combined(capture: Capture) -> Selection:
     if capture.jsonl_note:
         selection.notes.append(capture.jsonl_note)
     if capture.generation:
-        selection.notes.append(f"Proxy generation (SPEC §1.4): {capture.generation}.")
+        selection.notes.append(f"Proxy generation (docs/inputs.md#old-proxy-twins): {capture.generation}.")
     turn_times = _turn_times(capture.conversations)
     for request in capture.requests:
         if request.timestamp == UNKNOWN_TIME:
@@ -358,7 +359,7 @@ def _count_shared(conversations: Iterable[IndexedConversation], problems: Proble
 
 
 def _sort(selection: Selection) -> None:
-    """Arrival order (timestamp, then rowid), as SPEC §1.1 requires."""
+    """Arrival order (timestamp, then rowid), as docs/inputs.md#the-requests-table requires."""
     selection.requests.sort(key=lambda item: (item.request.timestamp, item.request.row_id))
     selection.rows.sort(key=lambda request: (request.timestamp, request.row_id))
 

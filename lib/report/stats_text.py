@@ -1,4 +1,4 @@
-"""`<name>_stats.txt`: the plain-text statistics of one report, with the original tool's sections (SPEC §8).
+"""`<name>_stats.txt`: the plain-text statistics of one report, with the original tool's sections (docs/visualizer.md).
 
 Sections: request counts (streaming / non-streaming), input tokens simulated vs API (cache read /
 creation / new, accuracy), output tokens, model usage, context length percentiles, incremental

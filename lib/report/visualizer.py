@@ -1,4 +1,4 @@
-"""complete_cache_visualizer.py's work: select, hash, analyse, write dashboards and stats (SPEC §8).
+"""complete_cache_visualizer.py's work: select, hash, analyse, write dashboards and stats (docs/visualizer.md).
 
 One run opens the DBs once, brings the indexes up to date, and shares one memoized hasher across
 every report, so `all` tokenizes each distinct segment once. Every file goes through write_atomic.
@@ -61,7 +61,7 @@ class ReportResult:
     ttl_model_hit_rate: float
     api_model_accuracy: Optional[float]
     ttl_model_accuracy: Optional[float]
-    # The data-quality counts by reason, in --json too (SPEC §9), not only in the stats text.
+    # The data-quality counts by reason, in --json too (docs/reliability.md#bad-input), not only in the stats text.
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A cleaned old-proxy capture: the API figures are estimated (lib/capture/turn_timing.py).
     api_estimated: bool = False

@@ -1,6 +1,6 @@
 """Turn the example scenario into files: `requests.db` rows per proxy variant and the JSONL logs.
 
-Variants (SPEC §1.4): `fixed` — one streaming row per turn; `old` — a streaming twin (max_tokens
+Variants (docs/inputs.md#old-proxy-twins): `fixed` — one streaming row per turn; `old` — a streaming twin (max_tokens
 32000) then the non-streaming replay (21333) the JSONL points at, whose usage reads what the twin
 wrote; `cleaned` — the old capture with only the non-streaming rows kept (the shipped example, like
 the user's own DB).

@@ -1,4 +1,4 @@
-"""Claude Code 2.1.x JSONL session lines (SPEC §2), envelope field order as in the real-format fixture.
+"""Claude Code 2.1.x JSONL session lines (docs/inputs.md#session-logs), envelope field order as in the real-format fixture.
 
 A `JsonlSession` is one file's writer state: it chains `parentUuid`, stamps the envelope and
 returns plain dicts; `write_jsonl` streams them to disk atomically.

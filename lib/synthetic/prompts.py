@@ -18,7 +18,7 @@ _B = {"type": "boolean"}
 
 
 def _obj(properties: dict, required: list[str]) -> dict:
-    # Claude Code sends $schema/additionalProperties too; the proxy drops them (FORMAT_NOTES §5).
+    # Claude Code sends $schema/additionalProperties too; the proxy drops them (docs/inputs.md#stored-request-body).
     return {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": properties,
             "required": required, "additionalProperties": False}
 

@@ -1,4 +1,4 @@
-"""Write `requests` rows exactly as claude-code-proxy stores them (SPEC §1; fixtures/FORMAT_NOTES.md).
+"""Write `requests` rows exactly as claude-code-proxy stores them (docs/inputs.md#proxy-database).
 
 Used by the example generator and meant for benchmark-size captures: rows are streamed in and
 inserted in batches, so memory stays bounded by one batch.
@@ -74,7 +74,7 @@ def sorted_keys(value: Any) -> Any:
 
 
 def proxy_body(body: Mapping[str, Any]) -> dict:
-    """The request as the proxy re-serializes it (its `model.AnthropicRequest` struct), SPEC §1.2.
+    """The request as the proxy re-serializes it (its `model.AnthropicRequest` struct), docs/inputs.md#stored-request-body.
 
     Drops metadata/thinking/context_management and other unknown keys, `stream: false`, tool-level
     cache_control, `cache_control.ttl` and schema extras; sorts keys inside message content.

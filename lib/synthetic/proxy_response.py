@@ -1,6 +1,6 @@
-"""The proxy's `response` column: upstream headers, SSE chunks, its synthesized streaming body (SPEC §1.3).
+"""The proxy's `response` column: upstream headers, SSE chunks, its synthesized streaming body (docs/inputs.md#streaming-answers).
 
-Shapes and key orders follow fixtures/FORMAT_NOTES.md §4. All randomness (ids, cookie values,
+Shapes and key orders follow docs/inputs.md#response-column. All randomness (ids, cookie values,
 delta split points) comes from the `random.Random` passed in, so output is reproducible.
 """
 from __future__ import annotations
@@ -218,7 +218,7 @@ def response_headers(reply: ApiReply, rng: random.Random, *, is_streaming: bool)
         headers["Cache-Control"] = ["no-cache"]
     else:
         headers["Vary"] = ["Accept-Encoding"]
-    # Server-Timing is the edge's view of the same wait, a few ms longer than Envoy's (FORMAT_NOTES §6).
+    # Server-Timing is the edge's view of the same wait, a few ms longer than Envoy's (docs/inputs.md#timing-and-request-ids).
     headers["Server-Timing"] = [f"x-originResponse;dur={reply.ttft_ms}"]
     headers["X-Envoy-Upstream-Service-Time"] = [str(max(1, reply.ttft_ms - rng.randint(1, 5)))]
     return dict(sorted(headers.items()))

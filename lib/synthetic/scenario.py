@@ -196,7 +196,7 @@ def _explore_agent(story: _Story, spec: AgentSpec, spawn: list[dict], session_id
     """One Explore sub-agent: a Glob, a run of Reads growing the prompt geometrically, a final report."""
     block = spawn[AGENTS.index(spec)]
     agent_id = "a" + f"{story.ids.rng.getrandbits(64):016x}"[:16]
-    # All four start in the same second, right after the launching call completes (SPEC §2).
+    # All four start in the same second, right after the launching call completes (docs/inputs.md#session-logs).
     lane = story.lane(agent_id, HAIKU, story.spawn_s + story.timing.uniform(0.0, 0.2),
                       tools=tool_definitions(EXPLORE_TOOLS, story.scale, story.seed),
                       system=explore_system(story.scale, story.seed), ttl_s=TTL_5M_S, beta=BETA_SUBAGENT,

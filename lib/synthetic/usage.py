@@ -2,7 +2,7 @@
 
 Counts are per prompt piece (one tool, one system block, one message content block), computed
 once when the piece is appended, so a request's size is a lookup, never a re-tokenization.
-The cache follows SPEC §6.4: entries at `cache_control` breakpoints, reads at the longest live
+The cache follows docs/cache-models.md#anthropic-api-model: entries at `cache_control` breakpoints, reads at the longest live
 entry within a 20-piece lookback of a breakpoint, writes readable from the writer's first token (so
 requests sent together miss each other, while an old-proxy replay reads its twin's write), TTL
 refreshed on read, one cache shared by every conversation.
@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from lib.synthetic.proxy_response import ApiUsage
 
-# Claude's tokenizer counts ~15-20 % more than cl100k_base (SPEC §4); one fixed factor keeps counts deterministic.
+# Claude's tokenizer counts ~15-20 % more than cl100k_base (docs/hashing.md#tokenizer); one fixed factor keeps counts deterministic.
 API_TOKEN_FACTOR = 1.17
 LOOKBACK_PIECES = 20
 TTL_5M_S = 300.0

@@ -123,7 +123,7 @@ def _remove_stale(output_dir: Path, previous: set[str], current: set[str]) -> in
 def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, options: TraceOptions, *,
                  index_db: Optional[str] = None, say: Callable[[str], None] = lambda _: None,
                  progress: Callable[[Iterable, int], Iterable] = lambda items, _total: items) -> TraceSummary:
-    """Run the whole pipeline and return its summary (SPEC §3 item 3, §5)."""
+    """Run the whole pipeline and return its summary (docs/traces.md#options)."""
     started = time.perf_counter()
     target = Path(output_dir)
     summary = TraceSummary(output_dir=str(target))

@@ -1,4 +1,4 @@
-"""Mooncake JSONL export (SPEC §5.2): flat rows for Mooncake, SGLang bench_serving, Dynamo, AIPerf.
+"""Mooncake JSONL export (docs/traces.md#mooncake-jsonl): flat rows for Mooncake, SGLang bench_serving, Dynamo, AIPerf.
 
 Ids follow the ceil convention, `len(hash_ids) == ceil(input_length / block)`, through
 `hashing.ceil_keys`, and come from one allocator for the whole file, so two conversations share

@@ -1,4 +1,4 @@
-"""The native trace format (kv-cache-tester / AIPerf `weka_trace`), exactly per SPEC §5.1.
+"""The native trace format (kv-cache-tester / AIPerf `weka_trace`), exactly per docs/traces.md#the-native-trace-file.
 
 AIPerf's loader rejects unknown fields at every level, so the builders below emit exactly the
 allowed keys and nothing else; `NATIVE_*_FIELDS` are the same sets the schema check uses.
@@ -20,7 +20,7 @@ NATIVE_MARKER_FIELDS = frozenset({
 TOTALS_FIELDS = frozenset({"parent_tokens", "subagent_tokens", "combined_tokens", "subagent_count"})
 
 # A request keeping fewer than this share of the previous request's ids is a "major reset"
-# (compaction, /clear): its input types are those of the whole prompt, SPEC §5.1.
+# (compaction, /clear): its input types are those of the whole prompt, docs/traces.md#the-native-trace-file.
 MAJOR_RESET_KEPT_SHARE = 0.5
 
 
@@ -67,7 +67,7 @@ def whole_or_float(value: float, ndigits: int = 3) -> int | float:
 
 
 class InputTypes:
-    """The input-type rule of SPEC §5.1 over one (sub)conversation's requests, taken in order.
+    """The input-type rule of docs/traces.md#the-native-trace-file over one (sub)conversation's requests, taken in order.
 
     The rule compares a request's ids with the previous request's distinct ids. Those are kept as a
     set that grows by each request's new ids (a request usually extends the previous one), so a
@@ -175,7 +175,7 @@ def native_trace(
     markers = [sub for sub in subagents if sub.requests] if include_subagents else []
     for sub in markers:
         # Sort key (spawn, 1): a marker spawned in the same second as a request follows it, and
-        # never precedes the first parent request (SPEC §5.1: markers never first).
+        # never precedes the first parent request (docs/traces.md#the-native-trace-file: markers never first).
         entries.append((max(sub.spawn_s, origin), 1, native_marker(sub, origin)))
     entries.sort(key=lambda item: (item[0], item[1]))
     models = {facts.model for facts in parent}

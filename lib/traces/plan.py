@@ -1,4 +1,5 @@
-"""Which requests go into which trace: selection, ordering, splitting and naming (SPEC §1.5, §5.1).
+"""Which requests go into which trace: selection, ordering, splitting and naming (docs/inputs.md#rows-that-are-not-turns,
+docs/traces.md#the-native-trace-file).
 
 Planning needs only the JSONL conversations and the message index, never a request body, so the
 validator can re-derive the same plan to match anonymized traces back to their DB rows.
@@ -157,7 +158,7 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
 
 Draft = tuple[str, list[ProxyRequest], list[PlannedSubagent]]
 def _without_repeats(drafts: list[Draft], problems: ProblemCounter) -> list[Draft]:
-    """Each request in one trace only: conversations claim their requests earliest-first (SPEC §9).
+    """Each request in one trace only: conversations claim their requests earliest-first (docs/reliability.md#one-request-one-trace).
 
     A resumed session repeats earlier turns in a new JSONL file under a new sessionId; tracing
     them in both conversations would replay those API calls twice. On equal start times the
@@ -210,7 +211,7 @@ def _owned(requests: list[ProxyRequest], owner: dict[str, str], conversation_id:
 
 
 def _anonymize_names(plans: list[TracePlan]) -> None:
-    """trace_0001… in plan order; agent_001… numbered per parent conversation (SPEC §5.1)."""
+    """trace_0001… in plan order; agent_001… numbered per parent conversation (docs/traces.md#the-native-trace-file)."""
     agent_numbers: dict[tuple[str, str], int] = {}
     conversation_traces: dict[str, str] = {}
     for plan in plans:

@@ -1,6 +1,6 @@
 """Writing one trace plan: ids in file order, the native file, its sidecar rows and Mooncake rows.
 
-Split from lib/traces/build.py (the run): this module turns hashed requests into the SPEC §5 outputs.
+Split from lib/traces/build.py (the run): this module turns hashed requests into the docs/traces.md outputs.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def sidecar_file(trace_id: str) -> str:
 
 
 def model_family(model: str) -> str:
-    """`claude-opus-4-6` → `opus`: the unit of the calibrated token ratio (SPEC §4)."""
+    """`claude-opus-4-6` → `opus`: the unit of the calibrated token ratio (docs/hashing.md#calibrated-counts)."""
     for family in ("opus", "sonnet", "haiku"):
         if family in model:
             return family
@@ -67,7 +67,7 @@ def _facts(request: ProxyRequest, hashed: HashedRequest, hashes: RequestHashes, 
 
 
 class Calibration:
-    """Per model family: tokenizer tokens vs the API's prompt tokens (SPEC §4, calibrated counts)."""
+    """Per model family: tokenizer tokens vs the API's prompt tokens (docs/hashing.md#calibrated-counts)."""
 
     def __init__(self) -> None:
         self.tokenizer: dict[str, int] = {}
@@ -121,7 +121,7 @@ class TraceWriter:
             return self.global_ids
         if conversation_id != self.current_conversation:
             # Local scope: one namespace per parent conversation, shared by its split segments
-            # and sub-agents (SPEC §4.7); plans of one conversation are consecutive.
+            # and sub-agents (docs/hashing.md#integer-ids-and-scopes); plans of one conversation are consecutive.
             self.current_conversation, self.local_ids = conversation_id, IdAllocator()
         return self.local_ids
 
@@ -165,7 +165,7 @@ class TraceWriter:
             previous_end = _end(request_facts)
             index = len(earlier) + len(facts)
             sidecar.append(self._sidecar_row(trace_id, lane, index, request, prompt, hashes))
-            # A degraded row (broken chunk, missing usage...) is written, so name it here too (SPEC §9).
+            # A degraded row (broken chunk, missing usage...) is written, so name it here too (docs/reliability.md#bad-input).
             position = f"{trace_id}/{lane}#{index}"
             self.positions[request.request_id] = position
             if request.message_id:
@@ -264,7 +264,7 @@ def _end(facts: RequestFacts) -> float:
 
 
 def _generation(request: ProxyRequest, twins: dict[str, str]) -> str:
-    """Which proxy wrote this turn (SPEC §1.4): a twin pair means the old proxy, a lone stream the fixed one."""
+    """Which proxy wrote this turn (docs/inputs.md#old-proxy-twins): a twin pair means the old proxy, a lone stream the fixed one."""
     if request.request_id in twins:
         return "old"
     return "fixed" if request.is_streaming else "unknown"

@@ -1,4 +1,4 @@
-"""Match each request of a trace directory back to its proxy DB row (SPEC §7.3).
+"""Match each request of a trace directory back to its proxy DB row (docs/validate.md#simulated-vs-api-per-trace).
 
 Three routes, tried per trace in this order:
 1. `sidecar`: the sidecar row of (lane, request index) carries the DB request id (traces
@@ -77,7 +77,8 @@ class TraceLanes:
 
 
 def trace_lanes(file: str, directory: Path, document: dict) -> TraceLanes:
-    """Lanes of one parsed native trace; each request's hits against its lane's previous request (SPEC §6.1)."""
+    """Lanes of one parsed native trace; each request's hits against its lane's previous request
+    (docs/cache-models.md#trace-prefix-model)."""
     lanes: dict[str, list[LaneRequest]] = {PARENT_LANE: []}
     previous: dict[str, list[int]] = {}
     entries = document.get("requests")

@@ -1,4 +1,5 @@
-"""Schema check of trace files against SPEC §5.1 (native) and §5.2 (Mooncake), per SPEC §7.1.
+"""Schema check of trace files against docs/traces.md#the-native-trace-file (native) and docs/traces.md#mooncake-jsonl (Mooncake), per
+docs/validate.md#schema-check.
 
 Every problem names the file, the request index (a path like `requests[3].requests[0]` for
 sub-agent requests), the rule broken and the consumers it breaks. Rules are **errors** when a

@@ -1,6 +1,6 @@
-"""The statistics table of a trace directory (SPEC §7.2), one native trace at a time.
+"""The statistics table of a trace directory (docs/validate.md#statistics-table), one native trace at a time.
 
-Only SPEC §5.1 fields are read (`requests[].t/type/in/out/hash_ids/api_time/think_time`,
+Only docs/traces.md#the-native-trace-file fields are read (`requests[].t/type/in/out/hash_ids/api_time/think_time`,
 `tool_tokens`, `system_tokens`, `block_size`), so traces written by other tools work too. Parent
 requests only: sub-agent markers and their requests are left out, as in trace publishers' tables.
 
@@ -8,7 +8,7 @@ Per trace: requests; starting / ending input tokens (first / last parent request
 and output tokens per request as P10 / P50 / P90 / mean; duration in minutes (first request's `t`
 to the last request's `t + api_time`); think time (mean over the requests after the first, whose
 think time is 0 by definition; none for a one-request trace); API time (mean); hit rate of the
-trace prefix model (SPEC §6.1) conversation-only and with a 75 % warm prefix. The table's rows
+trace prefix model (docs/cache-models.md#trace-prefix-model) conversation-only and with a 75 % warm prefix. The table's rows
 summarize these per-trace values over the traces (Min / P25 / Median / P75 / Max / Mean, linear
 interpolation); the pooled rows summarize every parent request of every trace together.
 Entries the schema check rejects (non-objects, a non-numeric `in`) are skipped here, not fatal.

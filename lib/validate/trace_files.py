@@ -1,4 +1,4 @@
-"""Finding and reading trace files one at a time, and checking a whole directory (SPEC §7.1).
+"""Finding and reading trace files one at a time, and checking a whole directory (docs/validate.md#schema-check).
 
 A directory may hold 700 traces / 450 MB: files are parsed one by one and only small digests
 (trace id, a hash of the request list, and each lane's `in` values when Mooncake files are there

@@ -1,4 +1,4 @@
-"""validate_trace_cache: schema check, statistics table and the versus-API report of a trace directory (SPEC §7).
+"""validate_trace_cache: schema check, statistics table and the versus-API report of a trace directory (docs/validate.md).
 
 One pass over the trace files, one file in memory at a time: each parsed document is schema-checked,
 added to the statistics and, with a DB, reduced to its lanes (model, `in`, prefix-model hits per

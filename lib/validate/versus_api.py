@@ -1,16 +1,16 @@
-"""Traces versus the API (SPEC §7.3): simulated vs real hit rate, and the API model's per-request error.
+"""Traces versus the API (docs/validate.md#simulated-vs-api-per-trace): simulated vs real hit rate, and the API model's per-request error.
 
-Simulated: the trace prefix model (SPEC §6.1) over the trace's own `hash_ids`, parent and
+Simulated: the trace prefix model (docs/cache-models.md#trace-prefix-model) over the trace's own `hash_ids`, parent and
 sub-agent requests alike, each lane against its own previous request, no warm prefix. API:
 cache_read / (input + cache_read + cache_creation) from the DB row. Both sums run over the same
 requests, the matched ones. Accuracy = 1 − |sim − api| / api (undefined when api is 0).
 
-API model (SPEC §6.4): `predict_usage` over every matched request of the capture in start order
+API model (docs/cache-models.md#anthropic-api-model): `predict_usage` over every matched request of the capture in start order
 in one shared cache (across traces), ids from our own block keys (one salt, so equal prefixes
 share ids across conversations), breakpoints and the lookback's content-block boundaries (message
 ends) recomputed from the bodies, a request's writes
 readable at start + ttft (else at completion), a 1-hour TTL for lanes whose API usage shows 1-hour
-cache writes (the proxy drops `cache_control.ttl` from stored bodies, SPEC §1.2).
+cache writes (the proxy drops `cache_control.ttl` from stored bodies, docs/inputs.md#stored-request-body).
 `warm_first_breakpoint=True`, one stream per trace: the first request of each trace finds its
 first breakpoint (tools + system) cached, as the seed's first request did (83.6 %: Claude Code's
 main prompt stays warm from the user's other sessions); sub-agents share their trace's stream, so
