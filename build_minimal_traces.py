@@ -2,7 +2,7 @@
 """Write block-hashed KV-cache traces (kv-cache-tester native JSON, Mooncake JSONL) from a capture."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 import click
 
@@ -12,6 +12,7 @@ from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.errors import InputError
 from lib.traces.plan import PlanOptions
 from lib.traces.build import build_traces
+from lib.traces.jsonl_only import build_traces_from_jsonl
 from lib.traces.options import TraceOptions
 from lib.traces.presets import PRESETS, Preset, conflicts, preset_table
 
@@ -25,7 +26,7 @@ def _preset(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -
 
 
 @click.command(cls=Command)
-@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("db", required=False, type=click.Path(dir_okay=False))
 @click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where traces are written.")
 @index_db_option
@@ -50,17 +51,21 @@ def _preset(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -
                    "(docs/traces.md, \"Replay presets\").")
 @workers_option
 @click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,
-              help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family.")
+              help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family"
+                   " (without DB: always the API's size).")
 @click.option("--subagent-clock", type=click.Choice(["spawn", "aiperf"]), default="spawn", show_default=True,
               help="aiperf: start the parent's `t` past every sub-agent `t` so AIPerf 0.13 reads them relative "
                    "(docs/traces.md).")
 @common_options
-def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[str], block_size: int,
+def main(db: Optional[str], jsonl_dir: Optional[str], output_dir: str, index_db: Optional[str], block_size: int,
          min_requests: int, include_subagents: bool, anonymize: bool, split_at_gap: Optional[float],
          local_hash_ids: bool, conversation_id: Optional[str], since, until, salt: Optional[str],
          output_format: str, mooncake_block_size: int, mooncake_sessions: bool, preset: Optional[Preset],
          workers: int, token_count: str, subagent_clock: str, out: Output) -> None:
     """Build minimal KV-cache traces from a proxy DB and Claude Code logs.
+
+    Without DB, the requests are rebuilt from the logs alone (JSONL-only, docs/jsonl.md):
+    `in` is the API's prompt size, api_time and ttft are absent.
 
     \b
     Example:
@@ -86,8 +91,15 @@ def main(db: str, jsonl_dir: Optional[str], output_dir: str, index_db: Optional[
                            salt=salt, formats=formats, mooncake_block_size=mooncake_block_size,
                            mooncake_sessions=mooncake_sessions, workers=workers, token_count=token_count,
                            subagent_clock=subagent_clock)
-    summary = build_traces(db, jsonl_dir, output_dir, options, index_db=index_db, say=out.text,
-                           progress=lambda items, total: out.progress(items, total=total, desc="traces"))
+    def progress(items: Iterable, total: int) -> Iterable:
+        return out.progress(items, total=total, desc="traces")
+
+    if db is None:
+        if index_db:
+            raise InputError("--index-db needs a DB: without one the requests come from the JSONL logs alone")
+        summary = build_traces_from_jsonl(jsonl_dir, output_dir, options, progress=progress)
+    else:
+        summary = build_traces(db, jsonl_dir, output_dir, options, index_db=index_db, say=out.text, progress=progress)
     data, text = summary.as_dict(), summary.describe()
     if preset:
         replayed = (summary.mooncake_rows if preset.replayed != "."

@@ -9,13 +9,15 @@ import click
 
 from lib.atomic import write_atomic
 from lib.cli import MAX_BLOCK_SIZE, Command, FiniteFloatRange, Output, common_options, index_db_option, run, workers_option
+from lib.errors import InputError
 from lib.validate.validator import check_gates, validate_traces
 
 
 @click.command(cls=Command)
 @click.argument("traces", type=click.Path())
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="The proxy's requests.db, to compare with the API's usage.")
-@click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs, to match anonymized traces to DB rows.")
+@click.option("--jsonl-dir", type=click.Path(),
+              help="Claude Code JSONL logs, to match anonymized traces to DB rows; without --db, the API usage they record.")
 @index_db_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the statistics table as CSV here.")
 @click.option("--min-accuracy", type=FiniteFloatRange(0, 100), metavar="PCT",
@@ -41,6 +43,8 @@ def main(traces: str, db_path: Optional[str], jsonl_dir: Optional[str], index_db
             --db examples/requests.db \\
             --jsonl-dir examples/jsonl/
     """
+    if max_error is not None and jsonl_dir and not db_path:
+        raise InputError("--max-error needs --db: the API model rebuilds breakpoints from the request bodies")
     report = validate_traces(traces, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
                              mooncake_block_size=mooncake_block_size,
                              needs_api=min_accuracy is not None or max_error is not None, say=out.text,

@@ -143,7 +143,7 @@ def test_accuracy_and_error_gates(workdir: Path, gate: list[str], code: int, rea
 
 def test_gate_without_db_and_missing_traces_exit_2(workdir: Path):
     code, _, err = invoke("examples/traces/", "--min-accuracy", "90")
-    assert (code, err) == (2, "Error: --min-accuracy and --max-error need --db (and usually --jsonl-dir)\n")
+    assert (code, err) == (2, "Error: --min-accuracy needs --db or --jsonl-dir, --max-error needs --db\n")
     code, _, err = invoke("nowhere/")
     assert (code, err) == (2, "Error: nowhere/: no such file or directory\n")
 

@@ -413,8 +413,8 @@ def test_all_reports_never_overwrite_each_other_or_the_index(sources: dict[str, 
     parent = (workspace.jsonl / f"{SESSION}.jsonl").read_text()
     logs = tmp_path / "named"
     logs.mkdir()
-    for name in ("index", "x y", "x_y", "X_Y"):
-        (logs / f"{name}.jsonl").write_text(parent)
+    for name in ("index", "x y", "x_y", "X_Y"):  # each its own session: the lines' sessionId names it
+        (logs / f"{name}.jsonl").write_text(parent.replace(SESSION, name))
     out = tmp_path / "reports"
     result = CliRunner().invoke(complete_cache_visualizer.main, [
         str(workspace.db), "--conversation-id", "all", "--output-dir", str(out), "--projects-path", str(logs), "--json"])

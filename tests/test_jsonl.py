@@ -179,9 +179,9 @@ def test_missing_path_is_an_input_error(tmp_path: Path) -> None:
 
 def test_unknown_entry_types_are_counted_per_type_and_synthetic_lines_skipped(tmp_path: Path) -> None:
     write_jsonl(tmp_path / f"{SESSION}.jsonl", [
-        {"type": "queue-operation", "operation": "enqueue"},
-        {"type": "queue-operation", "operation": "dequeue"},
-        {"type": "custom-title", "title": "x"},
+        {"type": "future-record", "operation": "enqueue"},
+        {"type": "future-record", "operation": "dequeue"},
+        {"type": "other-future-record", "title": "x"},
         {"type": "summary", "summary": "known type", "leafUuid": "u"},
         assistant("msg_real", "2026-01-01T10:00:00Z", types=("text",)),
         assistant("msg_fake", "2026-01-01T10:00:01Z", model="<synthetic>"),
@@ -189,7 +189,7 @@ def test_unknown_entry_types_are_counted_per_type_and_synthetic_lines_skipped(tm
     conversations, problems = read(tmp_path)
     assert [t.message_id for t in conversations[SESSION].turns] == ["msg_real"]
     assert {reason: entry["count"] for reason, entry in problems.as_dict().items()} == {
-        "unknown_entry_type:queue-operation": 2, "unknown_entry_type:custom-title": 1, "synthetic_assistant_line": 1}
+        "unknown_entry_type:future-record": 2, "unknown_entry_type:other-future-record": 1, "synthetic_assistant_line": 1}
 
 
 def test_mixed_time_zone_offsets_order_turns_by_instant(tmp_path: Path) -> None:

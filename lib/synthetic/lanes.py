@@ -47,8 +47,29 @@ class IdSource:
         return "req_011C" + random_token(self.rng, 20)
 
 
+class _SentRequest:
+    """What a sent request (an API call or its old-proxy twin) derives from its start, duration and usage."""
+
+    start_s: float
+    api_ms: int
+    message_id: str
+    usage: Optional[ApiUsage]
+
+    @property
+    def end_s(self) -> float:
+        """Completion time upstream (epoch seconds)."""
+        return self.start_s + self.api_ms / 1000
+
+    @property
+    def simulated_usage(self) -> ApiUsage:
+        """The usage `simulate_usage` gave this request."""
+        if self.usage is None:
+            raise ValueError(f"{self.message_id}: usage not simulated yet")
+        return self.usage
+
+
 @dataclass
-class Twin:
+class Twin(_SentRequest):
     """The old proxy's streaming artifact: sent first, abandoned by the client, then replayed."""
 
     start_s: float
@@ -58,21 +79,9 @@ class Twin:
     request_id: str
     usage: Optional[ApiUsage] = None
 
-    @property
-    def end_s(self) -> float:
-        """Completion time upstream (epoch seconds)."""
-        return self.start_s + self.api_ms / 1000
-
-    @property
-    def simulated_usage(self) -> ApiUsage:
-        """The usage `simulate_usage` gave this twin."""
-        if self.usage is None:
-            raise ValueError(f"{self.message_id}: usage not simulated yet")
-        return self.usage
-
 
 @dataclass
-class ApiCall:
+class ApiCall(_SentRequest):
     """One logical API call (the row a JSONL `message.id` points at), plus its twin under the old proxy."""
 
     lane: "Lane"
@@ -91,18 +100,6 @@ class ApiCall:
     twin: Optional[Twin] = None
     usage: Optional[ApiUsage] = None
     model: str = ""  # the lane's model when the call was planned (a `/model` switch changes the lane's)
-
-    @property
-    def end_s(self) -> float:
-        """Completion time (epoch seconds)."""
-        return self.start_s + self.api_ms / 1000
-
-    @property
-    def simulated_usage(self) -> ApiUsage:
-        """The usage `simulate_usage` gave this call."""
-        if self.usage is None:
-            raise ValueError(f"{self.message_id}: usage not simulated yet")
-        return self.usage
 
     def api_message(self) -> dict:
         """The API message as Claude Code logs it in JSONL (usage must be simulated first)."""

@@ -96,7 +96,8 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
     return plans, plan_summary, twins
 
 
-def _previous_manifest_files(output_dir: Path) -> set[str]:
+def previous_manifest_files(output_dir: Path) -> set[str]:
+    """The files the last run's manifest listed (removed at the end when this run does not rewrite them)."""
     try:
         manifest = orjson.loads((output_dir / MANIFEST).read_bytes())
     except (OSError, orjson.JSONDecodeError):
@@ -137,7 +138,7 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
         summary.conversations = plan_summary.conversations
         summary.dropped_min_requests = plan_summary.dropped_min_requests
         target.mkdir(parents=True, exist_ok=True)
-        previous_files = _previous_manifest_files(target)
+        previous_files = previous_manifest_files(target)
         calibration = Calibration()
         if options.token_count == "api":
             # A first pass fixes one tokenizer→API factor per model family before any id is written,
@@ -155,9 +156,14 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
             _count_billing_headers(summary.billing_header, plan, hashed)
         summary.tokens_requested += pool.tokens_requested - requested_before
         summary.tokens_tokenized += pool.tokens_tokenized - tokenized_before
+    return finish_run(target, plans, writer, options, summary, calibration, previous_files, started)
+
+
+def finish_run(target: Path, plans: list[TracePlan], writer: TraceWriter, options: TraceOptions, summary: TraceSummary,
+               calibration: Calibration, previous_files: set[str], started: float) -> TraceSummary:
+    """After the traces: the Mooncake files, the manifest, stale files removed, the summary's totals."""
     if options.plan.anonymize:
         summary.problems = _anonymized_problems(summary.problems, _anonymous_names(plans, writer.positions))
-
     current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
     mooncake_files = _write_mooncake(target, writer, options, summary)
     current.update(mooncake_files)

@@ -41,6 +41,7 @@ class RequestFacts:
     ttft_s: Optional[float]
     last_message_types: Sequence[str]
     all_message_types: Sequence[str]
+    timing_recorded: bool = True  # False: the source has no request timing (JSONL-only), api_time/ttft left out
 
 
 @dataclass
@@ -123,7 +124,9 @@ def native_requests(requests: Sequence[RequestFacts]) -> list[dict[str, Any]]:
             "api_time": whole_or_float(facts.api_time_s or 0.0),
             "think_time": whole_or_float(think_time),
         }
-        if facts.is_streaming:
+        if not facts.timing_recorded:
+            del entry["api_time"]
+        elif facts.is_streaming:
             entry["ttft"] = whole_or_float(facts.ttft_s or 0.0)
         entries.append(entry)
         previous = facts

@@ -12,6 +12,9 @@ from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.problems import ProblemCounter
 from lib.traces.plan import PlanOptions
 
+ROUTE_DB_JSONL = "DB+JSONL"
+ROUTE_JSONL_ONLY = "JSONL-only"
+
 
 @dataclass(frozen=True)
 class TraceOptions:
@@ -67,6 +70,7 @@ class TraceSummary:
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     billing_header: BillingHeaderTally = field(default_factory=BillingHeaderTally)
     elapsed_s: float = 0.0
+    route: str = ROUTE_DB_JSONL  # or ROUTE_JSONL_ONLY: requests rebuilt from the logs (docs/jsonl.md)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -77,17 +81,24 @@ class TraceSummary:
 
     def describe(self) -> str:
         memo = self.tokens_tokenized / self.tokens_requested if self.tokens_requested else 0.0
+        from_db = self.route == ROUTE_DB_JSONL
+        source = "with DB requests" if from_db else "from the logs"
+        tokenized = (f" Tokenized {self.tokens_tokenized:,} of {self.tokens_requested:,} prompt tokens ({memo:.1%})."
+                     if from_db else "")
         text = (
             f"Wrote {self.traces_written} trace(s) to {self.output_dir}: {self.requests_written} parent requests, "
             f"{self.subagents_written} sub-agents with {self.subagent_requests_written} requests"
             f"{f', {self.mooncake_rows} Mooncake rows' if self.mooncake_rows else ''}. "
-            f"{self.conversations} conversation(s) with DB requests; dropped {self.dropped_min_requests} "
-            f"under --min-requests. Tokenized {self.tokens_tokenized:,} of {self.tokens_requested:,} prompt tokens "
-            f"({memo:.1%}). {self.elapsed_s:.2f} s."
+            f"{self.conversations} conversation(s) {source}; dropped {self.dropped_min_requests} "
+            f"under --min-requests.{tokenized} {self.elapsed_s:.2f} s."
         )
         ratios = ", ".join(f"{family} {ratio:.2f}" for family, ratio in sorted(self.tokenizer_to_api_ratio.items()))
         if ratios:
             text += f" Tokenizer/API token ratio: {ratios}."
+        if not from_db:
+            text += (f" Route {self.route}: `in` is the API prompt size from the logs' usage; the tools + system"
+                     " prefix the logs do not show is one block chain per agent kind and model family;"
+                     " api_time and ttft are absent (the logs do not record them).")
         if self.billing_header.with_header:
             text += " " + self.billing_header.describe()
         if self.problems:

@@ -15,7 +15,7 @@ from lib.traces.mooncake import MooncakeCollector
 from lib.records import ProxyRequest
 from lib.hashing.request_hashing import HashedRequest
 from lib.traces.native_format import RequestFacts, SubagentFacts, native_trace
-from lib.traces.options import TraceOptions, TraceSummary
+from lib.traces.options import ROUTE_DB_JSONL, TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan
 
 SIDECAR_DIR = "_sidecar"
@@ -39,7 +39,7 @@ def model_family(model: str) -> str:
 
 
 def _facts(request: ProxyRequest, hashed: HashedRequest, hashes: RequestHashes, ids: list[int],
-           previous_end_s: Optional[float]) -> RequestFacts:
+           previous_end_s: Optional[float], timing_recorded: bool = True) -> RequestFacts:
     usage = request.usage
     # A lane sends one request at a time: it never starts before the previous one ended (lib/capture/turn_timing.py).
     start_s = request.timestamp.timestamp()
@@ -62,6 +62,7 @@ def _facts(request: ProxyRequest, hashed: HashedRequest, hashes: RequestHashes, 
         ttft_s=request.ttft_s,
         last_message_types=hashed.last_message_types,
         all_message_types=hashed.all_message_types,
+        timing_recorded=timing_recorded,
     )
 
 
@@ -97,7 +98,7 @@ class TraceWriter:
     """Allocates ids in file order and writes one plan's native file, sidecar and Mooncake rows."""
 
     def __init__(self, output_dir: Path, options: TraceOptions, summary: TraceSummary,
-                 calibration: Calibration, twins: dict[str, str], scaler: PrefixHasher) -> None:
+                 calibration: Calibration, twins: dict[str, str], scaler: Optional[PrefixHasher]) -> None:
         self.output_dir = output_dir
         self.scaler = scaler
         # Request and message id → trace position (`trace_0001/parent#3`), to name problems under --anonymize.
@@ -128,7 +129,7 @@ class TraceWriter:
         if self.options.token_count != "api" or not request.usage or not request.usage.prompt_tokens:
             return hashed.hashes
         factor = self.calibration.factor(request.model)
-        if factor is None:
+        if factor is None or self.scaler is None:  # uncalibrated, or already in API positions (JSONL-only)
             return hashed.hashes
         return self.scaler.scale_positions(hashed.hashes, api_token_count=request.usage.prompt_tokens, factor=factor)
 
@@ -156,7 +157,7 @@ class TraceWriter:
                 continue
             hashes = self._hashes(request, prompt)
             request_facts = _facts(request, prompt, hashes, ids.ids(hashes.block_keys, lane, chained=self.chained_keys),
-                                   previous_end)
+                                   previous_end, timing_recorded=self.summary.route == ROUTE_DB_JSONL)
             if self.mooncake is not None:
                 session = trace_id if lane == "parent" else f"{trace_id}/{lane}"
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,
@@ -182,7 +183,9 @@ class TraceWriter:
         row: dict[str, Any] = {
             "trace_id": trace_id, "lane": lane, "request_index": index, "model": request.model,
             "type": "s" if request.is_streaming else "n", "in": hashes.token_count,
-            "tokenizer_tokens": prompt.token_count, "api_prompt_tokens": usage.prompt_tokens if usage else None,
+            # JSONL-only prompts are laid out in API tokens: no tokenizer count exists.
+            "tokenizer_tokens": prompt.token_count if self.summary.route == ROUTE_DB_JSONL else None,
+            "api_prompt_tokens": usage.prompt_tokens if usage else None,
             "usage": None if usage is None else {
                 "input_tokens": usage.input_tokens, "cache_read_input_tokens": usage.cache_read_input_tokens,
                 "cache_creation_input_tokens": usage.cache_creation_input_tokens,

@@ -14,6 +14,9 @@ counts and models agree, else in order on (model, token count), either the token
 default) or the API's (--token-count api). The builder drops requests whose body is unusable, and
 so does the alignment. --anonymize with --since/--until cannot be re-derived (the manifest keeps no
 times); such requests come out unmatched, with the reason counted.
+
+Without a DB (`match_traces_to_logs`), the requests are the logs' calls keyed by message id (their
+usage is the API's): sidecar rows match by their `message_id`, anonymized ones by the same plans.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from lib.cache.ttl_model import prefix_hits
 from lib.db import open_databases
 from lib.capture.jsonl_conversations import read_conversations
 from lib.capture.jsonl_files import discover_logs
+from lib.traces.jsonl_requests import requests_from_logs
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
@@ -132,6 +136,7 @@ class MatchResult:
     hashed: dict[str, HashedRequest] = field(default_factory=dict)
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     replay_twins: dict[str, str] = field(default_factory=dict)
+    source: str = "DB"  # or "JSONL logs": usage from the logs, no request bodies to hash
 
 
 def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optional[str], index_db: Optional[str],
@@ -296,4 +301,42 @@ def _same(request: LaneRequest, candidate: ProxyRequest, hashed: dict[str, Hashe
     if request.model != candidate.model:
         return False
     api_tokens = candidate.usage.prompt_tokens if candidate.usage else None
-    return request.token_count in (hashed[candidate.request_id].token_count, api_tokens)
+    prompt = hashed.get(candidate.request_id)  # none without a DB: the logs' traces hold the API's size
+    return request.token_count in (prompt.token_count if prompt else None, api_tokens)
+
+
+def match_traces_to_logs(traces: Sequence[TraceLanes], *, jsonl_dir: Optional[str]) -> MatchResult:
+    """Match every trace's requests to the logs' calls (no DB): by sidecar message id, else by plan."""
+    result = MatchResult(source="JSONL logs")
+    logs = requests_from_logs(jsonl_dir, result.problems)
+    needing_plan = []
+    for trace in traces:
+        rows = _read_sidecar(trace) or []
+        by_position = {(row.get("lane"), row.get("request_index")): row.get("message_id") for row in rows}
+        if not any(isinstance(message_id, str) for message_id in by_position.values()):
+            needing_plan.append(trace)
+            continue
+        lanes: dict[str, list[Optional[ProxyRequest]]] = {}
+        for lane, lane_requests in trace.lanes.items():
+            found = [logs.requests.get(by_position.get((lane, position)) or "") for position in range(len(lane_requests))]
+            missing = sum(request is None for request in found)
+            if missing:
+                result.problems.add("sidecar_message_id_not_in_logs", f"{trace.file} {lane}: {missing} of {len(found)}",
+                                    missing)
+            lanes[lane] = found
+        result.traces[trace.file] = TraceMatch("sidecar", lanes)
+    plans = _plans_for(needing_plan, jsonl_dir, {message_id: message_id for message_id in logs.requests},
+                       logs.requests, result.problems)
+    for trace in needing_plan:
+        plan, route = plans[trace.file]
+        if plan is None:
+            result.problems.add("trace_not_matched", f"{trace.file}: {route}")
+            result.traces[trace.file] = TraceMatch("none", {lane: [None] * len(rs) for lane, rs in trace.lanes.items()})
+            continue
+        planned = _plan_lanes(plan)
+        lanes = {lane: _align(lane_requests, planned.get(lane, []), {}) for lane, lane_requests in trace.lanes.items()}
+        for lane, found in lanes.items():
+            if (missing := sum(request is None for request in found)):
+                result.problems.add("request_not_matched", f"{trace.file} {lane}: {missing} of {len(found)}", missing)
+        result.traces[trace.file] = TraceMatch(route, lanes)
+    return result

@@ -76,7 +76,7 @@ class TraceFigures:
     out_mean: float
     duration_min: float
     think_time_s: Optional[float]
-    api_time_s: float
+    api_time_s: Optional[float]
     hit_rate_pct: float
     hit_rate_warm_pct: float
     hit_blocks: int
@@ -218,7 +218,8 @@ class StatsCollector:
         inputs = [_number(entry, "in") or 0.0 for entry in parent]
         outputs = [_number(entry, "out") or 0.0 for entry in parent]
         think = [_number(entry, "think_time") or 0.0 for entry in parent[1:]]
-        api = [_number(entry, "api_time") or 0.0 for entry in parent]
+        # Traces built from the logs alone have no api_time: no samples, not zeros.
+        api = [value for entry in parent if (value := _number(entry, "api_time")) is not None]
         self.pooled["in"].extend(inputs)
         self.pooled["out"].extend(outputs)
         self.pooled["think_time"].extend(think)
@@ -231,7 +232,7 @@ class StatsCollector:
         # Only the first request differs with a warm prefix: add its credit to the cold hits.
         warm_hits = cold.hits + conversation_hit_rate(ids[:1], warm_prefix_blocks=warm_blocks).hits
         start_t = _number(parent[0], "t") or 0.0
-        end_t = (_number(parent[-1], "t") or 0.0) + api[-1]
+        end_t = (_number(parent[-1], "t") or 0.0) + (_number(parent[-1], "api_time") or 0.0)
         in_sorted, out_sorted = sorted(inputs), sorted(outputs)
         trace_id = document.get("id")
         return TraceFigures(
@@ -246,7 +247,7 @@ class StatsCollector:
             out_p90=percentile_of_sorted(out_sorted, 90), out_mean=sum(outputs) / len(outputs),
             duration_min=max(0.0, end_t - start_t) / 60,
             think_time_s=sum(think) / len(think) if think else None,
-            api_time_s=sum(api) / len(api),
+            api_time_s=sum(api) / len(api) if api else None,
             hit_rate_pct=100 * cold.rate,
             hit_rate_warm_pct=100 * warm_hits / cold.total if cold.total else 0.0,
             hit_blocks=cold.hits,

@@ -15,7 +15,7 @@ from lib.cache.miss_causes import CAUSE_LABELS
 from lib.errors import CheckFailed, InputError
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.validate.trace_files import DirectoryCheck, check_directory
-from lib.validate.matching import TraceLanes, match_traces, trace_lanes
+from lib.validate.matching import TraceLanes, match_traces, match_traces_to_logs, trace_lanes
 from lib.validate.schema import NATIVE_CONSUMERS
 from lib.validate.stats_table import StatsCollector, StatsTable
 from lib.validate.versus_api import API_TRUTH_CLEANED, CLEANED_NOTE, ApiComparison, Comparison, compare_with_api
@@ -59,7 +59,7 @@ class ValidationReport:
         text = (f"Checked {schema.native_files} native and {schema.mooncake_files} Mooncake file(s) in {self.path} "
                 f"({_request_count(schema)}): {verdict}; statistics over {len(self.stats.traces)} trace(s)")
         if self.api is not None:
-            text += f"; {self.api.matched}/{self.api.requests} requests matched to the DB"
+            text += f"; {self.api.matched}/{self.api.requests} requests matched to the {self.api.source}"
         return text + f". {self.elapsed_s:.2f} s."
 
 
@@ -119,12 +119,16 @@ def _api_text(api: ApiComparison) -> str:
         lines.append(f"{trace.trace_id} ({trace.requests} reqs, {trace.matched} matched)")
         lines.extend(_comparison_lines(trace.comparison))
     lines.append("")
-    lines.append(f"API cache model vs actual usage, per request ({api.model_requests} requests; "
-                 "absolute error, in API tokens and in % of the request's prompt)")
-    if api.field_errors:
-        lines.append(f"{'Field':<16}{'Median':>10}{'P90':>10}{'Median %':>10}{'P90 %':>10}{'Predicted':>14}{'Actual':>14}")
+    if api.source != "DB":
+        lines.append(f"API cache model: not run (usage from the {api.source}: no request bodies to rebuild "
+                     "breakpoints from; needs --db)")
     else:
-        lines.append("  (no matched requests with API usage)")
+        lines.append(f"API cache model vs actual usage, per request ({api.model_requests} requests; "
+                     "absolute error, in API tokens and in % of the request's prompt)")
+        if api.field_errors:
+            lines.append(f"{'Field':<16}{'Median':>10}{'P90':>10}{'Median %':>10}{'P90 %':>10}{'Predicted':>14}{'Actual':>14}")
+        else:
+            lines.append("  (no matched requests with API usage)")
     for error in api.field_errors:
         lines.append(f"{error.field:<16}{error.median_tokens:>10,.0f}{error.p90_tokens:>10,.0f}{error.median_pct:>9.1f}%"
                      f"{error.p90_pct:>9.1f}%{error.predicted_tokens:>14,}{error.actual_tokens:>14,}")
@@ -162,10 +166,8 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
     `progress` wraps the hashing results (a progress bar).
     """
     started = time.perf_counter()
-    if jsonl_dir and not db_path:
-        raise InputError("--jsonl-dir needs --db: the JSONL logs only map traces to DB rows")
-    if needs_api and not db_path:
-        raise InputError("--min-accuracy and --max-error need --db (and usually --jsonl-dir)")
+    if needs_api and not (db_path or jsonl_dir):
+        raise InputError("--min-accuracy needs --db or --jsonl-dir, --max-error needs --db")
     root = Path(path)
     stats = StatsCollector()
     lanes: list[TraceLanes] = []
@@ -173,7 +175,7 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
     def visit(file: Path, document: dict) -> None:
         name = file.relative_to(root).as_posix() if root.is_dir() else file.name
         stats.add(name, document)
-        if db_path:
+        if db_path or jsonl_dir:
             lanes.append(trace_lanes(name, file.parent, document))
 
     schema = check_directory(path, mooncake_block_size=mooncake_block_size, visit=visit)
@@ -185,6 +187,9 @@ def validate_traces(path: str, *, db_path: Optional[str] = None, jsonl_dir: Opti
         matches = match_traces(lanes, db_path=db_path, jsonl_dir=jsonl_dir, index_db=index_db,
                                block_size=block_size, say=say, workers=workers, progress=progress)
         api = compare_with_api(lanes, matches)
+    elif jsonl_dir:
+        # No DB: the logs' usage is the API's, so the hit rates compare; the API model needs bodies.
+        api = compare_with_api(lanes, match_traces_to_logs(lanes, jsonl_dir=jsonl_dir))
     return ValidationReport(str(path), schema, stats.table(), api, time.perf_counter() - started)
 
 

@@ -131,6 +131,7 @@ class ApiComparison:
     field_errors: list[FieldError]
     problems: ProblemCounter = field(default_factory=ProblemCounter)
     api_truth: str = ""
+    source: str = "DB"  # where the API usage came from: "DB", or "JSONL logs" (no bodies: no API model)
     # One sentence per usage field whose predicted total is far from the actual one, with the reason.
     totals_reasons: list[str] = field(default_factory=list)
     # The API's billed misses (creation + input) by cause, API tokens (lib/cache/miss_causes.py).
@@ -217,8 +218,8 @@ def compare_with_api(traces: Sequence[TraceLanes], matches: MatchResult) -> ApiC
     return ApiComparison(
         traces=rows, overall=overall, requests=sum(row.requests for row in rows),
         matched=sum(row.matched for row in rows), model_requests=len(items),
-        field_errors=_field_errors(items, predictions, usages), problems=problems, billing_header=billing_header,
-        api_truth=API_TRUTH_CLEANED if cleaned else API_TRUTH_USAGE,
+        field_errors=_field_errors(items, predictions, usages), problems=problems, source=matches.source,
+        billing_header=billing_header, api_truth=API_TRUTH_CLEANED if cleaned else API_TRUTH_USAGE,
         totals_reasons=_totals_reasons(items, predictions, usages),
         billed_miss_causes=_billed_miss_causes(items, api_requests, block_size, usages),
     )
