@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from lib.cli import Output, common_options
+from lib.cli import FiniteFloatRange, Output, common_options
 from lib.synthetic.example import BILLING_HEADERS, VARIANTS, generate_example
 
 HERE = Path(__file__).resolve().parent
@@ -23,13 +23,14 @@ HERE = Path(__file__).resolve().parent
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True,
               help="Where requests.db and jsonl/ are written.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of every random choice.")
-@click.option("--scale", type=click.FloatRange(min=0.001, max=10.0), default=1.0, show_default=True,
+@click.option("--scale", type=FiniteFloatRange(min=0.001, max=10.0), default=1.0, show_default=True,
               help="Content size factor (0.05 makes a small capture for tests).")
 @click.option("--model-switch", is_flag=True,
               help="Add a last parent turn after a `/model sonnet` switch (not in the shipped example).")
-@click.option("--api-cache-ttl", type=click.FloatRange(min=1.0), metavar="SEC",
+@click.option("--api-cache-ttl", type=FiniteFloatRange(min=1.0), metavar="SEC",
               help="One TTL for the simulated API cache's usage numbers in every lane (default: 1 h for the "
-                   "main thread, 5 min for the others); a known eviction time for docs/cache-models.md#effective-eviction-time.")
+                   "main thread, 5 min for the others); a known eviction time for docs/cache-models.md#effective-eviction-time. "
+                   "Visible with --variant fixed or old: a cleaned capture's API figures are estimated from the model.")
 @common_options
 def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: float, model_switch: bool,
          api_cache_ttl: Optional[float], out: Output) -> None:

@@ -224,12 +224,17 @@ def test_a_moved_log_folder_is_reread_but_leaves_the_index_file_byte_identical(e
     before = empty_db.read_bytes()
     moved = tmp_path / "clone" / "projects"
     shutil.copytree(logs, moved)
+    for path in moved.rglob("*.jsonl"):  # a checkout writes new mtimes
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     clone = Indexer(empty_db, moved)
     summary = clone.update()
     clone.close()
     assert (summary.conversations_read, summary.conversations_identical) == (2, 2)
     assert "2 of them identical to the index (nothing written)" in summary.describe()
     assert empty_db.read_bytes() == before
+    paths = sqlite3.connect(empty_db).execute("SELECT path FROM jsonl_files").fetchall()
+    assert sorted(paths) == sorted([(f"{OTHER_SESSION}.jsonl",), (f"{SESSION}.jsonl",), ("agent-sub1.jsonl",)])
     stored = sqlite3.connect(empty_db).execute("SELECT DISTINCT source_file FROM conversation_index").fetchall()
     assert sorted(stored) == sorted([(f"{OTHER_SESSION}.jsonl",), (f"{SESSION}.jsonl",), ("agent-sub1.jsonl",)])
 

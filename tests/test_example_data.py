@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -92,6 +93,9 @@ def test_shipped_example_is_indexed_so_the_walkthrough_writes_nothing(tmp_path: 
     clone.mkdir(parents=True)
     shutil.copyfile(shipped, clone / "requests.db")
     shutil.copytree(EXAMPLES_DIR / "jsonl", clone / "jsonl")
+    for path in (clone / "jsonl").iterdir():  # a checkout writes new mtimes
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     before = (clone / "requests.db").read_bytes()
     runner = CliRunner()
     first = runner.invoke(build_message_index, [str(clone / "requests.db")])
@@ -318,3 +322,14 @@ def test_error_rows_have_the_fixture_layout(fixture_dir: Path) -> None:
     assert list(ours) == list(real)
     assert list(ours["headers"]) == list(real["headers"])
     assert json.loads(ours["bodyText"])["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("option", ["--scale", "--api-cache-ttl"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_generator_refuses_non_finite_numbers(option: str, value: str, tmp_path: Path) -> None:
+    from examples.generate_example import main as generate
+
+    result = CliRunner().invoke(generate, [option, value, "--output-dir", str(tmp_path)])
+    # inf is out of --scale's range before it is non-finite; nan passes every range comparison.
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
+    assert not (tmp_path / "requests.db").exists()

@@ -124,6 +124,13 @@ def test_a_db_only_option_without_a_db_is_an_input_error(tmp_path: Path) -> None
     assert code == 2 and err == "Error: --index-db needs a DB: without one the requests come from the JSONL logs alone\n"
 
 
+def test_a_log_folder_without_logs_is_an_input_error_as_with_a_db(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, err = run("--jsonl-dir", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out"))
+    assert (code, err) == (2, f"Error: {tmp_path / 'empty'}: no Claude Code JSONL logs found\n")
+    assert not (tmp_path / "out").exists()
+
+
 def sidecar(directory: Path) -> list[dict]:
     return [json.loads(row) for path in sorted((directory / "_sidecar").glob("*.jsonl"))
             for row in path.read_text().splitlines()]

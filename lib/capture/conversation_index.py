@@ -177,7 +177,7 @@ def update_conversation_index(
                 index.execute(f"DELETE FROM {table}")
     groups = group_logs(logs)
     logs_root = _logs_root(logs_path)
-    stale = _stale_conversations(index, groups)
+    stale = _stale_conversations(index, groups, logs_root)
     summary.files_unchanged = sum(len(files) for cid, files in groups.items() if cid not in stale)
     message_ids = load_message_ids(index)
     wrap = progress or (lambda items, **_: items)
@@ -243,29 +243,38 @@ def load_conversations(index: sqlite3.Connection, conversation_id: Optional[str]
     return sorted(conversations, key=lambda c: (c.start is None, c.start or datetime.min, c.conversation_id))
 
 
-def _stale_conversations(index: sqlite3.Connection, groups: dict[str, list[LogFile]]) -> set[str]:
+def _stale_conversations(index: sqlite3.Connection, groups: dict[str, list[LogFile]], logs_root: Path) -> set[str]:
     """Conversations with a new, changed or vanished file since the last run."""
     known: dict[str, dict[str, tuple[int, int]]] = {}
     for path, size, mtime_ns, cid in index.execute("SELECT path, size, mtime_ns, conversation_id FROM jsonl_files"):
         known.setdefault(cid, {})[path] = (size, mtime_ns)
     return {
         cid for cid, files in groups.items()
-        if {str(log.path): (log.size, log.mtime_ns) for log in files} != known.get(cid)
+        if {_stored_path(log.path, logs_root): (log.size, log.mtime_ns) for log in files} != known.get(cid)
     }
 
 
 def _replace_conversation(index: sqlite3.Connection, conversation: Conversation, files: list[LogFile],
                           message_ids: dict[str, str], logs_root: Path) -> bool:
-    """Store one conversation's rows; returns False when the stored rows were already identical.
+    """Store one conversation's rows; returns False when nothing had to be written.
 
-    Identical rows are left alone, file stats included: a moved or freshly cloned log folder (new paths
-    and mtimes, same content) is re-read on every run but never rewrites the index file."""
+    Identical rows are left alone, and so are file stats that differ only in mtime: a freshly cloned
+    log folder (new mtimes, same content) is re-read but never rewrites the index file."""
     cid = conversation.conversation_id
     turn_rows = [_turn_row(turn, number, message_ids, logs_root)
                  for turns in (conversation.turns, *conversation.subagents.values())
                  for number, turn in enumerate(turns, start=1)]
     link_rows = [_link_row(link) for link in conversation.links]
+    file_rows = [(_stored_path(log.path, logs_root), log.size, log.mtime_ns, cid) for log in files]
     if _stored_rows(index, cid) == (sorted(turn_rows, key=_turn_key), sorted(link_rows, key=_link_key)):
+        stored_paths = {path for (path,) in index.execute("SELECT path FROM jsonl_files WHERE conversation_id = ?", (cid,))}
+        if stored_paths != {row[0] for row in file_rows}:
+            # Files added, removed or stored by an older version under absolute paths: record them,
+            # or every later run would re-read this conversation. Changed mtimes alone write nothing.
+            with transaction(index):
+                index.execute("DELETE FROM jsonl_files WHERE conversation_id = ?", (cid,))
+                index.executemany("INSERT OR REPLACE INTO jsonl_files VALUES (?, ?, ?, ?)", file_rows)
+            return True
         return False
     with transaction(index):
         for table in TABLES:
@@ -274,7 +283,7 @@ def _replace_conversation(index: sqlite3.Connection, conversation: Conversation,
         index.executemany(f"INSERT INTO subagent_links VALUES ({', '.join('?' * 12)})", link_rows)
         # OR REPLACE: an older-layout agent file may have been filed under another conversation before.
         index.executemany("INSERT OR REPLACE INTO jsonl_files VALUES (?, ?, ?, ?)",
-                          [(str(log.path), log.size, log.mtime_ns, cid) for log in files])
+                          file_rows)
     return True
 
 
@@ -341,9 +350,14 @@ def _logs_root(logs_path: Optional[str | Path]) -> Path:
     return root.parent if root.is_file() else root
 
 
+def _stored_path(path: Path, logs_root: Path) -> str:
+    """A log's path as the index stores it: relative to the logs folder, so a shipped or moved index
+    names no machine's folders."""
+    return str(path.relative_to(logs_root)) if path.is_relative_to(logs_root) else str(path)
+
+
 def _turn_row(turn: AssistantTurn, number: int, message_ids: dict[str, str], logs_root: Path) -> tuple:
-    source = Path(turn.source_file)
-    source_file = str(source.relative_to(logs_root)) if source.is_relative_to(logs_root) else turn.source_file
+    source_file = _stored_path(Path(turn.source_file), logs_root)
     return (turn.conversation_id, turn.agent_id, number, turn.message_id, message_ids.get(turn.message_id),
             turn.timestamp.isoformat(), turn.timestamp.timestamp(), turn.model, turn.stop_reason,
             json.dumps(list(turn.content_types)), turn.output_tokens, turn.jsonl_request_id, source_file)

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Optional
 import orjson
 
 from lib.capture.jsonl_conversations import Conversation, merge_conversations, read_log_group
-from lib.capture.jsonl_files import LogFile, discover_logs, group_logs, iter_entries
+from lib.errors import InputError
+from lib.capture.jsonl_files import LogFile, default_projects_dir, discover_logs, group_logs, iter_entries
 from lib.problems import ProblemCounter
 from lib.records import AssistantTurn, ProxyRequest
 from lib.timestamps import parse_timestamp
@@ -91,7 +92,11 @@ class LogRequests:
 
 def requests_from_logs(jsonl_dir: Optional[str], problems: ProblemCounter) -> LogRequests:
     """Read every conversation under `jsonl_dir` (default ~/.claude/projects) and rebuild its calls."""
-    groups = group_logs(discover_logs(jsonl_dir, problems))
+    found = discover_logs(jsonl_dir, problems)
+    if not found:
+        # As on the DB route: an empty result with exit 0 would hide a wrong folder.
+        raise InputError(f"{jsonl_dir or default_projects_dir()}: no Claude Code JSONL logs found")
+    groups = group_logs(found)
     conversations = merge_conversations(map(read_log_group, groups.values()), problems)
     calls: dict[str, RebuiltCall] = {}
     for conversation_id, conversation in conversations.items():
