@@ -489,3 +489,19 @@ def test_real_proxy_rows_with_corrupt_times_keep_their_place(raw: str, fixture_d
     assert all(times[r] == clean_times[r] for r in clean_times if r not in targets)
     reason = "bad_timestamp" if raw == "not a time" else "timestamp_out_of_range"
     assert run.problems[reason]["count"] == run.problems["timestamp_from_completion"]["count"] == len(targets) == 4
+
+
+def test_a_time_window_that_selects_nothing_is_named(example_db: Path, tmp_path: Path) -> None:
+    from build_minimal_traces import main as build
+    from complete_cache_visualizer import main as visualize
+
+    jsonl = str(Path(__file__).resolve().parent.parent / "examples" / "jsonl")
+    traces = CliRunner().invoke(build, [str(example_db), "--jsonl-dir", jsonl, "--output-dir", str(tmp_path / "t"),
+                                        "--since", "2099-01-01", "--json"])
+    assert traces.exit_code == 0
+    assert json.loads(traces.stdout)["problems"]["conversation_outside_time_window"]["count"] == 1
+    report = CliRunner().invoke(visualize, [str(example_db), "--conversation-id", "combined", "--projects-path", jsonl,
+                                            "--since", "2099-01-01", "--text-only", "--output-dir", str(tmp_path / "v")])
+    assert report.exit_code == 0
+    assert "combined: 0 requests selected (see the data-quality notes" in report.output
+    assert "API hit rate 0.0%" not in report.output

@@ -103,6 +103,11 @@ class VisualizerSummary:
         parts = []
         for report in self.reports[:5]:
             written = ", ".join(str(path) for path in (report.html, report.stats) if path)
+            if not report.requests:
+                # Hit rates of nothing are not 0 %: name the empty selection instead.
+                parts.append(f"{report.name}: 0 requests selected (see the data-quality notes: time window, "
+                             f"links, rows outside the capture); wrote {written}.")
+                continue
             parts.append(
                 f"{report.name}: {report.requests} request{'' if report.requests == 1 else 's'}, "
                 f"API hit rate {report.api_hit_rate:.1%}"

@@ -116,7 +116,10 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
             continue
         parent = _resolve(conversation.turns, message_ids, requests, options, summary.problems)
         if not parent:
-            summary.problems.add("conversation_without_db_requests", conversation.conversation_id)
+            in_db = any(message_ids.get(turn.message_id) in requests for turn in conversation.turns)
+            reason = ("conversation_outside_time_window" if in_db and (options.since or options.until)
+                      else "conversation_without_db_requests")
+            summary.problems.add(reason, conversation.conversation_id)
             continue
         links = {link.agent_id: link for link in conversation.links}
         subagents = []
