@@ -219,5 +219,7 @@ def test_validator_without_a_db_compares_with_the_usage_the_logs_record(fixture_
     assert (report["overall"]["api_read_tokens"], report["overall"]["api_prompt_tokens"]) == (193841, 220295)
     assert report["api_model"] == {"requests": 0, "fields": [], "totals_reasons": []}
     assert json.loads(result.stdout)["stats"]["traces"][0]["api_time_s"] is None
+    text = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs)])
+    assert "API figures are the usage the JSONL logs recorded: logs of an old-proxy capture" in text.stdout
     refused = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs), "--max-error", "5"])
     assert refused.exit_code == 2 and "--max-error needs --db" in refused.stderr

@@ -122,6 +122,10 @@ def _api_text(api: ApiComparison) -> str:
     if api.source != "DB":
         lines.append(f"API cache model: not run (usage from the {api.source}: no request bodies to rebuild "
                      "breakpoints from; needs --db)")
+        # Without the proxy's rows an old-proxy replay (which read its twin's write) cannot be told apart.
+        lines.append(f"API figures are the usage the {api.source} recorded: logs of an old-proxy capture record "
+                     "each replay's usage, which read its deleted twin's write, so the API rate reads too high "
+                     "there (docs/jsonl.md).")
     else:
         lines.append(f"API cache model vs actual usage, per request ({api.model_requests} requests; "
                      "absolute error, in API tokens and in % of the request's prompt)")
