@@ -51,6 +51,11 @@ class Command(click.Command):
             gc.set_threshold(*thresholds)
 
 
+def counted(number: int, noun: str) -> str:
+    """`1 file`, `2 files`: the count and its noun as the summaries print them."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def run(command: click.Command) -> NoReturn:
     """Run a script's command from the command line and end the process without the interpreter's teardown.
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, cast
 
+from lib.cli import counted
 from lib.db import table_exists, transaction
 from lib.errors import InputError
 from lib.capture.jsonl_conversations import Conversation, read_conversation
@@ -128,16 +129,16 @@ class ConversationIndexSummary:
         if self.is_nothing_new:
             head = f"Conversation index: nothing new ({self.files_unchanged} files unchanged)."
         else:
-            head = (f"Conversation index: re-read {_count(self.conversations_read, 'conversation')} "
-                    f"({_count(self.files_read, 'file')}; {self.files_unchanged} unchanged)")
+            head = (f"Conversation index: re-read {counted(self.conversations_read, 'conversation')} "
+                    f"({counted(self.files_read, 'file')}; {self.files_unchanged} unchanged)")
             if self.conversations_identical:
                 head += f", {self.conversations_identical} of them identical to the index (nothing written)"
             if self.newly_matched_ids:
-                head += f", {_count(self.newly_matched_ids, 'earlier id')} newly matched"
+                head += f", {counted(self.newly_matched_ids, 'earlier id')} newly matched"
             head += "."
-        text = (f"{head} Index holds {_count(self.conversations, 'conversation')}, "
-                f"{_count(self.parent_turns, 'parent turn')}, {_count(self.subagents, 'sub-agent')} "
-                f"({_count(self.subagent_turns, 'turn')}), {_count(self.links, 'sub-agent link')}. "
+        text = (f"{head} Index holds {counted(self.conversations, 'conversation')}, "
+                f"{counted(self.parent_turns, 'parent turn')}, {counted(self.subagents, 'sub-agent')} "
+                f"({counted(self.subagent_turns, 'turn')}), {counted(self.links, 'sub-agent link')}. "
                 f"Match rate {self.match_rate:.1%} ({self.matched_ids}/{self.total_ids} assistant ids in the DB)")
         if self.unmatched_examples:
             text += f"; unmatched e.g. {', '.join(self.unmatched_examples[:3])}"
@@ -145,10 +146,6 @@ class ConversationIndexSummary:
         if self.problems:
             text += f" Problems: {self.problems.describe()}."
         return text
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def update_conversation_index(

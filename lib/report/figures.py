@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Optional
 
+from lib.cli import counted
 from lib.report.analysis import Analysis
 from lib.cache.kv_bytes import tokens_to_gib
 from lib.report.capacity_bytes import kv_capacity
@@ -67,13 +68,9 @@ def lane_counts(analysis: Analysis) -> dict[str, int]:
 
 def subtitle(analysis: Analysis) -> str:
     """`92 requests · 1 conversation · 4 sub-agents · 16.1 min`."""
-    parts = [f"{len(analysis.points)} requests", _plural(analysis.selection.conversations, "conversation"),
-             _plural(len(analysis.subagents), "sub-agent"), format_seconds(analysis.duration_s)]
+    parts = [f"{len(analysis.points)} requests", counted(analysis.selection.conversations, "conversation"),
+             counted(len(analysis.subagents), "sub-agent"), format_seconds(analysis.duration_s)]
     return " · ".join(parts)
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def cards(analysis: Analysis) -> tuple[SummaryCard, ...]:
