@@ -28,6 +28,8 @@ def _preset(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -
 @click.command(cls=Command)
 @click.argument("db", required=False, type=click.Path(dir_okay=False))
 @click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects).")
+@click.option("--db-only", is_flag=True, help="Ignore the logs: conversations from the DB alone (docs/routes.md#db-only; "
+              "the default when no log names a request of DB).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where traces are written.")
 @index_db_option
 @click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1, MAX_BLOCK_SIZE),
@@ -57,7 +59,7 @@ def _preset(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -
               help="aiperf: start the parent's `t` past every sub-agent `t` so AIPerf 0.13 reads them relative "
                    "(docs/traces.md).")
 @common_options
-def main(db: Optional[str], jsonl_dir: Optional[str], output_dir: str, index_db: Optional[str], block_size: int,
+def main(db: Optional[str], jsonl_dir: Optional[str], db_only: bool, output_dir: str, index_db: Optional[str], block_size: int,
          min_requests: int, include_subagents: bool, anonymize: bool, split_at_gap: Optional[float],
          local_hash_ids: bool, conversation_id: Optional[str], since, until, salt: Optional[str],
          output_format: str, mooncake_block_size: int, mooncake_sessions: bool, preset: Optional[Preset],
@@ -65,7 +67,9 @@ def main(db: Optional[str], jsonl_dir: Optional[str], output_dir: str, index_db:
     """Build minimal KV-cache traces from a proxy DB and Claude Code logs.
 
     Without DB, the requests are rebuilt from the logs alone (JSONL-only, docs/jsonl.md):
-    `in` is the API's prompt size, api_time and ttft are absent.
+    `in` is the API's prompt size, api_time and ttft are absent. Without logs (none found,
+    none naming a request of DB, or --db-only), conversations and sub-agents are rebuilt from
+    the DB alone (DB-only, docs/routes.md#db-only).
 
     \b
     Example:
@@ -95,11 +99,14 @@ def main(db: Optional[str], jsonl_dir: Optional[str], output_dir: str, index_db:
         return out.progress(items, total=total, desc="traces")
 
     if db is None:
+        if db_only:
+            raise InputError("--db-only needs a DB")
         if index_db:
             raise InputError("--index-db needs a DB: without one the requests come from the JSONL logs alone")
         summary = build_traces_from_jsonl(jsonl_dir, output_dir, options, progress=progress)
     else:
-        summary = build_traces(db, jsonl_dir, output_dir, options, index_db=index_db, say=out.text, progress=progress)
+        summary = build_traces(db, jsonl_dir, output_dir, options, index_db=index_db, db_only=db_only, say=out.text,
+                               progress=progress)
     data, text = summary.as_dict(), summary.describe()
     if preset:
         replayed = (summary.mooncake_rows if preset.replayed != "."

@@ -103,7 +103,7 @@ def _not_a_proxy_db(tmp_path: Path) -> str:
     ("block sizes", "--mooncake-block-size 100 must be a multiple of --block-size 64"),
     ("sessions without mooncake", "--mooncake-sessions needs --format mooncake or --format both"),
     ("empty window", "is after --until"),
-    ("unknown conversation", "--conversation-id nope: no such conversation in the JSONL logs (2 found)"),
+    ("unknown conversation", "--conversation-id nope: no such conversation in the JSONL logs or the DB (2 found)"),
 ])
 def test_input_errors_exit_2_with_one_line(case: str, message: str, hand: tuple[str, str], tmp_path: Path):
     db, jsonl = hand

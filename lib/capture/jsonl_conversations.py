@@ -430,7 +430,7 @@ class _FileReader:
                      facts: _ParentFacts) -> None:
         """A TaskOutput result ends a background agent when it reports a finished task."""
         task = found if isinstance(found := result.get("task"), dict) else {}
-        status = _text(task.get("status")) or _tag(_block_text(block.get("content")), "status")
+        status = _text(task.get("status")) or tag_text(_block_text(block.get("content")), "status")
         if status and status not in RUNNING_STATUSES and result.get("retrieval_status") != "timeout":
             facts.end(task_id, _AgentEnd(timestamp, status))
 
@@ -448,9 +448,9 @@ class _FileReader:
     @staticmethod
     def _notifications(text: str, timestamp: datetime, facts: _ParentFacts, *, queued: bool = False) -> None:
         for notice in text.split(TASK_NOTIFICATION)[1:]:
-            end = _AgentEnd(timestamp, _tag(notice, "status") or "completed")
-            facts.end(_tag(notice, "tool-use-id"), end, queued=queued)
-            facts.end(_tag(notice, "task-id"), end, queued=queued)
+            end = _AgentEnd(timestamp, tag_text(notice, "status") or "completed")
+            facts.end(tag_text(notice, "tool-use-id"), end, queued=queued)
+            facts.end(tag_text(notice, "task-id"), end, queued=queued)
 
     def _progress(self, entry: dict[str, Any], timestamp: Optional[datetime], facts: _ParentFacts) -> None:
         data = entry.get("data")
@@ -494,7 +494,7 @@ def _block_text(content: object) -> str:
     return ""
 
 
-def _tag(text: str, name: str) -> str:
+def tag_text(text: str, name: str) -> str:
     """The text of the first `<name>…</name>` in `text` ('' when absent)."""
     found = re.search(f"<{name}>(.*?)</{name}>", text, re.DOTALL)
     return found.group(1).strip() if found else ""

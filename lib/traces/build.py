@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -25,9 +26,11 @@ from lib.capture.jsonl_files import default_projects_dir, discover_logs, group_l
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
-from lib.traces.options import TraceOptions, TraceSummary
+from lib.traces.db_conversations import conversations_from_db
+from lib.traces.options import ROUTE_DB_JSONL, ROUTE_DB_ONLY, TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, Calibration, Hashed, TraceWriter
+from lib.capture.unlogged_subagents import PROXY_TIME_SLACK, unlogged_subagent_requests
 from lib.capture.turn_timing import answers_logged_at, first_sends, iter_turns, load_replay_twins
 
 # Beside the sidecars, not the traces: replay tools load every *.json of the trace directory.
@@ -67,33 +70,74 @@ def _hashed_plans(plans: list[TracePlan], pool: HashPool, problems: ProblemCount
 
 
 def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str], options: TraceOptions,
-                 say: Callable[[str], None], problems: ProblemCounter
+                 say: Callable[[str], None], summary: TraceSummary, db_only: bool
                  ) -> tuple[list[TracePlan], Any, dict[str, str]]:
-    """Plans of the run (conversations from the JSONL, requests from the message index) and twins.
+    """Plans of the run (conversations from the JSONL, or from the DB alone) and old-proxy twins.
 
     With workers, this process reads both while they load their tokenizers.
     """
-    # Found first: a folder without logs must fail (exit 2) before an index is written, as in the conversation index.
-    found = discover_logs(jsonl_dir, problems)
-    if not found:
-        raise InputError(f"{jsonl_dir or default_projects_dir()}: no Claude Code JSONL logs found")
+    problems = summary.problems
+    no_default_logs = jsonl_dir is None and not default_projects_dir().is_dir()
+    found = [] if db_only or no_default_logs else discover_logs(jsonl_dir, problems)
+    if not found and jsonl_dir is not None and not db_only:
+        # Found first: a folder without logs must fail (exit 2) before an index is written, as in the conversation index.
+        raise InputError(f"{jsonl_dir}: no Claude Code JSONL logs found")
     with open_databases(db_path, index_db) as (proxy, index):
         ensure_message_index(proxy, index, say=say)
-        message_ids = load_message_ids(index)
         twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
-        logs = group_logs(found).values()
-        conversations = merge_conversations(map(read_log_group, logs), problems)
+        replay_twins = load_replay_twins(index)
+        indexed = {r.request_id: r for r in iter_indexed_requests(index)}
+        conversations: dict[str, Any] = {}
+        message_ids: dict[str, str] = {}
+        logged: list[tuple[Optional[str], datetime]] = []
+        if found:
+            message_ids = load_message_ids(index)
+            conversations = merge_conversations(map(read_log_group, group_logs(found).values()), problems)
+            logged = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
+            if not any(request_id in indexed for request_id, _ in logged):
+                say(f"None of the {len(conversations)} logged conversation(s) names a request of {db_path}: "
+                    "conversations rebuilt from the DB alone (docs/routes.md#db-only).")
+        elif not db_only:
+            say(f"No Claude Code logs at {default_projects_dir()}: conversations rebuilt from {db_path} alone "
+                "(docs/routes.md#db-only).")
         # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
-        requests = first_sends({r.request_id: r for r in iter_indexed_requests(index)}, load_replay_twins(index),
-                               answers_logged_at((message_ids.get(turn.message_id), turn.timestamp)
-                                                 for turn in iter_turns(conversations.values())))
+        requests = first_sends(indexed, replay_twins, answers_logged_at(logged))
+        unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
+        from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=bool(found),
+                                                  subagent_windows=_unlogged_subagent_windows(conversations))
+        problems.merge(db_route.problems)
+        summary.db_route = db_route.as_dict()
+        summary.route_of.update({conversation_id: ROUTE_DB_JSONL for conversation_id in conversations})
+        summary.route_of.update({conversation_id: ROUTE_DB_ONLY for conversation_id in from_db})
+        conversations.update(from_db)
+        message_ids.update({request_id: request_id for request_id in unnamed})
         wanted = options.plan.conversation_id
         if wanted and wanted not in conversations:
             # An empty output with exit 0 would hide a typo in the id.
-            raise InputError(f"--conversation-id {wanted}: no such conversation in the JSONL logs ({len(conversations)} found)")
+            raise InputError(f"--conversation-id {wanted}: no such conversation in the JSONL logs or the DB"
+                             f" ({len(conversations)} found)")
     plans, plan_summary = plan_traces(conversations, message_ids, requests, options.plan)
     problems.merge(plan_summary.problems)
     return plans, plan_summary, twins
+
+
+def _unlogged_subagent_windows(conversations: dict[str, Any]) -> list[tuple[datetime, datetime]]:
+    return [(link.spawn_time - PROXY_TIME_SLACK, link.completion_time + PROXY_TIME_SLACK)
+            for conversation in conversations.values() for link in conversation.links
+            if not link.has_log and link.completion_time is not None]
+
+
+def _rows_no_log_names(requests: dict[str, ProxyRequest], conversations: dict[str, Any], message_ids: dict[str, str],
+                       twins: dict[str, str]) -> dict[str, ProxyRequest]:
+    """Rows for the DB-only route: those no logged turn names, nor their old-proxy twins, nor the rows
+    found for a logged sub-agent whose own log is missing (lib/capture/unlogged_subagents.py)."""
+    if not conversations:
+        return requests
+    named = {message_ids[turn.message_id] for turn in iter_turns(conversations.values()) if turn.message_id in message_ids}
+    named |= {twins[request_id] for request_id in named if request_id in twins}
+    found = unlogged_subagent_requests(conversations.values(), message_ids, requests, ProblemCounter())
+    named |= {request.request_id for rows in found.values() for request in rows}
+    return {request_id: request for request_id, request in requests.items() if request_id not in named}
 
 
 def previous_manifest_files(output_dir: Path) -> set[str]:
@@ -121,7 +165,7 @@ def _remove_stale(output_dir: Path, previous: set[str], current: set[str]) -> in
 
 
 def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, options: TraceOptions, *,
-                 index_db: Optional[str] = None, say: Callable[[str], None] = lambda _: None,
+                 index_db: Optional[str] = None, db_only: bool = False, say: Callable[[str], None] = lambda _: None,
                  progress: Callable[[Iterable, int], Iterable] = lambda items, _total: items) -> TraceSummary:
     """Run the whole pipeline and return its summary (docs/traces.md#options)."""
     started = time.perf_counter()
@@ -134,8 +178,9 @@ def build_traces(db_path: str, jsonl_dir: Optional[str], output_dir: str, option
     # (Loading it here once, for the workers to inherit, and having them read the JSONL instead
     # left the second core idle during the load: 3 % slower with 2 workers, round 5 of bench/README.md.)
     with HashPool(db_path, settings, workers=options.workers) as pool:
-        plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, say, summary.problems)
+        plans, plan_summary, twins = _load_inputs(db_path, jsonl_dir, index_db, options, say, summary, db_only)
         summary.conversations = plan_summary.conversations
+        summary.count_routes(dict.fromkeys(plan.conversation_id for plan in plans))
         summary.dropped_min_requests = plan_summary.dropped_min_requests
         target.mkdir(parents=True, exist_ok=True)
         previous_files = previous_manifest_files(target)
@@ -164,11 +209,15 @@ def finish_run(target: Path, plans: list[TracePlan], writer: TraceWriter, option
     """After the traces: the Mooncake files, the manifest, stale files removed, the summary's totals."""
     if options.plan.anonymize:
         summary.problems = _anonymized_problems(summary.problems, _anonymous_names(plans, writer.positions))
+    route_of = {plan.trace_id: summary.route_of.get(plan.conversation_id, summary.route) for plan in plans}
+    for entry in writer.manifest_entries:
+        entry["route"] = route_of.get(entry["id"], summary.route)
     current = {entry[key] for entry in writer.manifest_entries for key in ("file", "sidecar") if entry[key]}
     mooncake_files = _write_mooncake(target, writer, options, summary)
     current.update(mooncake_files)
     manifest = {
         "tool": "build_minimal_traces.py", "version": __version__, "format": "kv-cache-tester native trace",
+        "route": summary.route, "conversations_by_route": summary.as_dict()["conversations_by_route"],
         "options": options.for_manifest(), "traces": writer.manifest_entries, "mooncake": mooncake_files,
         "dropped_min_requests": summary.dropped_min_requests,
         "tokenizer_to_api_ratio": calibration.ratios(),

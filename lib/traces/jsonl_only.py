@@ -48,6 +48,7 @@ def build_traces_from_jsonl(jsonl_dir: Optional[str], output_dir: str, options: 
                                       logs.requests, options.plan)
     summary.problems.merge(plan_summary.problems)
     summary.conversations = plan_summary.conversations
+    summary.count_routes(dict.fromkeys(plan.conversation_id for plan in plans))
     summary.dropped_min_requests = plan_summary.dropped_min_requests
     # `in` is the API's prompt size here: recorded as such, never rescaled (no tokenizer calibration).
     options = replace(options, token_count="api")

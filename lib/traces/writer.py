@@ -15,7 +15,7 @@ from lib.traces.mooncake import MooncakeCollector
 from lib.records import ProxyRequest
 from lib.hashing.request_hashing import HashedRequest
 from lib.traces.native_format import RequestFacts, SubagentFacts, native_trace
-from lib.traces.options import ROUTE_DB_JSONL, TraceOptions, TraceSummary
+from lib.traces.options import TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan
 
 SIDECAR_DIR = "_sidecar"
@@ -157,7 +157,7 @@ class TraceWriter:
                 continue
             hashes = self._hashes(request, prompt)
             request_facts = _facts(request, prompt, hashes, ids.ids(hashes.block_keys, lane, chained=self.chained_keys),
-                                   previous_end, timing_recorded=self.summary.route == ROUTE_DB_JSONL)
+                                   previous_end, timing_recorded=self.summary.requests_from_db)
             if self.mooncake is not None:
                 session = trace_id if lane == "parent" else f"{trace_id}/{lane}"
                 self.mooncake.add(session=session, start_s=request_facts.start_s, previous_end_s=previous_end,
@@ -184,7 +184,7 @@ class TraceWriter:
             "trace_id": trace_id, "lane": lane, "request_index": index, "model": request.model,
             "type": "s" if request.is_streaming else "n", "in": hashes.token_count,
             # JSONL-only prompts are laid out in API tokens: no tokenizer count exists.
-            "tokenizer_tokens": prompt.token_count if self.summary.route == ROUTE_DB_JSONL else None,
+            "tokenizer_tokens": prompt.token_count if self.summary.requests_from_db else None,
             "api_prompt_tokens": usage.prompt_tokens if usage else None,
             "usage": None if usage is None else {
                 "input_tokens": usage.input_tokens, "cache_read_input_tokens": usage.cache_read_input_tokens,

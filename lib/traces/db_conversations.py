@@ -1,0 +1,465 @@
+"""Conversations rebuilt from the proxy DB alone, for captures whose logs are gone (docs/routes.md#db-only).
+
+Every answered turn row (not an old-proxy artifact, carrying a tools list: quota probes and
+title/topic requests carry none) is read once in arrival order. Its messages, stripped of the
+`cache_control` marks Claude Code moves from turn to turn, are digested message by message; a row
+whose first k messages are exactly an earlier row's messages continues that row, so the rows of one
+agent form a chain (a tree when the user rewinds). Chains become lanes and conversations:
+
+- `X-Claude-Code-Agent-Id` names a sub-agent's lane; `X-Claude-Code-Session-Id` names the
+  conversation (Claude Code 2.1.86 and later). Without them:
+- a chain whose first prompt is the `prompt` of an earlier Agent/Task call is that call's sub-agent;
+  else one without the Agent tool that starts while exactly one conversation waits on an Agent call
+  is that call's sub-agent (its spawn window);
+- a chain that opens with Claude Code's compaction summary continues the chain of the same
+  system/tools signature (and session) that ended last before it;
+- every other chain is a parent: its own conversation.
+
+Sub-agent facts come from what the parent sent back to the API: the call's input (`subagent_type`,
+`description`), its result (`agentId`, the `<usage>` trailer) or a `<task-notification>` for a
+background agent; the spawn is the end of the row that answered with the call.
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Iterator, Optional
+
+import orjson
+import xxhash
+
+from lib.capture.jsonl_conversations import AGENT_TOOL_NAMES, TASK_NOTIFICATION, Conversation, tag_text
+from lib.capture.proxy_reader import BATCH_ROWS
+from lib.capture.response_parser import header_value
+from lib.hashing.billing_header import split_billing_header
+from lib.problems import ProblemCounter
+from lib.records import AssistantTurn, ProxyRequest, SubagentLink
+
+SESSION_HEADER = "X-Claude-Code-Session-Id"
+AGENT_HEADER = "X-Claude-Code-Agent-Id"
+# How Claude Code's compaction summary opens the prompt that replaces the history.
+CONTINUATION_OPENING = "This session is being continued from a previous conversation"
+DB_ID_PREFIX = "db-"  # ids of conversations and agents no header or result names: db-<first row id>
+AGENT_ID_IN_RESULT = re.compile(r"agentId: ([A-Za-z0-9_-]+)")
+USAGE_TRAILER = re.compile(r"<usage>total_tokens: (\d+)\s+tool_uses: (\d+)\s+duration_ms: (\d+)</usage>")
+
+
+@dataclass
+class _AgentCall:
+    """An Agent/Task tool call as the parent's later prompts show it."""
+
+    tool_use_id: str
+    lane: int  # chain root of the caller
+    spawner: ProxyRequest  # the row that answered with the call
+    subagent_type: str
+    description: str
+    prompt: str
+    agent_id: str = ""
+    completion_time: Optional[datetime] = None
+    status: str = "running"
+    duration_ms: Optional[int] = None
+    total_tokens: Optional[int] = None
+    tool_use_count: Optional[int] = None
+    taken: bool = False
+
+    @property
+    def spawn_time(self) -> datetime:
+        return self.spawner.completed_at or self.spawner.timestamp
+
+
+@dataclass
+class _Chain:
+    """Rows of one chain (root first), with what classifies it."""
+
+    root: ProxyRequest
+    rows: list[ProxyRequest]
+    session: str
+    agent_header: str
+    signature: int
+    first_prompt: tuple[str, ...]
+    calls_agents: bool  # its tools include Agent/Task
+    continuation: bool
+    merged_into: Optional[int] = None  # root row id of the chain it continues
+    call: Optional[_AgentCall] = None
+
+
+@dataclass
+class DbRoute:
+    """What the DB-only reading found, for the summary (docs/routes.md#db-only)."""
+
+    turn_rows: int = 0
+    not_turn_rows: int = 0
+    artifact_rows: int = 0
+    session_headers: int = 0
+    agent_headers: int = 0
+    chains: int = 0
+    continuations: int = 0
+    subagents_by_header: int = 0
+    subagents_by_prompt: int = 0
+    subagents_by_window: int = 0
+    problems: ProblemCounter = field(default_factory=ProblemCounter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "problems"}
+
+
+def conversations_from_db(proxy: sqlite3.Connection, requests: dict[str, ProxyRequest], artifacts: set[str], *,
+                          beside_logs: bool = False, subagent_windows: Iterable[tuple[datetime, datetime]] = ()
+                          ) -> tuple[dict[str, Conversation], DbRoute]:
+    """Conversations (turn message ids are request ids) of every answered turn row of `requests`.
+
+    `beside_logs`: `requests` are the rows no log names. A conversation whose first row already
+    carries history then continues turns the logs hold (a turn whose log line was lost, a retry
+    logged once, a compaction call): its rows are counted, not traced as a conversation of their own.
+    """
+    route = DbRoute()
+    rows = sorted((r for r in requests.values() if r.kind == "ok"), key=lambda r: r.row_id)
+    candidates = []
+    for request in rows:
+        if request.request_id in artifacts:
+            route.artifact_rows += 1
+        else:
+            candidates.append(request)
+    reader = _ChainReader(route, beside_logs, list(subagent_windows))
+    for request, headers, body in _bodies(proxy, candidates):
+        reader.add(request, headers, body)
+    return reader.conversations(), route
+
+
+def _bodies(proxy: sqlite3.Connection, requests: list[ProxyRequest]) -> Iterator[tuple[ProxyRequest, Any, Any]]:
+    """(request, parsed headers, parsed body) in row order; unparsable ones as None (the index counted them)."""
+    for start in range(0, len(requests), BATCH_ROWS):
+        chunk = requests[start:start + BATCH_ROWS]
+        marks = ",".join("?" * len(chunk))
+        found = {row_id: (headers, body) for row_id, headers, body in
+                 proxy.execute(f"SELECT rowid, headers, body FROM requests WHERE rowid IN ({marks})",
+                               [r.row_id for r in chunk])}
+        for request in chunk:
+            headers, body = found.get(request.row_id, (None, None))
+            yield request, _loads(headers), _loads(body)
+
+
+def _loads(raw: Any) -> Any:
+    try:
+        return orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _without_cache_marks(message: Any) -> Any:
+    """The message as the next turn resends it: Claude Code moves `cache_control` to the newest blocks."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list) or not any(isinstance(b, dict) and "cache_control" in b for b in content):
+        return message
+    blocks = [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in content]
+    return {**message, "content": blocks}
+
+
+def _prefix_digests(messages: list[Any]) -> list[bytes]:
+    """digests[k] identifies messages[0..k] (cache marks ignored)."""
+    digests, running = [], b""
+    for message in messages:
+        running = xxhash.xxh3_128_digest(running + orjson.dumps(_without_cache_marks(message)))
+        digests.append(running)
+    return digests
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        return []
+    texts = []
+    for block in content:
+        if isinstance(block, dict):
+            if isinstance(block.get("text"), str):
+                texts.append(block["text"])
+            elif block.get("type") == "tool_result":
+                texts.extend(_texts(block.get("content")))
+    return texts
+
+
+def _signature(body: dict[str, Any]) -> int:
+    system, _ = split_billing_header(body.get("system"))
+    tools = [tool.get("name") for tool in body.get("tools") or [] if isinstance(tool, dict)]
+    try:
+        return xxhash.xxh3_64_intdigest(orjson.dumps([system, tools]))
+    except TypeError:  # nested deeper than orjson writes (counted by the message index)
+        return 0
+
+
+class _ChainReader:
+    """Chains rows in arrival order and collects the Agent calls their prompts show."""
+
+    def __init__(self, route: DbRoute, beside_logs: bool, subagent_windows: list[tuple[datetime, datetime]]) -> None:
+        self.route = route
+        self.beside_logs = beside_logs
+        self.subagent_windows = subagent_windows
+        self.by_digest: dict[bytes, list[ProxyRequest]] = {}
+        self.root_of: dict[str, int] = {}  # request id → chain root row id
+        self.message_count: dict[str, int] = {}
+        self.chains: dict[int, _Chain] = {}
+        self.calls: dict[str, _AgentCall] = {}
+        self.ends: dict[str, tuple[datetime, str]] = {}  # tool_use or agent id → first notification of its end
+
+    def add(self, request: ProxyRequest, headers: Any, body: Any) -> None:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            self.route.problems.add("db_row_without_messages", request.request_id)
+            return
+        tools = [str(tool.get("name")) for tool in body.get("tools") or [] if isinstance(tool, dict)]
+        if not tools or (request.max_tokens is not None and request.max_tokens <= 1):
+            self.route.not_turn_rows += 1  # quota probe, title or topic request: not a turn of any agent
+            return
+        self.route.turn_rows += 1
+        messages = body["messages"]
+        digests = _prefix_digests(messages)
+        parent = self._parent(digests, request)
+        start = self.message_count[parent.request_id] if parent else 0
+        if parent is None:
+            self._open_chain(request, headers, body, tools)
+        else:
+            root = self.root_of[parent.request_id]
+            self.root_of[request.request_id] = root
+            self.chains[root].rows.append(request)
+        self.message_count[request.request_id] = len(messages)
+        self.by_digest.setdefault(digests[-1], []).append(request)
+        self._read_new_messages(request, messages, digests, start)
+
+    def _parent(self, digests: list[bytes], request: ProxyRequest) -> Optional[ProxyRequest]:
+        """The latest earlier row whose whole prompt is the longest prefix of this one."""
+        for length in range(len(digests) - 1, 0, -1):
+            found = self.by_digest.get(digests[length - 1])
+            if found:
+                return found[-1]
+        return None
+
+    def _open_chain(self, request: ProxyRequest, headers: Any, body: dict[str, Any], tools: list[str]) -> None:
+        first = body["messages"][0]
+        texts = tuple(_texts(first.get("content") if isinstance(first, dict) else None))
+        session = header_value(headers, SESSION_HEADER) or ""
+        agent = header_value(headers, AGENT_HEADER) or ""
+        self.route.chains += 1
+        self.route.session_headers += bool(session)
+        self.route.agent_headers += bool(agent)
+        self.root_of[request.request_id] = request.row_id
+        self.chains[request.row_id] = _Chain(
+            root=request, rows=[request], session=session, agent_header=agent, signature=_signature(body),
+            first_prompt=texts, calls_agents=bool(AGENT_TOOL_NAMES & set(tools)),
+            continuation=any(text.lstrip().startswith(CONTINUATION_OPENING) for text in texts))
+
+    def _read_new_messages(self, request: ProxyRequest, messages: list[Any], digests: list[bytes], start: int) -> None:
+        """Agent calls, their results and background agents' notifications first sent by this row."""
+        lane = self.root_of[request.request_id]
+        for position in range(start, len(messages)):
+            message = messages[position]
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(content, list):
+                content = [content]
+            for block in content:
+                if not isinstance(block, dict):
+                    if isinstance(block, str) and TASK_NOTIFICATION in block:
+                        self._notifications(block, request)
+                    continue
+                kind = block.get("type")
+                if kind == "tool_use" and block.get("name") in AGENT_TOOL_NAMES and position > 0:
+                    self._call(block, lane, digests[position - 1])
+                elif kind == "tool_result":
+                    self._result(block, request)
+                elif kind == "text" and TASK_NOTIFICATION in str(block.get("text")):
+                    self._notifications(block["text"], request)
+
+    def _call(self, block: dict[str, Any], lane: int, prompt_digest: bytes) -> None:
+        spawners = self.by_digest.get(prompt_digest)
+        tool_use_id = block.get("id")
+        if not spawners or not isinstance(tool_use_id, str) or tool_use_id in self.calls:
+            return
+        given = block["input"] if isinstance(block.get("input"), dict) else {}
+        self.calls[tool_use_id] = _AgentCall(
+            tool_use_id=tool_use_id, lane=lane, spawner=spawners[-1],
+            subagent_type=str(given.get("subagent_type") or ""), description=str(given.get("description") or ""),
+            prompt=str(given.get("prompt") or ""))
+
+    def _result(self, block: dict[str, Any], request: ProxyRequest) -> None:
+        call = self.calls.get(block.get("tool_use_id"))  # type: ignore[arg-type]
+        if call is None or call.completion_time is not None or call.status == "async_launched":
+            return
+        text = "\n".join(_texts(block.get("content")))
+        if found := AGENT_ID_IN_RESULT.search(text):
+            call.agent_id = found.group(1)
+        usage = USAGE_TRAILER.search(text)
+        if usage:
+            call.total_tokens, call.tool_use_count, call.duration_ms = (int(value) for value in usage.groups())
+        if block.get("is_error"):
+            call.status, call.completion_time = "failed", request.timestamp
+        elif usage or not call.agent_id:
+            call.status, call.completion_time = "completed", request.timestamp
+        else:
+            # A background agent: the result only acknowledges the launch; it ends at its notification.
+            call.status = "async_launched"
+
+    def _notifications(self, text: str, request: ProxyRequest) -> None:
+        for notice in text.split(TASK_NOTIFICATION)[1:]:
+            status = tag_text(notice, "status") or "completed"
+            for key in (tag_text(notice, "tool-use-id"), tag_text(notice, "task-id")):
+                if key:
+                    self.ends.setdefault(key, (request.timestamp, status))
+
+    # --- lanes and conversations ------------------------------------------------------------------
+
+    def conversations(self) -> dict[str, Conversation]:
+        for call in self.calls.values():
+            end = self.ends.get(call.tool_use_id) or self.ends.get(call.agent_id)
+            if call.status == "async_launched" and end is not None:
+                call.completion_time, call.status = end
+        chains = sorted(self.chains.values(), key=lambda chain: chain.root.row_id)
+        self._match_by_header_or_prompt(chains)
+        self._merge_continuations(chains)
+        self._match_by_window(chains)
+        return self._assemble(chains)
+
+    def _match_by_header_or_prompt(self, chains: list[_Chain]) -> None:
+        by_agent = {call.agent_id: call for call in self.calls.values() if call.agent_id}
+        by_prompt: dict[str, list[_AgentCall]] = {}
+        for known in sorted(self.calls.values(), key=lambda c: (c.spawner.row_id, c.tool_use_id)):
+            if known.prompt:
+                by_prompt.setdefault(known.prompt, []).append(known)
+        for chain in chains:
+            call: Optional[_AgentCall] = by_agent.get(chain.agent_header) if chain.agent_header else None
+            if call is not None:
+                self.route.subagents_by_header += 1
+            elif not chain.continuation:
+                call = next((c for text in chain.first_prompt for c in by_prompt.get(text, ())
+                             if not c.taken and c.lane != chain.root.row_id and c.spawner.row_id < chain.root.row_id), None)
+                self.route.subagents_by_prompt += call is not None
+            if call is not None:
+                call.taken = True
+                chain.call = call
+
+    def _merge_continuations(self, chains: list[_Chain]) -> None:
+        """A chain opening with a compaction summary continues the latest-ended chain of its signature."""
+        last_row: dict[int, ProxyRequest] = {chain.root.row_id: chain.rows[-1] for chain in chains}
+        alike: dict[tuple[int, str], list[_Chain]] = {}
+        for chain in chains:
+            alike.setdefault((chain.signature, chain.session), []).append(chain)
+        for chain in chains:
+            if not chain.continuation or chain.call is not None or chain.agent_header:
+                continue
+            start = chain.root.timestamp
+            earlier = [other for other in alike[(chain.signature, chain.session)] if other is not chain
+                       and other.merged_into is None and last_row[other.root.row_id].row_id < chain.root.row_id
+                       and (last_row[other.root.row_id].completed_at or start) <= start]
+            if not earlier:
+                continue
+            host = max(earlier, key=lambda other: last_row[other.root.row_id].completed_at or start)
+            chain.merged_into = host.root.row_id
+            last_row[host.root.row_id] = chain.rows[-1]
+            self.route.continuations += 1
+
+    def _match_by_window(self, chains: list[_Chain]) -> None:
+        """A chain without Agent tools, started while one conversation waits on an unmatched Agent call."""
+        for chain in chains:
+            if chain.call is not None or chain.merged_into is not None or chain.calls_agents or chain.agent_header:
+                continue
+            start = chain.root.timestamp
+            open_calls = [call for call in self.calls.values() if not call.taken and call.spawn_time <= start
+                          and (call.completion_time is None or start <= call.completion_time)]
+            lanes = {self._host(call.lane) for call in open_calls}
+            if len(lanes) == 1:
+                call = min(open_calls, key=lambda c: (c.spawn_time, c.tool_use_id))
+                call.taken = True
+                chain.call = call
+                self.route.subagents_by_window += 1
+            elif len(lanes) > 1:
+                self.route.problems.add("db_subagent_ambiguous_window", chain.root.request_id)
+
+    def _host(self, root: int) -> int:
+        """The chain a chain's rows went to, through continuations."""
+        while (merged := self.chains[root].merged_into) is not None:
+            root = merged
+        return root
+
+    def _assemble(self, chains: list[_Chain]) -> dict[str, Conversation]:
+        by_root = {chain.root.row_id: chain for chain in chains}
+
+        def top(chain: _Chain) -> _Chain:
+            """The parent chain a chain belongs to: through continuations and the calls that spawned it."""
+            seen = set()
+            while chain.root.row_id not in seen:
+                seen.add(chain.root.row_id)
+                if chain.merged_into is not None:
+                    chain = by_root[chain.merged_into]
+                elif chain.call is not None:
+                    chain = by_root[self._host(chain.call.lane)]
+                else:
+                    break
+            return chain
+
+        # Sub-agents named by a header whose call no prompt shows: lanes of their session, without marker facts.
+        by_session = {chain.session: chain for chain in chains
+                      if chain.session and not chain.agent_header and chain.call is None and chain.merged_into is None}
+        orphans = {chain.root.row_id for chain in chains if chain.agent_header and chain.call is None}
+        conversation_of: dict[int, str] = {}
+        claimed: set[int] = set()  # chains of logged sub-agents without a log
+        for chain in chains:
+            if chain.merged_into is None and chain.call is None and chain.root.row_id not in orphans:
+                if self.beside_logs and chain.root.message_count > 1 and not chain.continuation:
+                    continue  # its history is in logged rows: counted below as a chain without parent
+                if not chain.calls_agents and any(start <= chain.root.timestamp <= end
+                                                  for start, end in self.subagent_windows):
+                    claimed.add(chain.root.row_id)
+                    continue
+                conversation_of[chain.root.row_id] = chain.session or DB_ID_PREFIX + chain.root.request_id
+        drafts: dict[str, dict[str, Any]] = {}
+        for chain in chains:
+            owner = top(chain)
+            if owner.root.row_id in orphans and owner.session in by_session:
+                owner = by_session[owner.session]
+            conversation_id = conversation_of.get(owner.root.row_id)
+            if owner.root.row_id in claimed:
+                continue
+            if conversation_id is None:
+                reason = "row_continues_logged_turns" if self.beside_logs else "db_chain_without_parent"
+                for row in chain.rows:
+                    self.route.problems.add(reason, row.request_id)
+                continue
+            draft = drafts.setdefault(conversation_id, {"turns": [], "subagents": {}, "links": {}})
+            lane_chain = chain
+            while lane_chain.merged_into is not None:
+                lane_chain = by_root[lane_chain.merged_into]
+            call = lane_chain.call
+            if call is None and not lane_chain.agent_header:
+                draft["turns"].extend(chain.rows)
+                continue
+            agent_id = lane_chain.agent_header or (call.agent_id if call else "") or DB_ID_PREFIX + lane_chain.root.request_id
+            draft["subagents"].setdefault(agent_id, []).extend(chain.rows)
+            if call is not None:
+                draft["links"][agent_id] = _link(conversation_id, agent_id, call)
+            elif chain is lane_chain:
+                self.route.problems.add("db_subagent_without_agent_call", agent_id)
+        conversations = {}
+        for conversation_id, draft in drafts.items():
+            conversations[conversation_id] = Conversation(
+                conversation_id=conversation_id, parent_file=None,
+                turns=_turns(draft["turns"], conversation_id, ""),
+                subagents={agent_id: _turns(rows, conversation_id, agent_id) for agent_id, rows in draft["subagents"].items()},
+                links=tuple(sorted(draft["links"].values(), key=lambda link: (link.spawn_time, link.agent_id))))
+        return conversations
+
+
+def _link(conversation_id: str, agent_id: str, call: _AgentCall) -> SubagentLink:
+    return SubagentLink(
+        conversation_id=conversation_id, agent_id=agent_id, tool_use_id=call.tool_use_id,
+        subagent_type=call.subagent_type, description=call.description, spawn_time=call.spawn_time,
+        completion_time=call.completion_time, duration_ms=call.duration_ms, total_tokens=call.total_tokens,
+        tool_use_count=call.tool_use_count, status=call.status, has_log=True)
+
+
+def _turns(rows: Iterable[ProxyRequest], conversation_id: str, agent_id: str) -> tuple[AssistantTurn, ...]:
+    """The rows as turns of a conversation; a turn's message id is its request id (docs/routes.md#db-only)."""
+    return tuple(AssistantTurn(
+        message_id=row.request_id, conversation_id=conversation_id, agent_id=agent_id, timestamp=row.timestamp,
+        model=row.model, stop_reason=row.stop_reason, content_types=row.output_types,
+        output_tokens=row.usage.output_tokens if row.usage else 0, usage=row.usage, jsonl_request_id=None,
+        source_file="", line_number=row.row_id) for row in sorted(rows, key=lambda r: (r.timestamp, r.row_id)))
