@@ -7,13 +7,13 @@ from typing import Optional
 
 import click
 
-from lib.cli import FiniteFloatRange, Output, common_options
-from lib.synthetic.example import BILLING_HEADERS, VARIANTS, generate_example
+from lib.cli import Command, FiniteFloatRange, Output, common_options, run
+from lib.synthetic.example import BILLING_HEADERS, OMITTABLE, VARIANTS, generate_example
 
 HERE = Path(__file__).resolve().parent
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--variant", type=click.Choice(VARIANTS), default="cleaned", show_default=True,
               help="cleaned: old-proxy capture with only the non-streaming rows (shipped); fixed: one streaming "
                    "row per turn; old: every turn as a streaming twin plus a non-streaming replay.")
@@ -31,9 +31,14 @@ HERE = Path(__file__).resolve().parent
               help="One TTL for the simulated API cache's usage numbers in every lane (default: 1 h for the "
                    "main thread, 5 min for the others); a known eviction time for docs/cache-models.md#effective-eviction-time. "
                    "Visible with --variant fixed or old: a cleaned capture's API figures are estimated from the model.")
+@click.option("--client-headers", is_flag=True,
+              help="Send the session and sub-agent headers of Claude Code >= 2.1.86 (X-Claude-Code-Session-Id, "
+                   "X-Claude-Code-Agent-Id), as version 2.1.90.")
+@click.option("--omit", type=click.Choice(OMITTABLE), multiple=True,
+              help="Leave the JSONL logs or requests.db out (a DB-only or JSONL-only capture); needs --output-dir.")
 @common_options
 def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: float, model_switch: bool,
-         api_cache_ttl: Optional[float], out: Output) -> None:
+         api_cache_ttl: Optional[float], client_headers: bool, omit: tuple[str, ...], out: Output) -> None:
     """Write the example capture: the seed walkthrough's vLLM session with 4 concurrent Explore sub-agents.
 
     Re-running with the same options reproduces identical files.
@@ -43,14 +48,38 @@ def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: 
         python3 examples/generate_example.py
         python3 examples/generate_example.py --variant fixed --scale 0.05 --output-dir /tmp/example
         python3 examples/generate_example.py --billing-header per-request --output-dir /tmp/per-request
+        python3 examples/generate_example.py --client-headers --omit logs --output-dir /tmp/db-only
     """
+    omitted = _omitted(set(omit), output_dir, client_headers=client_headers, billing_header=billing_header)
     summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale, billing_header=billing_header,
-                               model_switch=model_switch, api_cache_ttl_s=api_cache_ttl)
+                               model_switch=model_switch, api_cache_ttl_s=api_cache_ttl, client_headers=client_headers,
+                               omit=omitted)
     counts = ", ".join(f"{name} {count}" for name, count in summary["requests"].items())
-    out.summary(summary, f"Wrote {summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}, "
-                         f"{billing_header} billing header) to {output_dir / 'requests.db'} and "
-                         f"{len(summary['jsonl_lines'])} JSONL files to {output_dir / 'jsonl'}; requests per lane: {counts}.")
+    headers = ", session and agent headers" if client_headers else ""
+    logs = f"{len(summary['jsonl_lines'])} JSONL files to {output_dir / 'jsonl'}"
+    if omitted == "db":
+        written = f"{logs} (variant {variant}) and no requests.db (--omit db)"
+    else:
+        db = (f"{summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}, {billing_header} "
+              f"billing header{headers}) to {output_dir / 'requests.db'}")
+        written = f"{db} and {'no JSONL logs (--omit logs)' if omitted == 'logs' else logs}"
+    out.summary(summary, f"Wrote {written}; requests per lane: {counts}.")
+
+
+def _omitted(omit: set[str], output_dir: Path, *, client_headers: bool, billing_header: str) -> Optional[str]:
+    """The one part to leave out, or a usage error for a combination that makes no sense."""
+    if not omit:
+        return None
+    if len(omit) > 1:
+        raise click.UsageError("--omit logs and --omit db together leave nothing to write")
+    if output_dir.resolve() == HERE:
+        raise click.UsageError("--omit would remove part of the shipped example; give --output-dir")
+    part = omit.pop()
+    if part == "db" and (client_headers or billing_header != "constant"):
+        option = "--client-headers" if client_headers else f"--billing-header {billing_header}"
+        raise click.UsageError(f"{option} only changes requests.db, which --omit db leaves out")
+    return part
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -41,10 +41,11 @@ class JsonlSession:
     slug: Optional[str] = None
     git_branch: str = "main"
     last_uuid: Optional[str] = field(default=None)
+    version: str = CLAUDE_CODE_VERSION
 
     def _tail(self) -> dict:
         tail = {"userType": "external", "entrypoint": "cli", "cwd": self.cwd, "sessionId": self.session_id,
-                "version": CLAUDE_CODE_VERSION, "gitBranch": self.git_branch}
+                "version": self.version, "gitBranch": self.git_branch}
         if self.slug:
             tail["slug"] = self.slug
         return tail

@@ -10,6 +10,7 @@ import json
 import random
 
 from lib.synthetic.filler_text import prose
+from lib.synthetic.proxy_db_writer import CLAUDE_CODE_VERSION
 
 CWD = "/home/dev/vllm-study"
 _S = {"type": "string"}
@@ -119,7 +120,8 @@ def tool_definitions(names: tuple[str, ...], scale: float, seed: int) -> list[di
 
 def billing_block(tag: str) -> dict:
     """Claude Code's first system block (constant within one conversation)."""
-    return {"type": "text", "text": f"x-anthropic-billing-header: cc_version=2.1.83.{tag[:3]}; cc_entrypoint=cli; cch={tag[3:8]};"}
+    return {"type": "text",
+            "text": f"x-anthropic-billing-header: cc_version={CLAUDE_CODE_VERSION}.{tag[:3]}; cc_entrypoint=cli; cch={tag[3:8]};"}
 
 
 def with_per_request_billing(body: dict) -> dict:
@@ -130,6 +132,15 @@ def with_per_request_billing(body: dict) -> dict:
         return body
     tag = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return {**body, "system": [billing_block(tag), *system[1:]]}
+
+
+def with_billing_version(body: dict, version: str) -> dict:
+    """`body` with its billing block naming Claude Code `version` (suffix and `cch` kept)."""
+    system = body.get("system")
+    if not system or not system[0].get("text", "").startswith("x-anthropic-billing-header:"):
+        return body
+    text = system[0]["text"].replace(f"cc_version={CLAUDE_CODE_VERSION}.", f"cc_version={version}.", 1)
+    return {**body, "system": [{**system[0], "text": text}, *system[1:]]}
 
 
 IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."

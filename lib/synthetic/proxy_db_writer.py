@@ -42,7 +42,16 @@ INSERT_SQL = (
 )
 DEFAULT_BATCH_ROWS = 200
 CLAUDE_CODE_VERSION = "2.1.83"
-USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, cli)"
+# A version that sends X-Claude-Code-Session-Id (and, from a sub-agent, X-Claude-Code-Agent-Id): 2.1.86 and later.
+SESSION_HEADERS_VERSION = "2.1.90"
+
+
+def user_agent(version: str) -> str:
+    """Claude Code's `User-Agent` for a CLI session of `version`."""
+    return f"claude-cli/{version} (external, cli)"
+
+
+USER_AGENT = user_agent(CLAUDE_CODE_VERSION)
 BETA_MAIN = ("claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,"
              "prompt-caching-scope-2026-01-05,effort-2025-11-24")
 BETA_SUBAGENT = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,prompt-caching-scope-2026-01-05"
@@ -118,9 +127,14 @@ def hashed_api_key(api_key: str) -> str:
     return "sha256:" + hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def request_headers(*, content_length: int, api_key_hash: str, beta: str = BETA_MAIN, retry_count: int = 0) -> dict:
-    """Claude Code 2.1.83's request headers, Go-canonical names in sorted order (as stored)."""
-    return {
+def request_headers(*, content_length: int, api_key_hash: str, beta: str = BETA_MAIN, retry_count: int = 0,
+                    client_user_agent: str = USER_AGENT, session_id: Optional[str] = None, agent_id: Optional[str] = None) -> dict:
+    """Claude Code's request headers, Go-canonical names in sorted order (as stored).
+
+    2.1.83's set by default; `session_id` / `agent_id` add the session and sub-agent headers newer
+    versions send (`client_user_agent` should then name such a version).
+    """
+    headers = {
         "Accept": ["application/json"],
         "Accept-Encoding": ["gzip, deflate, br, zstd"],
         "Anthropic-Beta": [beta],
@@ -129,7 +143,7 @@ def request_headers(*, content_length: int, api_key_hash: str, beta: str = BETA_
         "Connection": ["keep-alive"],
         "Content-Length": [str(content_length)],
         "Content-Type": ["application/json"],
-        "User-Agent": [USER_AGENT],
+        "User-Agent": [client_user_agent],
         "X-Api-Key": [api_key_hash],
         "X-App": ["cli"],
         "X-Stainless-Arch": ["x64"],
@@ -141,6 +155,12 @@ def request_headers(*, content_length: int, api_key_hash: str, beta: str = BETA_
         "X-Stainless-Runtime-Version": ["v24.3.0"],
         "X-Stainless-Timeout": ["600"],
     }
+    if session_id is not None:
+        headers["X-Claude-Code-Session-Id"] = [session_id]
+    if agent_id is not None:
+        headers["X-Claude-Code-Agent-Id"] = [agent_id]
+    # Go marshals a header map with its keys sorted.
+    return dict(sorted(headers.items()))
 
 
 def client_content_length(stored_body: str, client_only_json: str = "") -> int:
