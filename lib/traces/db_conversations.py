@@ -438,13 +438,17 @@ class _ChainReader:
                 draft["links"][agent_id] = _link(conversation_id, agent_id, call)
             elif chain is lane_chain:
                 self.route.problems.add("db_subagent_without_agent_call", agent_id)
+        # Links in the order the parent made its calls, as the logs list them.
+        position = {tool_use_id: number for number, tool_use_id in enumerate(self.calls)}
+        call_order = {agent_id: position[link.tool_use_id]
+                      for draft in drafts.values() for agent_id, link in draft["links"].items()}
         conversations = {}
         for conversation_id, draft in drafts.items():
             conversations[conversation_id] = Conversation(
                 conversation_id=conversation_id, parent_file=None,
                 turns=_turns(draft["turns"], conversation_id, ""),
                 subagents={agent_id: _turns(rows, conversation_id, agent_id) for agent_id, rows in draft["subagents"].items()},
-                links=tuple(sorted(draft["links"].values(), key=lambda link: (link.spawn_time, link.agent_id))))
+                links=tuple(draft["links"][agent_id] for agent_id in sorted(draft["links"], key=call_order.__getitem__)))
         return conversations
 
 

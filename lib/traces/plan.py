@@ -39,6 +39,13 @@ class PlannedSubagent:
     label: str
     link: Optional[SubagentLink]
     requests: list[ProxyRequest]
+    call_order: int = 0  # the link's place among the parent's Agent/Task calls
+
+    @property
+    def order_key(self) -> tuple[float, int, str]:
+        """Spawn time, then the order of the parent's calls: agents spawned by one answer keep the order of its
+        calls, which the logs and the DB both show (their ids, random, only break what remains)."""
+        return self.spawn_s, self.call_order, self.agent_id
 
     @property
     def spawn_s(self) -> float:
@@ -122,20 +129,22 @@ def plan_traces(conversations: dict[str, Conversation], message_ids: dict[str, s
             summary.problems.add(reason, conversation.conversation_id)
             continue
         links = {link.agent_id: link for link in conversation.links}
+        call_order = {link.agent_id: number for number, link in enumerate(conversation.links)}
         subagents = []
         if options.include_subagents:
             for agent_id, turns in conversation.subagents.items():
                 agent_requests = _resolve(turns, message_ids, requests, options, summary.problems)
                 if agent_requests:
-                    subagents.append(PlannedSubagent(agent_id, agent_id, links.get(agent_id), agent_requests))
+                    subagents.append(PlannedSubagent(agent_id, agent_id, links.get(agent_id), agent_requests,
+                                                     call_order.get(agent_id, len(call_order))))
             for link in conversation.links:
                 found = unlogged.get((conversation.conversation_id, link.agent_id))
                 if found:
                     found = [r for r in found if not (options.since and r.timestamp < options.since
                                                       or options.until and r.timestamp > options.until)]
                 if found:
-                    subagents.append(PlannedSubagent(link.agent_id, link.agent_id, link, found))
-            subagents.sort(key=lambda sub: (sub.spawn_s, sub.agent_id))
+                    subagents.append(PlannedSubagent(link.agent_id, link.agent_id, link, found, call_order[link.agent_id]))
+            subagents.sort(key=lambda sub: sub.order_key)
         drafts.append((conversation.conversation_id, parent, subagents))
     drafts.sort(key=lambda draft: (draft[1][0].timestamp, draft[0]))
     drafts = _without_repeats(drafts, summary.problems)
@@ -196,7 +205,7 @@ def _without_repeats(drafts: list[Draft], problems: ProblemCounter) -> list[Draf
             if sub.agent_id not in agent_ids:
                 agent_ids.add(sub.agent_id)
                 subagents.append(sub)
-        subagents.sort(key=lambda sub: (sub.spawn_s, sub.agent_id))
+        subagents.sort(key=lambda sub: sub.order_key)
         kept.append((conversation_id, kept_parents[conversation_id], subagents))
     return kept
 
