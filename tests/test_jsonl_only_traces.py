@@ -223,3 +223,16 @@ def test_validator_without_a_db_compares_with_the_usage_the_logs_record(fixture_
     assert "API figures are the usage the JSONL logs recorded: logs of an old-proxy capture" in text.stdout
     refused = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs), "--max-error", "5"])
     assert refused.exit_code == 2 and "--max-error needs --db" in refused.stderr
+
+
+def test_token_count_tokenizer_without_a_db_is_a_usage_error(tmp_path: Path) -> None:
+    """The route always writes the API's prompt size: asking for tokenizer counts is refused, api accepted."""
+    session(tmp_path)
+    code, _, err = run("--jsonl-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--token-count", "tokenizer")
+    assert (code, err) == (2, "Error: --token-count tokenizer needs a DB: without one `in` is the API prompt size the "
+                              "logs record (docs/jsonl.md); use --token-count api or drop the option (see --help)\n")
+    assert not (tmp_path / "out").exists()
+    code, _, err = run("--jsonl-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--token-count", "api", "-q")
+    assert code == 0, err
+    requests = json.loads((tmp_path / "out" / f"{SESSION}.json").read_text())["requests"]
+    assert [r["in"] for r in requests] == [2003, 2403, 2303]
