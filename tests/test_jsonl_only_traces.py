@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from build_minimal_traces import main
 from jsonl_builders import (SESSION, agent_result, assistant, tool_result, user_prompt, write_jsonl)
 from lib.capture.jsonl_conversations import read_log_group
 from lib.capture.jsonl_files import discover_logs, group_logs
+from lib.synthetic.example import generate_example
 from lib.traces.jsonl_requests import rebuild_calls
 from lib.validate.matching import trace_lanes
 from lib.validate.trace_files import check_directory
@@ -236,3 +238,49 @@ def test_token_count_tokenizer_without_a_db_is_a_usage_error(tmp_path: Path) -> 
     assert code == 0, err
     requests = json.loads((tmp_path / "out" / f"{SESSION}.json").read_text())["requests"]
     assert [r["in"] for r in requests] == [2003, 2403, 2303]
+
+
+@pytest.fixture(scope="module")
+def fixed_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`examples/generate_example.py --variant fixed --scale 0.2`: one streaming row per turn, so the DB's
+    usage and the logs' are the same."""
+    folder = tmp_path_factory.mktemp("fixed")
+    generate_example(folder, variant="fixed", scale=0.2)
+    return folder
+
+
+def validate_with_db(traces: Path, capture: Path, db: Path) -> dict:
+    from validate_trace_cache import main as validate_main
+
+    result = CliRunner().invoke(validate_main, [str(traces), "--db", str(db), "--jsonl-dir", str(capture / "jsonl"), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["versus_api"]
+
+
+@pytest.mark.parametrize("anonymize, route, lost_reason", [(False, "sidecar", "sidecar_message_id_not_in_db"),
+                                                            (True, "plan", "turn_not_in_db")])
+def test_validator_with_a_db_matches_jsonl_only_traces_through_the_message_index(
+        fixed_capture: Path, tmp_path: Path, anonymize: bool, route: str, lost_reason: str) -> None:
+    """The sidecar (or the plan) names log calls by message id; the message index takes each to its DB row
+    (before: 0 of 90 matched, every request `sidecar_id_not_in_db`)."""
+    out = tmp_path / "traces"
+    assert run("--jsonl-dir", str(fixed_capture / "jsonl"), "--output-dir", str(out), "--include-subagents", "-q",
+               *(["--anonymize"] if anonymize else []))[0] == 0
+    assert json.loads((out / "_sidecar" / "manifest.json").read_text())["route"] == "JSONL-only"
+    report = validate_with_db(out, fixed_capture, fixed_capture / "requests.db")
+    (trace,) = report["traces"]
+    assert (trace["route"], trace["requests"], trace["matched"]) == (route, 90, 90)
+    # 91.1 % simulated against 91.4 % billed (accuracy 99.6 %); the API model runs on the DB's bodies.
+    assert (trace["sim_hit_blocks"], trace["sim_blocks"], trace["api_read_tokens"], trace["api_prompt_tokens"]) == \
+        (12758, 14009, 822488, 899597)
+    assert report["problems"] == {} and report["api_model"]["requests"] == 90
+    # A call whose proxy row is gone is counted, the other 89 still match.
+    db = Path(shutil.copy(fixed_capture / "requests.db", tmp_path / "requests.db"))
+    (log,) = [path for path in (fixed_capture / "jsonl").glob("*.jsonl") if not path.name.startswith("agent-")]
+    gone = next(entry["message"]["id"] for entry in map(json.loads, log.read_text().splitlines())
+                if entry.get("type") == "assistant")
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("DELETE FROM requests WHERE response LIKE ?", (f'%"{gone}"%',)).rowcount == 1
+    report = validate_with_db(out, fixed_capture, db)
+    assert (report["traces"][0]["matched"], {name: entry["count"] for name, entry in report["problems"].items()}) == \
+        (89, {lost_reason: 1})
