@@ -284,3 +284,48 @@ def test_validator_with_a_db_matches_jsonl_only_traces_through_the_message_index
     report = validate_with_db(out, fixed_capture, db)
     assert (report["traces"][0]["matched"], {name: entry["count"] for name, entry in report["problems"].items()}) == \
         (89, {lost_reason: 1})
+
+
+@pytest.mark.parametrize("with_db", [True, False], ids=["built-with-db", "built-jsonl-only"])
+@pytest.mark.parametrize("anonymize", [False, True], ids=["plain", "anonymized"])
+def test_validator_counts_a_truncated_log_line_once_as_the_builder_does(fixed_capture: Path, tmp_path: Path,
+                                                                       with_db: bool, anonymize: bool) -> None:
+    """A half-written last line (a session mid-write) is `truncated_jsonl_line` x1 in the builder's summary and
+    in the validator's, with --db or without (before: not counted with --db when every trace matched by
+    sidecar ids, counted twice without --db on anonymized traces)."""
+    from validate_trace_cache import main as validate_main
+
+    logs = shutil.copytree(fixed_capture / "jsonl", tmp_path / "jsonl")
+    (log,) = [path for path in logs.glob("*.jsonl") if not path.name.startswith("agent-")]
+    lines = len(log.read_bytes().splitlines())
+    with log.open("ab") as stream:
+        stream.write(b'{"type":"user","uuid":"half')
+    out = tmp_path / "traces"
+    code, stdout, err = run(*([str(fixed_capture / "requests.db")] if with_db else []), "--jsonl-dir", str(logs),
+                            "--output-dir", str(out), "--include-subagents", "--json",
+                            *(["--anonymize"] if anonymize else []))
+    assert code == 0, err
+    assert json.loads(stdout)["problems"]["truncated_jsonl_line"]["count"] == 1
+    expected = {"count": 1, "examples": [f"{log.name}:{lines + 1}"]}
+    for db in (["--db", str(fixed_capture / "requests.db")], []):
+        result = CliRunner().invoke(validate_main, [str(out), *db, "--jsonl-dir", str(logs), "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)["versus_api"]
+        assert report["problems"] == {"truncated_jsonl_line": expected}
+        assert report["overall"]["matched"] == 90
+
+
+@pytest.mark.parametrize("anonymize", [False, True], ids=["sidecar-ids", "anonymized"])
+def test_validator_with_a_db_refuses_a_log_folder_without_logs(fixed_capture: Path, tmp_path: Path,
+                                                               anonymize: bool) -> None:
+    """Given --jsonl-dir, the logs are read even when the sidecar ids match every request: a wrong folder
+    is an input error, not a run that silently ignores it."""
+    from validate_trace_cache import main as validate_main
+
+    out = tmp_path / "traces"
+    assert run(str(fixed_capture / "requests.db"), "--jsonl-dir", str(fixed_capture / "jsonl"), "--output-dir", str(out),
+               "-q", *(["--anonymize"] if anonymize else []))[0] == 0
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(validate_main, [str(out), "--db", str(fixed_capture / "requests.db"),
+                                                "--jsonl-dir", str(tmp_path / "empty")])
+    assert (result.exit_code, result.stderr) == (2, f"Error: {tmp_path / 'empty'}: no Claude Code JSONL logs found\n")

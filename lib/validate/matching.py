@@ -171,7 +171,8 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
                 for trace in traces}
             needing_plan = [trace for trace in traces if by_sidecar[trace.file] is None]
             needing_log_plan = [trace for trace in needing_plan if trace.file in from_logs]
-            logs = _read_logs(jsonl_dir, result.problems, calls=bool(needing_log_plan)) if jsonl_dir and needing_plan else None
+            # Read whenever given, even if every trace matches by sidecar ids: their bad lines are counted as the builder does.
+            logs = _read_logs(jsonl_dir, result.problems, calls=bool(needing_log_plan)) if jsonl_dir else None
             plans = _plans_for([trace for trace in needing_plan if trace.file not in from_logs],
                                logs.conversations if logs else None, message_ids, requests)
             log_planned = {file: _on_db_rows(match, file, by_message_id, result.problems)
