@@ -54,7 +54,7 @@ def _preset(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -
 @workers_option
 @click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,
               help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family"
-                   " (without DB: always the API's size).")
+                   " (without DB: only api).")
 @click.option("--subagent-clock", type=click.Choice(["spawn", "aiperf"]), default="spawn", show_default=True,
               help="aiperf: start the parent's `t` past every sub-agent `t` so AIPerf 0.13 reads them relative "
                    "(docs/traces.md).")
@@ -103,6 +103,12 @@ def main(db: Optional[str], jsonl_dir: Optional[str], db_only: bool, output_dir:
             raise InputError("--db-only needs a DB")
         if index_db:
             raise InputError("--index-db needs a DB: without one the requests come from the JSONL logs alone")
+        if click.get_current_context().get_parameter_source("token_count") == click.core.ParameterSource.COMMANDLINE \
+                and token_count == "tokenizer":
+            # The logs lack the tools and system prompt, so the whole prompt cannot be tokenized: running
+            # on with API-sized `in` would contradict the option.
+            raise click.UsageError("--token-count tokenizer needs a DB: without one `in` is the API prompt size the "
+                                   "logs record (docs/jsonl.md); use --token-count api or drop the option")
         summary = build_traces_from_jsonl(jsonl_dir, output_dir, options, progress=progress)
     else:
         summary = build_traces(db, jsonl_dir, output_dir, options, index_db=index_db, db_only=db_only, say=out.text,

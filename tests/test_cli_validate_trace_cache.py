@@ -324,3 +324,18 @@ def test_billed_misses_by_cause(workdir: Path):
     assert sum(causes.values()) == 379_478 + 13_030
     code, out, _ = invoke(*SEED_ARGS)
     assert "Billed misses by cause (API tokens, docs/cache-models.md#why-each-miss): first use (new content) 311,976" in out
+
+
+@pytest.mark.parametrize(("value", "rule", "expected"), [
+    (None, "missing_field", "trace_0001.json: top level: missing field `block_size`"),
+    ("null", "null_field", "trace_0001.json: top level: `block_size` is null"),
+    (0, "wrong_type", "trace_0001.json: top level: `block_size` must be a positive integer"),
+], ids=["missing", "null", "zero"])
+def test_a_broken_block_size_is_one_error_under_one_rule(workdir: Path, value: object, rule: str, expected: str):
+    """A missing or null `block_size` is not also reported as a wrong type."""
+    _edit(workdir, lambda d: d.pop("block_size") if value is None else d.update(block_size=None if value == "null" else value))
+    code, out, _ = invoke("examples/traces/", "--json")
+    schema = json.loads(out)["schema"]
+    assert code == 1
+    assert (schema["errors"], list(schema["rules"])) == (1, [rule])
+    assert schema["rules"][rule]["first"] == expected

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from build_minimal_traces import main
 from jsonl_builders import (SESSION, agent_result, assistant, tool_result, user_prompt, write_jsonl)
 from lib.capture.jsonl_conversations import read_log_group
 from lib.capture.jsonl_files import discover_logs, group_logs
+from lib.synthetic.example import generate_example
 from lib.traces.jsonl_requests import rebuild_calls
 from lib.validate.matching import trace_lanes
 from lib.validate.trace_files import check_directory
@@ -223,3 +225,107 @@ def test_validator_without_a_db_compares_with_the_usage_the_logs_record(fixture_
     assert "API figures are the usage the JSONL logs recorded: logs of an old-proxy capture" in text.stdout
     refused = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs), "--max-error", "5"])
     assert refused.exit_code == 2 and "--max-error needs --db" in refused.stderr
+
+
+def test_token_count_tokenizer_without_a_db_is_a_usage_error(tmp_path: Path) -> None:
+    """The route always writes the API's prompt size: asking for tokenizer counts is refused, api accepted."""
+    session(tmp_path)
+    code, _, err = run("--jsonl-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--token-count", "tokenizer")
+    assert (code, err) == (2, "Error: --token-count tokenizer needs a DB: without one `in` is the API prompt size the "
+                              "logs record (docs/jsonl.md); use --token-count api or drop the option (see --help)\n")
+    assert not (tmp_path / "out").exists()
+    code, _, err = run("--jsonl-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--token-count", "api", "-q")
+    assert code == 0, err
+    requests = json.loads((tmp_path / "out" / f"{SESSION}.json").read_text())["requests"]
+    assert [r["in"] for r in requests] == [2003, 2403, 2303]
+
+
+@pytest.fixture(scope="module")
+def fixed_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`examples/generate_example.py --variant fixed --scale 0.2`: one streaming row per turn, so the DB's
+    usage and the logs' are the same."""
+    folder = tmp_path_factory.mktemp("fixed")
+    generate_example(folder, variant="fixed", scale=0.2)
+    return folder
+
+
+def validate_with_db(traces: Path, capture: Path, db: Path) -> dict:
+    from validate_trace_cache import main as validate_main
+
+    result = CliRunner().invoke(validate_main, [str(traces), "--db", str(db), "--jsonl-dir", str(capture / "jsonl"), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["versus_api"]
+
+
+@pytest.mark.parametrize("anonymize, route, lost_reason", [(False, "sidecar", "sidecar_message_id_not_in_db"),
+                                                            (True, "plan", "turn_not_in_db")])
+def test_validator_with_a_db_matches_jsonl_only_traces_through_the_message_index(
+        fixed_capture: Path, tmp_path: Path, anonymize: bool, route: str, lost_reason: str) -> None:
+    """The sidecar (or the plan) names log calls by message id; the message index takes each to its DB row
+    (before: 0 of 90 matched, every request `sidecar_id_not_in_db`)."""
+    out = tmp_path / "traces"
+    assert run("--jsonl-dir", str(fixed_capture / "jsonl"), "--output-dir", str(out), "--include-subagents", "-q",
+               *(["--anonymize"] if anonymize else []))[0] == 0
+    assert json.loads((out / "_sidecar" / "manifest.json").read_text())["route"] == "JSONL-only"
+    report = validate_with_db(out, fixed_capture, fixed_capture / "requests.db")
+    (trace,) = report["traces"]
+    assert (trace["route"], trace["requests"], trace["matched"]) == (route, 90, 90)
+    # 91.1 % simulated against 91.4 % billed (accuracy 99.6 %); the API model runs on the DB's bodies.
+    assert (trace["sim_hit_blocks"], trace["sim_blocks"], trace["api_read_tokens"], trace["api_prompt_tokens"]) == \
+        (12758, 14009, 822488, 899597)
+    assert report["problems"] == {} and report["api_model"]["requests"] == 90
+    # A call whose proxy row is gone is counted, the other 89 still match.
+    db = Path(shutil.copy(fixed_capture / "requests.db", tmp_path / "requests.db"))
+    (log,) = [path for path in (fixed_capture / "jsonl").glob("*.jsonl") if not path.name.startswith("agent-")]
+    gone = next(entry["message"]["id"] for entry in map(json.loads, log.read_text().splitlines())
+                if entry.get("type") == "assistant")
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("DELETE FROM requests WHERE response LIKE ?", (f'%"{gone}"%',)).rowcount == 1
+    report = validate_with_db(out, fixed_capture, db)
+    assert (report["traces"][0]["matched"], {name: entry["count"] for name, entry in report["problems"].items()}) == \
+        (89, {lost_reason: 1})
+
+
+@pytest.mark.parametrize("with_db", [True, False], ids=["built-with-db", "built-jsonl-only"])
+@pytest.mark.parametrize("anonymize", [False, True], ids=["plain", "anonymized"])
+def test_validator_counts_a_truncated_log_line_once_as_the_builder_does(fixed_capture: Path, tmp_path: Path,
+                                                                       with_db: bool, anonymize: bool) -> None:
+    """A half-written last line (a session mid-write) is `truncated_jsonl_line` x1 in the builder's summary and
+    in the validator's, with --db or without (before: not counted with --db when every trace matched by
+    sidecar ids, counted twice without --db on anonymized traces)."""
+    from validate_trace_cache import main as validate_main
+
+    logs = shutil.copytree(fixed_capture / "jsonl", tmp_path / "jsonl")
+    (log,) = [path for path in logs.glob("*.jsonl") if not path.name.startswith("agent-")]
+    lines = len(log.read_bytes().splitlines())
+    with log.open("ab") as stream:
+        stream.write(b'{"type":"user","uuid":"half')
+    out = tmp_path / "traces"
+    code, stdout, err = run(*([str(fixed_capture / "requests.db")] if with_db else []), "--jsonl-dir", str(logs),
+                            "--output-dir", str(out), "--include-subagents", "--json",
+                            *(["--anonymize"] if anonymize else []))
+    assert code == 0, err
+    assert json.loads(stdout)["problems"]["truncated_jsonl_line"]["count"] == 1
+    expected = {"count": 1, "examples": [f"{log.name}:{lines + 1}"]}
+    for db in (["--db", str(fixed_capture / "requests.db")], []):
+        result = CliRunner().invoke(validate_main, [str(out), *db, "--jsonl-dir", str(logs), "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)["versus_api"]
+        assert report["problems"] == {"truncated_jsonl_line": expected}
+        assert report["overall"]["matched"] == 90
+
+
+@pytest.mark.parametrize("anonymize", [False, True], ids=["sidecar-ids", "anonymized"])
+def test_validator_with_a_db_refuses_a_log_folder_without_logs(fixed_capture: Path, tmp_path: Path,
+                                                               anonymize: bool) -> None:
+    """Given --jsonl-dir, the logs are read even when the sidecar ids match every request: a wrong folder
+    is an input error, not a run that silently ignores it."""
+    from validate_trace_cache import main as validate_main
+
+    out = tmp_path / "traces"
+    assert run(str(fixed_capture / "requests.db"), "--jsonl-dir", str(fixed_capture / "jsonl"), "--output-dir", str(out),
+               "-q", *(["--anonymize"] if anonymize else []))[0] == 0
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(validate_main, [str(out), "--db", str(fixed_capture / "requests.db"),
+                                                "--jsonl-dir", str(tmp_path / "empty")])
+    assert (result.exit_code, result.stderr) == (2, f"Error: {tmp_path / 'empty'}: no Claude Code JSONL logs found\n")

@@ -26,7 +26,7 @@ EXPECTED = {
     "aiperf-mooncake": (["mooncake_sessions.jsonl", "mooncake_trace.jsonl"],
                         "aiperf profile --model '<model>' --url http://localhost:8000 --endpoint-type chat --streaming "
                         "--custom-dataset-type mooncake_trace --input-file DIR/mooncake_sessions.jsonl "
-                        "--isl-block-size 512"),
+                        "--isl-block-size 512 --request-count 90"),
     "dynamo-replay": (["mooncake_trace.jsonl"],
                       "python -m dynamo.replay DIR/mooncake_trace.jsonl --replay-mode offline --num-workers 1 "
                       "--extra-engine-args '{\"block_size\":512}' --report-json replay-report.json"),
@@ -112,3 +112,16 @@ def test_preset_list_prints_the_documented_table():
     # docs/traces.md carries the table generated from the code, verbatim.
     assert preset_table() in (ROOT / "docs" / "traces.md").read_text()
     assert "| — | vLLM `vllm bench serve` | none:" in preset_table()
+
+
+def test_aiperf_mooncake_request_count_is_the_rows_of_the_file_it_replays(tmp_path: Path):
+    """--request-count is every session row (AIPerf's default cap of 10 would stop the replay short); here
+    the parent's 6 requests of the example logs, on the route without a DB."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["--jsonl-dir", str(ROOT / "examples" / "jsonl"), "--output-dir", str(out),
+                                       "--preset", "aiperf-mooncake", "--json"])
+    assert result.exit_code == 0, result.stderr
+    rows = (out / "mooncake_sessions.jsonl").read_bytes().splitlines()
+    assert len(rows) == 6
+    assert json.loads(result.stdout)["replay_command"].endswith(
+        f"--input-file {out / 'mooncake_sessions.jsonl'} --isl-block-size 512 --request-count 6")

@@ -221,6 +221,8 @@ def finish_run(target: Path, plans: list[TracePlan], writer: TraceWriter, option
         "options": options.for_manifest(), "traces": writer.manifest_entries, "mooncake": mooncake_files,
         "dropped_min_requests": summary.dropped_min_requests,
         "tokenizer_to_api_ratio": calibration.ratios(),
+        # Which requests the traces name (DB rows, or log calls by message id): the validator matches by it.
+        "route": summary.route,
     }
     if options.mooncake_sessions and writer.mooncake is not None:
         stats = writer.mooncake.session_stats

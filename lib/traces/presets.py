@@ -71,7 +71,8 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            "session rows (per-turn deltas, docs/traces.md \"Session rows\") at the loader's default 512",
            lambda path, rows: ["aiperf", "profile", "--model", MODEL, "--url", URL, "--endpoint-type", "chat",
                                "--streaming", "--custom-dataset-type", "mooncake_trace", "--input-file", path,
-                               "--isl-block-size", "512"]),
+                               # Every row of the file, as for weka_trace: one request per session row.
+                               "--isl-block-size", "512", "--request-count", str(rows)]),
     Preset("dynamo-replay", "NVIDIA Dynamo `dynamo.replay` (mocker)", "mooncake", 64, 512, False,
            "mooncake_trace.jsonl",
            "flat rows; the mocker builds a hash id's tokens from its engine block_size, which must be 512",

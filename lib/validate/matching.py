@@ -17,6 +17,9 @@ times); such requests come out unmatched, with the reason counted.
 
 Without a DB (`match_traces_to_logs`), the requests are the logs' calls keyed by message id (their
 usage is the API's): sidecar rows match by their `message_id`, anonymized ones by the same plans.
+Traces the JSONL-only route wrote (the manifest's `route`) name log calls, not DB rows: with a DB
+they are matched as without one, by message id or by the logs' plans, and each call is then taken
+to its DB row through the message index.
 """
 from __future__ import annotations
 
@@ -29,9 +32,10 @@ import orjson
 
 from lib.cache.ttl_model import prefix_hits
 from lib.db import open_databases
-from lib.capture.jsonl_conversations import read_conversations
+from lib.errors import InputError
+from lib.capture.jsonl_conversations import Conversation, read_conversations
 from lib.capture.jsonl_files import discover_logs
-from lib.traces.jsonl_requests import requests_from_logs
+from lib.traces.jsonl_requests import LogRequests, requests_from_logs
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
@@ -39,6 +43,7 @@ from lib.hashing.hash_pool import HashPool, HashSettings
 from lib.hashing.request_hashing import HashedRequest
 from lib.timestamps import parse_timestamp
 from lib.validate.trace_files import iter_jsonl
+from lib.traces.options import ROUTE_JSONL_ONLY
 from lib.traces.plan import PlanOptions, TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, sidecar_file
 from lib.capture.turn_timing import first_sends, load_replay_twins
@@ -153,12 +158,29 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
             result.replay_twins = load_replay_twins(index)
             requests = first_sends({request.request_id: request for request in iter_indexed_requests(index)},
                                    result.replay_twins)
-            by_sidecar = {trace.file: _sidecar_lanes(trace, requests, result.problems) for trace in traces}
+            message_ids = load_message_ids(index)
+
+            def by_message_id(message_id: str) -> Optional[ProxyRequest]:
+                return requests.get(message_ids.get(message_id, ""))
+
+            from_logs = {trace.file for trace in traces if _built_from_logs(trace)}
+            by_sidecar = {trace.file: (
+                _sidecar_lanes(trace, "message_id", by_message_id, "sidecar_message_id_not_in_db", result.problems)
+                if trace.file in from_logs else
+                _sidecar_lanes(trace, "request_id", requests.get, "sidecar_id_not_in_db", result.problems))
+                for trace in traces}
             needing_plan = [trace for trace in traces if by_sidecar[trace.file] is None]
-            plans = _plans_for(needing_plan, jsonl_dir, load_message_ids(index) if needing_plan and jsonl_dir else {},
-                               requests, result.problems)
+            needing_log_plan = [trace for trace in needing_plan if trace.file in from_logs]
+            # Read whenever given, even if every trace matches by sidecar ids: their bad lines are counted as the builder does.
+            logs = _read_logs(jsonl_dir, result.problems, calls=bool(needing_log_plan)) if jsonl_dir else None
+            plans = _plans_for([trace for trace in needing_plan if trace.file not in from_logs],
+                               logs.conversations if logs else None, message_ids, requests)
+            log_planned = {file: _on_db_rows(match, file, by_message_id, result.problems)
+                           for file, match in _log_plan_matches(needing_log_plan, logs, result.problems).items()}
             # Each request with its trace and lane: chunks of hashing work are cut where those change.
-            wanted = {r.request_id: (r, (file, lane)) for file, lanes in by_sidecar.items() if lanes
+            matched = {**{file: lanes for file, lanes in by_sidecar.items() if lanes},
+                       **{file: match.lanes for file, match in log_planned.items()}}
+            wanted = {r.request_id: (r, (file, lane)) for file, lanes in matched.items()
                       for lane, requests_of_lane in lanes.items() for r in requests_of_lane if r}
             for file, (plan, _) in plans.items():
                 for lane, requests_of_lane in _plan_lanes(plan).items() if plan else ():
@@ -170,6 +192,9 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
         lanes = by_sidecar[trace.file]
         if lanes is not None:
             result.traces[trace.file] = TraceMatch("sidecar", lanes)
+            continue
+        if trace.file in log_planned:
+            result.traces[trace.file] = log_planned[trace.file]
             continue
         plan, route = plans.get(trace.file, (None, "none"))
         if plan is None:
@@ -190,23 +215,30 @@ def _read_sidecar(trace: TraceLanes) -> Optional[list[dict]]:
     return [row for _, row in iter_jsonl(path) if isinstance(row, dict)]
 
 
-def _sidecar_lanes(trace: TraceLanes, requests: dict[str, ProxyRequest],
+def _sidecar_lanes(trace: TraceLanes, id_field: str, find: Callable[[str], Optional[ProxyRequest]], not_found: str,
                    problems: ProblemCounter) -> Optional[dict[str, list[Optional[ProxyRequest]]]]:
-    """Lanes matched through sidecar request ids; None when the sidecar is absent or has no ids."""
+    """Lanes matched through the sidecar rows' `id_field` (a request id, or a message id); None when the
+    sidecar is absent or has no ids. An id `find` does not know is counted as `not_found`."""
     rows = _read_sidecar(trace)
-    if not rows or not any(isinstance(row.get("request_id"), str) for row in rows):
+    if not rows or not any(isinstance(row.get(id_field), str) for row in rows):
         return None
-    by_position = {(row.get("lane"), row.get("request_index")): row.get("request_id") for row in rows}
+    by_position = {(row.get("lane"), row.get("request_index")): row.get(id_field) for row in rows}
     lanes: dict[str, list[Optional[ProxyRequest]]] = {}
     for lane, lane_requests in trace.lanes.items():
         lanes[lane] = []
         for position in range(len(lane_requests)):
-            request_id = by_position.get((lane, position))
-            request = requests.get(request_id) if isinstance(request_id, str) else None
+            found_id = by_position.get((lane, position))
+            request = find(found_id) if isinstance(found_id, str) else None
             if request is None:
-                problems.add("sidecar_id_not_in_db" if request_id else "sidecar_row_missing", f"{trace.file} {lane}[{position}]")
+                problems.add(not_found if found_id else "sidecar_row_missing", f"{trace.file} {lane}[{position}]")
             lanes[lane].append(request)
     return lanes
+
+
+def _built_from_logs(trace: TraceLanes) -> bool:
+    """Written by the JSONL-only route: its requests are log calls named by message id (docs/jsonl.md)."""
+    manifest = _manifest(trace.directory)
+    return manifest is not None and manifest.get("route") == ROUTE_JSONL_ONLY
 
 
 def _manifest(directory: Path) -> Optional[dict]:
@@ -241,15 +273,14 @@ def _inferred_options(trace: TraceLanes) -> PlanOptions:
     return PlanOptions(include_subagents=len(trace.lanes) > 1, anonymize=bool(ANONYMIZED_ID.fullmatch(trace.trace_id)))
 
 
-def _plans_for(traces: Iterable[TraceLanes], jsonl_dir: Optional[str], message_ids: dict[str, str],
-               requests: dict[str, ProxyRequest], problems: ProblemCounter) -> dict[str, tuple[Optional[TracePlan], str]]:
-    """(plan, route) per trace file, or (None, reason) when none can be derived."""
+def _plans_for(traces: Iterable[TraceLanes], conversations: Optional[dict[str, Conversation]], message_ids: dict[str, str],
+               requests: dict[str, ProxyRequest]) -> dict[str, tuple[Optional[TracePlan], str]]:
+    """(plan, route) per trace file, or (None, reason) when none can be derived (`conversations` None: no logs given)."""
     traces = list(traces)
     if not traces:
         return {}
-    if jsonl_dir is None:
+    if conversations is None:
         return {t.file: (None, "no sidecar request ids; pass --jsonl-dir to match through JSONL message ids") for t in traces}
-    conversations = read_conversations(discover_logs(jsonl_dir, problems), problems)
     cache: dict[PlanOptions, dict[str, TracePlan]] = {}
     found: dict[str, tuple[Optional[TracePlan], str]] = {}
     for trace in traces:
@@ -311,32 +342,53 @@ def match_traces_to_logs(traces: Sequence[TraceLanes], *, jsonl_dir: Optional[st
     logs = requests_from_logs(jsonl_dir, result.problems)
     needing_plan = []
     for trace in traces:
-        rows = _read_sidecar(trace) or []
-        by_position = {(row.get("lane"), row.get("request_index")): row.get("message_id") for row in rows}
-        if not any(isinstance(message_id, str) for message_id in by_position.values()):
+        lanes = _sidecar_lanes(trace, "message_id", logs.requests.get, "sidecar_message_id_not_in_logs", result.problems)
+        if lanes is None:
             needing_plan.append(trace)
-            continue
-        lanes: dict[str, list[Optional[ProxyRequest]]] = {}
-        for lane, lane_requests in trace.lanes.items():
-            found = [logs.requests.get(by_position.get((lane, position)) or "") for position in range(len(lane_requests))]
-            missing = sum(request is None for request in found)
-            if missing:
-                result.problems.add("sidecar_message_id_not_in_logs", f"{trace.file} {lane}: {missing} of {len(found)}",
-                                    missing)
-            lanes[lane] = found
-        result.traces[trace.file] = TraceMatch("sidecar", lanes)
-    plans = _plans_for(needing_plan, jsonl_dir, {message_id: message_id for message_id in logs.requests},
-                       logs.requests, result.problems)
-    for trace in needing_plan:
+        else:
+            result.traces[trace.file] = TraceMatch("sidecar", lanes)
+    result.traces.update(_log_plan_matches(needing_plan, logs, result.problems))
+    return result
+
+
+def _read_logs(jsonl_dir: str, problems: ProblemCounter, *, calls: bool) -> LogRequests:
+    """The logs' conversations, and with `calls` every call rebuilt as a request; their bad lines counted once."""
+    if calls:
+        return requests_from_logs(jsonl_dir, problems)
+    found = discover_logs(jsonl_dir, problems)
+    if not found:
+        raise InputError(f"{jsonl_dir}: no Claude Code JSONL logs found")
+    return LogRequests(read_conversations(found, problems), {}, {})
+
+
+def _log_plan_matches(traces: Sequence[TraceLanes], logs: Optional[LogRequests],
+                      problems: ProblemCounter) -> dict[str, TraceMatch]:
+    """Traces matched to the logs' calls through the plans the JSONL-only route makes of them (message ids as
+    request ids), each lane aligned on model and `in`, the API's prompt size on both sides."""
+    plans = _plans_for(traces, logs.conversations if logs else None,
+                       {message_id: message_id for message_id in logs.requests} if logs else {}, logs.requests if logs else {})
+    matches = {}
+    for trace in traces:
         plan, route = plans[trace.file]
         if plan is None:
-            result.problems.add("trace_not_matched", f"{trace.file}: {route}")
-            result.traces[trace.file] = TraceMatch("none", {lane: [None] * len(rs) for lane, rs in trace.lanes.items()})
+            problems.add("trace_not_matched", f"{trace.file}: {route}")
+            matches[trace.file] = TraceMatch("none", {lane: [None] * len(rs) for lane, rs in trace.lanes.items()})
             continue
         planned = _plan_lanes(plan)
         lanes = {lane: _align(lane_requests, planned.get(lane, []), {}) for lane, lane_requests in trace.lanes.items()}
         for lane, found in lanes.items():
             if (missing := sum(request is None for request in found)):
-                result.problems.add("request_not_matched", f"{trace.file} {lane}: {missing} of {len(found)}", missing)
-        result.traces[trace.file] = TraceMatch(route, lanes)
-    return result
+                problems.add("request_not_matched", f"{trace.file} {lane}: {missing} of {len(found)}", missing)
+        matches[trace.file] = TraceMatch(route, lanes)
+    return matches
+
+
+def _on_db_rows(match: TraceMatch, file: str, by_message_id: Callable[[str], Optional[ProxyRequest]],
+                problems: ProblemCounter) -> TraceMatch:
+    """A match to log calls taken to the DB rows of the same message ids (a call without a row is counted)."""
+    lanes: dict[str, list[Optional[ProxyRequest]]] = {}
+    for lane, calls in match.lanes.items():
+        lanes[lane] = [by_message_id(call.request_id) if call else None for call in calls]
+        if (missing := sum(call is not None and row is None for call, row in zip(calls, lanes[lane]))):
+            problems.add("turn_not_in_db", f"{file} {lane}: {missing} of {len(calls)}", missing)
+    return TraceMatch(match.route, lanes)

@@ -224,7 +224,8 @@ def check_native_trace(document: Any, file: str) -> list[SchemaProblem]:
         return [SchemaProblem(file, "top level", "not a JSON object", "not_an_object", NATIVE_CONSUMERS)]
     found = list(_check_fields(document, NATIVE_TRACE_FIELDS, NATIVE_TRACE_OPTIONAL_FIELDS, "top level"))
     block_size = document.get("block_size")
-    if not _is_int(block_size) or block_size <= 0:
+    # Missing or null is already `missing_field` / `null_field`: one finding per broken field.
+    if block_size is not None and (not _is_int(block_size) or block_size <= 0):
         found.append(_wrong("top level", "`block_size` must be a positive integer"))
     scope = document.get("hash_id_scope")
     if scope == "global":
