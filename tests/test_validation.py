@@ -87,14 +87,15 @@ def test_without_sidecar_and_manifest_matching_falls_back_to_jsonl_ids(example: 
     assert (trace.route, trace.matched) == ("jsonl", 90)
 
 
-def test_without_ids_or_jsonl_the_trace_is_reported_unmatched(example: Path, tmp_path: Path):
+def test_without_ids_or_jsonl_the_plan_comes_from_the_db_alone(example: Path, tmp_path: Path):
+    """No sidecar ids and no logs: the trace is matched through the DB-only route's plan (docs/routes.md)."""
     bare = tmp_path / "bare"
     shutil.copytree(example / "traces", bare, ignore=shutil.ignore_patterns("_sidecar"))
+    with_logs = validate(bare, example).api.traces[0]
     report = validate(bare, example, jsonl=False)
     (trace,) = report.api.traces
-    assert (trace.route, trace.matched, trace.comparison.accuracy_pct) == ("none", 0, None)
-    assert "pass --jsonl-dir" in report.api.problems.describe()
-    assert "0 matched" in report.text()
+    assert (trace.route, trace.matched) == ("db", 90)
+    assert trace.comparison.accuracy_pct == with_logs.comparison.accuracy_pct
 
 
 def test_thresholds_without_a_db_are_a_usage_error(example: Path):

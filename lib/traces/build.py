@@ -8,7 +8,9 @@ plan's keys are held at a time, except the compact Mooncake rows, which are the 
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -26,7 +28,7 @@ from lib.capture.jsonl_files import default_projects_dir, discover_logs, group_l
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
-from lib.traces.db_conversations import conversations_from_db
+from lib.traces.db_conversations import DbRoute, conversations_from_db
 from lib.traces.options import ROUTE_DB_JSONL, ROUTE_DB_ONLY, TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, Calibration, Hashed, TraceWriter
@@ -84,33 +86,17 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
         raise InputError(f"{jsonl_dir}: no Claude Code JSONL logs found")
     with open_databases(db_path, index_db) as (proxy, index):
         ensure_message_index(proxy, index, say=say)
-        twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
-        replay_twins = load_replay_twins(index)
-        indexed = {r.request_id: r for r in iter_indexed_requests(index)}
-        conversations: dict[str, Any] = {}
-        message_ids: dict[str, str] = {}
-        logged: list[tuple[Optional[str], datetime]] = []
-        if found:
-            message_ids = load_message_ids(index)
-            conversations = merge_conversations(map(read_log_group, group_logs(found).values()), problems)
-            logged = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
-            if not any(request_id in indexed for request_id, _ in logged):
-                say(f"None of the {len(conversations)} logged conversation(s) names a request of {db_path}: "
-                    "conversations rebuilt from the DB alone (docs/routes.md#db-only).")
-        elif not db_only:
+        logged = merge_conversations(map(read_log_group, group_logs(found).values()), problems) if found else None
+        capture = capture_conversations(proxy, index, logged, problems)
+        if found and not capture.logs_name_rows:
+            say(f"None of the {len(logged or {})} logged conversation(s) names a request of {db_path}: "
+                "conversations rebuilt from the DB alone (docs/routes.md#db-only).")
+        elif not found and not db_only:
             say(f"No Claude Code logs at {default_projects_dir()}: conversations rebuilt from {db_path} alone "
                 "(docs/routes.md#db-only).")
-        # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
-        requests = first_sends(indexed, replay_twins, answers_logged_at(logged))
-        unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
-        from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=bool(found),
-                                                  subagent_windows=_unlogged_subagent_windows(conversations))
-        problems.merge(db_route.problems)
-        summary.db_route = db_route.as_dict()
-        summary.route_of.update({conversation_id: ROUTE_DB_JSONL for conversation_id in conversations})
-        summary.route_of.update({conversation_id: ROUTE_DB_ONLY for conversation_id in from_db})
-        conversations.update(from_db)
-        message_ids.update({request_id: request_id for request_id in unnamed})
+        summary.db_route = capture.db_route.as_dict()
+        summary.route_of.update(capture.route_of)
+        conversations, message_ids, requests, twins = capture.conversations, capture.message_ids, capture.requests, capture.twins
         wanted = options.plan.conversation_id
         if wanted and wanted not in conversations:
             # An empty output with exit 0 would hide a typo in the id.
@@ -119,6 +105,43 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
     plans, plan_summary = plan_traces(conversations, message_ids, requests, options.plan)
     problems.merge(plan_summary.problems)
     return plans, plan_summary, twins
+
+
+@dataclass
+class CaptureConversations:
+    """Every conversation of a capture, each on its route, with what planning needs."""
+
+    conversations: dict[str, Any]  # JSONL `Conversation`s, then those rebuilt from the DB alone
+    message_ids: dict[str, str]  # turn message id → request id (a DB-only turn's message id is its request id)
+    requests: dict[str, ProxyRequest]
+    twins: dict[str, str]
+    route_of: dict[str, str]
+    db_route: DbRoute
+    logs_name_rows: bool
+
+
+def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, logged: Optional[dict[str, Any]],
+                          problems: ProblemCounter) -> CaptureConversations:
+    """The logged conversations (None: no logs) with their DB rows, plus the conversations of the rows no log
+    names, rebuilt from the DB alone (docs/routes.md). Shared by the builder and the validator's plans."""
+    twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
+    replay_twins = load_replay_twins(index)
+    indexed = {r.request_id: r for r in iter_indexed_requests(index)}
+    conversations: dict[str, Any] = dict(logged or {})
+    message_ids = load_message_ids(index) if logged is not None else {}
+    named = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
+    # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
+    requests = first_sends(indexed, replay_twins, answers_logged_at(named))
+    unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
+    from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=logged is not None,
+                                              subagent_windows=_unlogged_subagent_windows(conversations))
+    problems.merge(db_route.problems)
+    route_of = {**{conversation_id: ROUTE_DB_JSONL for conversation_id in conversations},
+                **{conversation_id: ROUTE_DB_ONLY for conversation_id in from_db}}
+    conversations.update(from_db)
+    message_ids.update({request_id: request_id for request_id in unnamed})
+    return CaptureConversations(conversations, message_ids, requests, twins, route_of, db_route,
+                                logs_name_rows=any(request_id in indexed for request_id, _ in named))
 
 
 def _unlogged_subagent_windows(conversations: dict[str, Any]) -> list[tuple[datetime, datetime]]:
@@ -217,12 +240,11 @@ def finish_run(target: Path, plans: list[TracePlan], writer: TraceWriter, option
     current.update(mooncake_files)
     manifest = {
         "tool": "build_minimal_traces.py", "version": __version__, "format": "kv-cache-tester native trace",
+        # Which requests the traces name (DB rows, or log calls by message id): the validator matches by it.
         "route": summary.route, "conversations_by_route": summary.as_dict()["conversations_by_route"],
         "options": options.for_manifest(), "traces": writer.manifest_entries, "mooncake": mooncake_files,
         "dropped_min_requests": summary.dropped_min_requests,
         "tokenizer_to_api_ratio": calibration.ratios(),
-        # Which requests the traces name (DB rows, or log calls by message id): the validator matches by it.
-        "route": summary.route,
     }
     if options.mooncake_sessions and writer.mooncake is not None:
         stats = writer.mooncake.session_stats

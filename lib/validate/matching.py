@@ -43,6 +43,7 @@ from lib.hashing.hash_pool import HashPool, HashSettings
 from lib.hashing.request_hashing import HashedRequest
 from lib.timestamps import parse_timestamp
 from lib.validate.trace_files import iter_jsonl
+from lib.traces.build import capture_conversations
 from lib.traces.options import ROUTE_JSONL_ONLY
 from lib.traces.plan import PlanOptions, TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, sidecar_file
@@ -173,8 +174,14 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
             needing_log_plan = [trace for trace in needing_plan if trace.file in from_logs]
             # Read whenever given, even if every trace matches by sidecar ids: their bad lines are counted as the builder does.
             logs = _read_logs(jsonl_dir, result.problems, calls=bool(needing_log_plan)) if jsonl_dir else None
-            plans = _plans_for([trace for trace in needing_plan if trace.file not in from_logs],
-                               logs.conversations if logs else None, message_ids, requests)
+            needing_db_plan = [trace for trace in needing_plan if trace.file not in from_logs]
+            plans: dict[str, tuple[Optional[TracePlan], str]] = {}
+            if needing_db_plan:
+                # The builder's conversations: the logged ones and those of the rows no log names (docs/routes.md),
+                # on the same request times as the sidecar route.
+                capture = capture_conversations(proxy, index, logs.conversations if logs else None, ProblemCounter())
+                plans = _plans_for(needing_db_plan, capture.conversations, capture.message_ids, requests,
+                                   from_logs=logs is not None)
             log_planned = {file: _on_db_rows(match, file, by_message_id, result.problems)
                            for file, match in _log_plan_matches(needing_log_plan, logs, result.problems).items()}
             # Each request with its trace and lane: chunks of hashing work are cut where those change.
@@ -274,7 +281,7 @@ def _inferred_options(trace: TraceLanes) -> PlanOptions:
 
 
 def _plans_for(traces: Iterable[TraceLanes], conversations: Optional[dict[str, Conversation]], message_ids: dict[str, str],
-               requests: dict[str, ProxyRequest]) -> dict[str, tuple[Optional[TracePlan], str]]:
+               requests: dict[str, ProxyRequest], *, from_logs: bool = True) -> dict[str, tuple[Optional[TracePlan], str]]:
     """(plan, route) per trace file, or (None, reason) when none can be derived (`conversations` None: no logs given)."""
     traces = list(traces)
     if not traces:
@@ -285,14 +292,15 @@ def _plans_for(traces: Iterable[TraceLanes], conversations: Optional[dict[str, C
     found: dict[str, tuple[Optional[TracePlan], str]] = {}
     for trace in traces:
         options = _manifest_options(_manifest(trace.directory))
-        route = "plan" if options is not None else "jsonl"
+        # `db`: re-derived from the DB alone (docs/routes.md#db-only), the builder's options or inferred ones.
+        route = ("plan" if options is not None else "jsonl") if from_logs else "db"
         options = options or _inferred_options(trace)
         if options not in cache:
             plans, _ = plan_traces(conversations, message_ids, requests, options)
             cache[options] = {plan.trace_id: plan for plan in plans}
         by_id = cache[options]
         plan = by_id.get(trace.trace_id) or by_id.get(SEGMENT_SUFFIX.sub("", trace.trace_id))
-        found[trace.file] = (plan, route) if plan else (None, "no JSONL conversation plans to this trace id")
+        found[trace.file] = (plan, route) if plan else (None, "no conversation of the capture plans to this trace id")
     return found
 
 
