@@ -223,3 +223,19 @@ def test_validator_without_a_db_compares_with_the_usage_the_logs_record(fixture_
     assert "API figures are the usage the JSONL logs recorded: logs of an old-proxy capture" in text.stdout
     refused = CliRunner().invoke(validate_main, [str(out), "--jsonl-dir", str(logs), "--max-error", "5"])
     assert refused.exit_code == 2 and "--max-error needs --db" in refused.stderr
+
+
+def test_block_keys_reused_from_the_previous_call_equal_keys_computed_afresh():
+    """_Layout reuses the previous call's keys over the spans both start with; a shorter prompt, an
+    extended one and a diverging one get exactly the keys a layout that saw no earlier call gives."""
+    from lib.traces.jsonl_only import _Layout
+
+    calls = [([(b"p", 10), (b"a", 10)], 20), ([(b"p", 10), (b"a", 10), (b"b", 10)], 30),
+             ([(b"p", 10), (b"a", 10), (b"b", 10)], 9), ([(b"p", 10), (b"a", 10), (b"b", 10)], 37),
+             ([(b"p", 10), (b"x", 10)], 23)]
+    layout = _Layout(4, {})
+    seen = [layout._keys(spans, total, b"pad") for spans, total in calls]
+    assert seen == [_Layout(4, {})._keys(spans, total, b"pad") for spans, total in calls]
+    assert [len(hashes.block_keys) for hashes in seen] == [5, 7, 2, 9, 5]
+    assert seen[1].block_keys[:5] == seen[0].block_keys and seen[4].block_keys[:2] == seen[0].block_keys[:2]
+    assert seen[4].block_keys[2] != seen[0].block_keys[2]
