@@ -350,7 +350,7 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
     """Run the pipeline in order on a fresh copy of the DB (index tables go into the copy).
 
     The two index builders run once (a second run would find nothing new to do), also when not
-    timed; the other tools are idempotent and run `timer.repeat` times.
+    timed unless only the JSONL-only route is; the other tools are idempotent and run `timer.repeat` times.
     """
     db = work / "requests.db"
     jsonl = capture / "jsonl"
@@ -365,10 +365,11 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
         "conversation_index": ("build_conversation_index",
                                [py, "build_conversation_index.py", str(db), "--projects-path", str(jsonl), "--json"]),
     }
+    reads_the_db = set(tools) - {"traces_jsonl"}
     for key, (name, command) in index_commands.items():
         if key in tools:
             results.append(timer.run(name, command, repeat=1))
-        else:
+        elif reads_the_db:
             measure(name, command)
     counts = sorted({1, workers})
 
