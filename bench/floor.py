@@ -3,10 +3,12 @@
 
 It is the lower bound any tool that must look at every request pays: rows in rowid batches (the
 same keyset pagination the tools use), orjson on the body, the response and each streaming chunk.
-Prints one JSON line: rows, bytes read, seconds.
+Prints one JSON line: rows, bytes read, seconds. `floor.py --jsonl DIR` is the same floor for the
+logs: every line of every `.jsonl` file under DIR read and parsed with orjson.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
@@ -51,5 +53,31 @@ def read_and_parse(db_path: str) -> dict:
             "elapsed_s": round(time.perf_counter() - started, 3)}
 
 
+def read_and_parse_jsonl(directory: str) -> dict:
+    """Read and parse every non-blank line of every `.jsonl` file under `directory`; counts and seconds."""
+    started = time.perf_counter()
+    files = lines = payload = broken = 0
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            if not name.endswith(".jsonl"):
+                continue
+            files += 1
+            with open(os.path.join(folder, name), "rb") as stream:
+                for raw in stream:
+                    if not raw.strip():
+                        continue
+                    lines += 1
+                    payload += len(raw)
+                    try:
+                        orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        broken += 1
+    return {"files": files, "lines": lines, "payload_bytes": payload, "broken": broken,
+            "elapsed_s": round(time.perf_counter() - started, 3)}
+
+
 if __name__ == "__main__":
-    print(orjson.dumps(read_and_parse(sys.argv[1])).decode())
+    if sys.argv[1] == "--jsonl":
+        print(orjson.dumps(read_and_parse_jsonl(sys.argv[2])).decode())
+    else:
+        print(orjson.dumps(read_and_parse(sys.argv[1])).decode())

@@ -23,7 +23,7 @@ from bench.synthetic_capture import generate_capture, parse_size
 ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "bench" / "out"
-TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualizer")
+TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualizer", "traces_jsonl")
 DEFAULT_REPEAT = 3
 # A pair counts as run on two full cores when 2 processes got at least this many cores' worth.
 FULL_CAPACITY = 1.8
@@ -252,8 +252,9 @@ class Timer:
     repeat runs the floor, then the tool, and the tool's ratio is the median of those pairs.
     """
 
-    def __init__(self, db: Path, repeat: int) -> None:
+    def __init__(self, db: Path, repeat: int, jsonl: Optional[Path] = None) -> None:
         self.floor_command = [_python(), str(ROOT / "bench" / "floor.py"), str(db)]
+        self.jsonl_floor_command = [_python(), str(ROOT / "bench" / "floor.py"), "--jsonl", str(jsonl)]
         self.repeat = repeat
         self.floors: list[Measurement] = []
 
@@ -295,6 +296,25 @@ class Timer:
         cpu = [round(multi.cpu_s / single.cpu_s, 2) for single, multi in full or pairs]
         return chosen, Scaling(name, most, ratios, cpu, bool(full))
 
+    def run_against_both_floors(self, name: str, command: list[str]) -> "TwoFloors":
+        """A tool reading only the logs, timed as `run` and also against the JSONL floor.
+
+        Each repeat runs the DB floor, the JSONL floor, then the tool: both ratios come from runs
+        seconds apart. The reported run is the one with the median ratio to the DB floor.
+        """
+        measure("floor jsonl (read+parse)", self.jsonl_floor_command)  # warms the page cache for the logs
+        runs, floors, jsonl_ratios = [], [], []
+        for _ in range(self.repeat):
+            floor = self.floor()
+            jsonl_floor = self._timed("floor jsonl (read+parse)", self.jsonl_floor_command, floor)
+            run = self._timed(name, command, floor)
+            floors.append(jsonl_floor)
+            runs.append(run)
+            jsonl_ratios.append(round(run.wall_s / jsonl_floor.wall_s, 2))
+        chosen_floor = _chosen(floors, parallel=False)
+        return TwoFloors(name, _chosen(runs, parallel=False), chosen_floor,
+                         [round(run.floor_ratio, 2) for run in runs], jsonl_ratios)
+
     def _timed(self, name: str, command: list[str], floor: Measurement) -> Measurement:
         run = measure(name, command)
         run.floor_ratio = run.wall_s / floor.wall_s
@@ -307,12 +327,30 @@ class Timer:
         return chosen
 
 
+@dataclass
+class TwoFloors:
+    """A JSONL-only tool's ratios, per repeat, to the DB floor and to the JSONL floor run before it."""
+
+    tool: str
+    run: Measurement
+    jsonl_floor: Measurement  # the JSONL floor run with the median ratio to its DB floor
+    db_ratios: list[float]
+    jsonl_ratios: list[float]
+
+    def line(self) -> str:
+        pairs = ", ".join(f"{db:.2f}/{jsonl:.2f}" for db, jsonl in zip(self.db_ratios, self.jsonl_ratios))
+        floor = self.jsonl_floor.summary
+        return (f"{self.tool}: {_low_median(self.db_ratios):.2f}x the DB floor, {_low_median(self.jsonl_ratios):.2f}x the "
+                f"JSONL floor ({floor.get('lines', 0)} lines, {floor.get('payload_bytes', 0) / 1e6:.1f} MB of logs; "
+                f"medians of the repeats, each x DB floor / x JSONL floor: {pairs}).")
+
+
 def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, timer: Timer
               ) -> tuple[list[Measurement], list[Scaling], dict]:
     """Run the pipeline in order on a fresh copy of the DB (index tables go into the copy).
 
     The two index builders run once (a second run would find nothing new to do), also when not
-    timed; the other tools are idempotent and run `timer.repeat` times.
+    timed unless only the JSONL-only route is; the other tools are idempotent and run `timer.repeat` times.
     """
     db = work / "requests.db"
     jsonl = capture / "jsonl"
@@ -327,10 +365,11 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
         "conversation_index": ("build_conversation_index",
                                [py, "build_conversation_index.py", str(db), "--projects-path", str(jsonl), "--json"]),
     }
+    reads_the_db = set(tools) - {"traces_jsonl"}
     for key, (name, command) in index_commands.items():
         if key in tools:
             results.append(timer.run(name, command, repeat=1))
-        else:
+        elif reads_the_db:
             measure(name, command)
     counts = sorted({1, workers})
 
@@ -365,6 +404,13 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
             timed("complete_cache_visualizer combined", lambda count: [
                 py, str(script), str(db), "--conversation-id", "combined", "--output", str(work / f"combined_w{count}.html"),
                 "--workers", str(count)])
+    if "traces_jsonl" in tools:
+        # The JSONL-only route runs in one process (--workers does not apply to it): -w1 only.
+        both = timer.run_against_both_floors("build_minimal_traces jsonl-only -w1", [
+            py, "build_minimal_traces.py", "--jsonl-dir", str(jsonl), "--output-dir", str(work / "traces_jsonl"),
+            "--include-subagents", "--salt", SALT, "--json"])
+        results.extend([both.jsonl_floor, both.run])
+        extra["traces_jsonl"] = {"db_ratios": both.db_ratios, "jsonl_ratios": both.jsonl_ratios, "line": both.line()}
     return results, scalings, extra
 
 
@@ -394,7 +440,7 @@ def format_table(floor: Measurement, results: list[Measurement], rows: int, db_m
     lines = [header, "-" * len(header)]
     for run in [floor] + results:
         tokens = ""
-        if "tokens_requested" in run.summary:
+        if run.summary.get("tokens_requested"):  # absent or 0 on the JSONL-only route, which hashes no text
             requested, tokenized = run.summary["tokens_requested"], run.summary["tokens_tokenized"]
             tokens = f"{tokenized / 1e6:.1f}M/{requested / 1e6:.1f}M={tokenized / max(requested, 1):.1%}"
         capacity = f"{run.capacity:.2f}{'' if run.full_cores else '*'}" if run.capacity else ""
@@ -448,7 +494,7 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
     # each run imports it as any run after a user's first does.
     compileall.compile_dir(ROOT / "lib", quiet=1)
     capacity_before = parallel_capacity()
-    timer = Timer(work / "requests.db", repeat)
+    timer = Timer(work / "requests.db", repeat, capture / "jsonl")
     timer.floor()  # warms the page cache, as the tools' own earlier runs will have
     results, scalings, extra = run_tools(capture, work, tools, workers, timer)
     floor = timer.floor_summary()
@@ -471,6 +517,8 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
     for key in ("validate", "visualizer"):
         if key in extra:
             click.echo(f"{key}: {extra[key]}")
+    if "traces_jsonl" in extra:
+        click.echo(extra["traces_jsonl"]["line"])
     if json_out is not None:
         json_out.write_text(json.dumps({"size": size, "seed": seed, "repeat": repeat,
                                         "parallel_capacity": [capacity_before, capacity_after], "rows": rows, "db_mb": db_mb,

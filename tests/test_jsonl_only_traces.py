@@ -329,3 +329,19 @@ def test_validator_with_a_db_refuses_a_log_folder_without_logs(fixed_capture: Pa
     result = CliRunner().invoke(validate_main, [str(out), "--db", str(fixed_capture / "requests.db"),
                                                 "--jsonl-dir", str(tmp_path / "empty")])
     assert (result.exit_code, result.stderr) == (2, f"Error: {tmp_path / 'empty'}: no Claude Code JSONL logs found\n")
+
+
+def test_block_keys_reused_from_the_previous_call_equal_keys_computed_afresh():
+    """_Layout reuses the previous call's keys over the spans both start with; a shorter prompt, an
+    extended one and a diverging one get exactly the keys a layout that saw no earlier call gives."""
+    from lib.traces.jsonl_only import _Layout
+
+    calls = [([(b"p", 10), (b"a", 10)], 20), ([(b"p", 10), (b"a", 10), (b"b", 10)], 30),
+             ([(b"p", 10), (b"a", 10), (b"b", 10)], 9), ([(b"p", 10), (b"a", 10), (b"b", 10)], 37),
+             ([(b"p", 10), (b"x", 10)], 23)]
+    layout = _Layout(4, {})
+    seen = [layout._keys(spans, total, b"pad") for spans, total in calls]
+    assert seen == [_Layout(4, {})._keys(spans, total, b"pad") for spans, total in calls]
+    assert [len(hashes.block_keys) for hashes in seen] == [5, 7, 2, 9, 5]
+    assert seen[1].block_keys[:5] == seen[0].block_keys and seen[4].block_keys[:2] == seen[0].block_keys[:2]
+    assert seen[4].block_keys[2] != seen[0].block_keys[2]

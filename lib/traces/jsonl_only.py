@@ -96,6 +96,10 @@ class _Layout:
         self.block_size = block_size
         self.prefix_sizes = prefix_sizes
         self.line_tokens: dict[str, int] = {}  # prompt line uuid → tokens it added when first sent
+        # The previous call's spans and full-block keys: a call extends its predecessor's prompt, so
+        # the blocks inside their common spans are the same keys (computed once, not once per call).
+        self.last_spans: list[tuple[bytes, int]] = []
+        self.last_keys: list[bytes] = []
 
     def hashed(self, plan: TracePlan, conversation: Conversation, calls: dict[str, RebuiltCall]) -> Hashed:
         hashed: Hashed = {}
@@ -130,10 +134,10 @@ class _Layout:
     def _keys(self, spans: list[tuple[bytes, int]], total: int, pad: bytes) -> RequestHashes:
         """Chained keys of the `total // block_size` full blocks, each keyed on the span holding its last
         token; positions past the spans (a prompt larger than its lines explain) are this call's own."""
-        keys: list[bytes] = []
-        previous = b""
+        keys = self.last_keys[:min(self._shared_blocks(spans), total // self.block_size)]
+        previous = keys[-1] if keys else b""
         span, span_end = 0, spans[0][1]
-        for block in range(total // self.block_size):
+        for block in range(len(keys), total // self.block_size):
             last = (block + 1) * self.block_size - 1
             while span < len(spans) and last >= span_end:
                 span += 1
@@ -144,4 +148,15 @@ class _Layout:
         tail = None
         if total % self.block_size:
             tail = hashlib.blake2b(previous + b"tail" + pad, digest_size=16).digest()
+        self.last_spans, self.last_keys = spans, keys
         return RequestHashes(total, keys, tail)
+
+    def _shared_blocks(self, spans: list[tuple[bytes, int]]) -> int:
+        """How many leading blocks this call shares with the previous one: those whose last token lies
+        in the spans both calls start with (a block's key depends only on the spans up to its end)."""
+        shared_end = 0
+        for mine, previous in zip(spans, self.last_spans):
+            if mine != previous:
+                break
+            shared_end += mine[1]
+        return min(shared_end // self.block_size, len(self.last_keys))

@@ -1,0 +1,36 @@
+"""The bench runner (bench/run.py) on a tiny capture: the JSONL-only trace builder against both floors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import run as bench_run
+from bench.floor import read_and_parse_jsonl
+from bench.synthetic_capture import generate_capture
+
+
+def test_runner_times_the_jsonl_only_route_against_the_db_and_jsonl_floors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    capture = tmp_path / "capture"
+    generate_capture(capture, target_bytes=1_000_000, seed=1)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "requests.db").write_bytes((capture / "requests.db").read_bytes())
+    monkeypatch.setattr(bench_run, "OUT", tmp_path)  # where measure() keeps /usr/bin/time's figure
+    timer = bench_run.Timer(work / "requests.db", 1, capture / "jsonl")
+
+    results, scalings, extra = bench_run.run_tools(capture, work, ("traces_jsonl",), 2, timer)
+
+    assert "traces_jsonl" in bench_run.TOOLS and scalings == []
+    assert [run.name for run in results] == ["floor jsonl (read+parse)", "build_minimal_traces jsonl-only -w1"]
+    assert [run.exit_code for run in results] == [0, 0]
+    floor, tool = results
+    assert floor.summary == {**read_and_parse_jsonl(str(capture / "jsonl")), "elapsed_s": floor.summary["elapsed_s"]}
+    assert (floor.summary["files"], floor.summary["lines"]) == (1, 20)
+    assert (tool.summary["route"], tool.summary["requests_written"]) == ("JSONL-only", 10)
+    assert len(timer.floors) == 1 and tool.floor_ratio == tool.wall_s / timer.floors[0].wall_s
+    assert extra["traces_jsonl"]["jsonl_ratios"] == [round(tool.wall_s / floor.wall_s, 2)]
+    assert extra["traces_jsonl"]["line"].startswith("build_minimal_traces jsonl-only -w1: ")
+    # Only the logs are read: the index builders did not run on the DB copy.
+    assert not (work / "requests.db-journal").exists() and (work / "requests.db").read_bytes() == (
+        capture / "requests.db").read_bytes()
