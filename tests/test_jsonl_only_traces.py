@@ -1,4 +1,5 @@
-"""JSONL-only traces: requests rebuilt from the logs (lib/traces/jsonl_requests.py, lib/traces/jsonl_only.py)."""
+"""JSONL-only traces: requests rebuilt from the logs (lib/hashing/jsonl_requests.py, jsonl_layout.py;
+lib/traces/jsonl_only.py)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from build_minimal_traces import main
 from jsonl_builders import (SESSION, agent_result, assistant, tool_result, user_prompt, write_jsonl)
 from lib.capture.jsonl_conversations import read_log_group
 from lib.capture.jsonl_files import discover_logs, group_logs
-from lib.traces.jsonl_requests import rebuild_calls
+from lib.hashing.jsonl_requests import rebuild_calls
 from lib.validate.matching import trace_lanes
 from lib.validate.trace_files import check_directory
 
