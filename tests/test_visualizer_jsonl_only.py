@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from complete_cache_visualizer import main
+from chromium_cdp import CHROMIUM, ChromiumPage
 from jsonl_builders import SESSION, assistant, user_prompt, write_jsonl
 from lib.synthetic.example import generate_example
 
@@ -146,3 +147,22 @@ def test_fixture_from_the_logs_alone_against_the_db_run(fixture_db: Path, fixtur
     assert headline(full) == (37, 0.8799, 0.8866, 0.8601)
     assert only["api_hit_rate"] == full["api_hit_rate"]
     assert lanes(Path(only["stats"])) == lanes(Path(full["stats"])) == (12, 25, 3)
+
+
+def test_the_page_draws_every_chart_it_has_data_for(example: Path, tmp_path: Path) -> None:
+    """In a real browser: every chart drawn offline without errors; of the timing charts only think time."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    html = tmp_path / "combined.html"
+    assert run("--jsonl-dir", str(example / "jsonl"), "--conversation-id", "combined", "--output", str(html), "-q")[0] == 0
+    page = ChromiumPage(tmp_path / "profile")
+    try:
+        page.open(html.as_uri(), width=1280, height=900)
+        page.wait_for("document.body.getAttribute('data-charts-ready') === '1'")
+        states = page.evaluate("Array.from(document.querySelectorAll('[data-chart]'), e => [e.dataset.chart, "
+                               "e.dataset.rendered || ''])")
+        assert [name for name, _ in states if name.startswith("timing-")] == ["timing-think_time"]
+        assert len(states) == 11 and [name for name, state in states if state != "1"] == []
+        assert page.errors() == [] and page.requested_urls() == [html.as_uri()]
+    finally:
+        page.close()
