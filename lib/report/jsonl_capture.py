@@ -32,8 +32,8 @@ PROXY_ROWS = "proxy rows and their data quality"
 UNAVAILABLE: dict[str, str] = {
     API_MODEL: "it caches at the request bodies' cache_control breakpoints, which the logs do not record",
     REQUEST_TIMING: "the logs record no request timing; a call's blocks become readable at its last logged line",
-    CALIBRATION: "no prompt is tokenized: blocks sit in the API's token positions from the logs' usage, the unseen "
-                 "tools + system prefix as one block chain per agent kind and model family (docs/jsonl.md)",
+    CALIBRATION: "blocks sit in the API's token positions from the logs' usage, so no tokenizer/API ratio is measured "
+                 "(only each lane's first prompt is counted, to size the unseen tools + system prefix, docs/jsonl.md)",
     PROXY_ROWS: "the logs hold only the answered calls, not the proxy's rows (streaming, error and pending rows, "
                 "old-proxy twins, the proxy generation)",
 }
@@ -90,7 +90,7 @@ def load_log_capture(jsonl_dir: Optional[str], *, block_size: int, since: Option
 def mark_jsonl_only(selection: Selection, capture: LogCapture) -> None:
     """Label a selection as JSONL-only, with the problems of its conversation (`combined`: of every log)."""
     selection.route = ROUTE_JSONL_ONLY
-    selection.unavailable = dict(UNAVAILABLE)
+    selection.unavailable = tuple(UNAVAILABLE)
     selection.notes.insert(0, ROUTE_NOTE)
     for conversation_id, found in capture.problems.items():
         if selection.name == COMBINED or conversation_id == selection.name:

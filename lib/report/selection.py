@@ -110,9 +110,9 @@ class Selection:
     # Every linked turn (every turn, without links) a replay whose old-proxy twin was deleted: API usage is
     # estimated (lib/capture/turn_timing.py).
     cleaned_old_proxy: bool = False
-    # Where the requests come from; without a DB, what the logs cannot give and why (lib/report/jsonl_capture.py).
+    # Where the requests come from; without a DB, the figures the logs cannot give (lib/report/jsonl_capture.py).
     route: str = ROUTE_DB
-    unavailable: dict[str, str] = field(default_factory=dict)
+    unavailable: tuple[str, ...] = ()
 
 
 def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source: str,
