@@ -18,7 +18,10 @@ from lib.report.visualizer import VisualizerOptions, run_visualizer
 
 
 @click.command(cls=Command)
-@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("db", required=False, type=click.Path(dir_okay=False))
+@click.option("--jsonl-dir", type=click.Path(),
+              help="Claude Code JSONL logs. Without DB every request is rebuilt from them (default: "
+                   "~/.claude/projects; docs/jsonl.md#the-dashboard); with DB the same as --projects-path.")
 @click.option("--conversation-id", metavar="ID|combined|all",
               help="One conversation (its sub-agents as lanes), `combined` (every request, one shared cache) "
                    "or `all` (one report per conversation plus index.html).")
@@ -48,8 +51,9 @@ from lib.report.visualizer import VisualizerOptions, run_visualizer
               metavar="GIB,...", help="Sizes of the HBM, DRAM and SSD tiers in GiB (or NAME=GiB,...) for the tier view.")
 @workers_option
 @common_options
-def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Optional[Path], output_dir: Optional[Path],
-         text_only: bool, cache_ttl: float, block_size: int, min_requests: int, since, until,
+def main(db: Optional[str], jsonl_dir: Optional[str], conversation_id: Optional[str], newest: bool,
+         output_html: Optional[Path], output_dir: Optional[Path], text_only: bool, cache_ttl: float, block_size: int,
+         min_requests: int, since, until,
          projects_path: Optional[str], index_db: Optional[str], kv_model: str, kv_geometry: Optional[str],
          kv_bytes_per_token: Optional[int], kv_tiers: str, workers: int, out: Output) -> None:
     """Simulate the prompt cache of a claude-code-proxy capture against the API's own usage.
@@ -58,17 +62,26 @@ def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Opt
     context growth, TTL sweep, working set, LRU/OPT capacity curve, capacity in GiB of a KV model
     with an HBM/DRAM/SSD tier view, the effective eviction time fitted to the billed cache reads,
     timing, sub-agent lanes, model usage and data-quality notes. Indexes missing from DB are built on the fly.
+    Without DB the logs alone: their usage is the API side, and what only the proxy records is named as
+    not available.
 
     \b
     Example:
         python3 complete_cache_visualizer.py examples/requests.db \\
             --conversation-id combined \\
             --output examples/visualizations/combined.html
+        python3 complete_cache_visualizer.py --jsonl-dir ~/.claude/projects --conversation-id all
     """
     if newest and conversation_id:
         raise InputError("give either --conversation-id or --newest, not both")
     if output_html and output_dir:
         raise InputError("give either --output or --output-dir, not both")
+    if db is None and projects_path:
+        raise InputError("--projects-path needs a DB: without one give the logs as --jsonl-dir")
+    if db is None and index_db:
+        raise InputError("--index-db needs a DB: without one the requests come from the JSONL logs alone")
+    if db and jsonl_dir and projects_path:
+        raise InputError("give the logs once: --jsonl-dir or --projects-path")
     if since and until and since > until:
         raise InputError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
     try:
@@ -81,8 +94,9 @@ def main(db: str, conversation_id: Optional[str], newest: bool, output_html: Opt
         raise InputError(f"--kv-tiers: {error}") from None
     options = VisualizerOptions(
         conversation_id=conversation_id, newest=newest, output_html=output_html, output_dir=output_dir,
-        text_only=text_only, min_requests=min_requests, since=since, until=until, projects_path=projects_path,
-        index_db=index_db, analysis=AnalysisOptions(block_size=block_size, cache_ttl_s=cache_ttl, kv_model=model, tiers_gib=tiers),
+        text_only=text_only, min_requests=min_requests, since=since, until=until,
+        projects_path=(projects_path or jsonl_dir) if db else None, index_db=index_db, jsonl_dir=None if db else jsonl_dir,
+        analysis=AnalysisOptions(block_size=block_size, cache_ttl_s=cache_ttl, kv_model=model, tiers_gib=tiers),
         workers=workers,
     )
     summary = run_visualizer(db, options, say=out.text,

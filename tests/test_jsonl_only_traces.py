@@ -1,4 +1,5 @@
-"""JSONL-only traces: requests rebuilt from the logs (lib/traces/jsonl_requests.py, lib/traces/jsonl_only.py)."""
+"""JSONL-only traces: requests rebuilt from the logs (lib/hashing/jsonl_requests.py, jsonl_layout.py;
+lib/traces/jsonl_only.py)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from jsonl_builders import (SESSION, agent_result, assistant, tool_result, user_
 from lib.capture.jsonl_conversations import read_log_group
 from lib.capture.jsonl_files import discover_logs, group_logs
 from lib.synthetic.example import generate_example
-from lib.traces.jsonl_requests import rebuild_calls
+from lib.hashing.jsonl_requests import rebuild_calls
 from lib.validate.matching import trace_lanes
 from lib.validate.trace_files import check_directory
 
@@ -332,16 +333,16 @@ def test_validator_with_a_db_refuses_a_log_folder_without_logs(fixed_capture: Pa
 
 
 def test_block_keys_reused_from_the_previous_call_equal_keys_computed_afresh():
-    """_Layout reuses the previous call's keys over the spans both start with; a shorter prompt, an
+    """BlockLayout reuses the previous call's keys over the spans both start with; a shorter prompt, an
     extended one and a diverging one get exactly the keys a layout that saw no earlier call gives."""
-    from lib.traces.jsonl_only import _Layout
+    from lib.hashing.jsonl_layout import BlockLayout
 
     calls = [([(b"p", 10), (b"a", 10)], 20), ([(b"p", 10), (b"a", 10), (b"b", 10)], 30),
              ([(b"p", 10), (b"a", 10), (b"b", 10)], 9), ([(b"p", 10), (b"a", 10), (b"b", 10)], 37),
              ([(b"p", 10), (b"x", 10)], 23)]
-    layout = _Layout(4, {})
+    layout = BlockLayout(4, {})
     seen = [layout._keys(spans, total, b"pad") for spans, total in calls]
-    assert seen == [_Layout(4, {})._keys(spans, total, b"pad") for spans, total in calls]
+    assert seen == [BlockLayout(4, {})._keys(spans, total, b"pad") for spans, total in calls]
     assert [len(hashes.block_keys) for hashes in seen] == [5, 7, 2, 9, 5]
     assert seen[1].block_keys[:5] == seen[0].block_keys and seen[4].block_keys[:2] == seen[0].block_keys[:2]
     assert seen[4].block_keys[2] != seen[0].block_keys[2]

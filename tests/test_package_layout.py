@@ -1,7 +1,8 @@
 """lib/'s layout: sub-packages that follow the pipeline, imports in one direction, no cycles.
 
 core (lib/*.py)  <-  capture, hashing, cache  <-  traces  <-  validate;  report uses capture,
-hashing and cache. synthetic (the fake-capture generator) is for examples/, bench/ and tests only.
+hashing and cache; hashing reads the JSONL logs through capture (the JSONL-only block layout).
+synthetic (the fake-capture generator) is for examples/, bench/ and tests only.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ CORE = {"atomic", "cli", "db", "errors", "problems", "records", "timestamps", "w
 # What each package may import besides itself and the core.
 ALLOWED = {
     "capture": set(),
-    "hashing": set(),
+    "hashing": {"capture"},
     "cache": set(),
     "traces": {"capture", "hashing"},
     "validate": {"capture", "hashing", "cache", "traces"},

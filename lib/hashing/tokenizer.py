@@ -128,3 +128,11 @@ class LazyEncoder:
         if self._encoder is None:
             self._encoder = load_encoder(self.name)
         return self._encoder.encode(text)
+
+
+def model_family(model: str) -> str:
+    """`claude-opus-4-6` → `opus`: the unit of the calibrated token ratio (docs/hashing.md#calibrated-counts)."""
+    for family in ("opus", "sonnet", "haiku"):
+        if family in model:
+            return family
+    return model or "unknown"

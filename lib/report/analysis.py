@@ -22,7 +22,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
+from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, predict_usage
 from lib.cache.miss_causes import RequestMisses, attribute_billed, attribute_simulated, split_tokens
 from lib.cache.ttl_model import DEFAULT_TTLS_S, CacheEvent, TTLResult, sweep_ttl
 from lib.cache.capacity_model import CapacityPoint as CurvePoint
@@ -41,6 +41,7 @@ from lib.report.model import (
     TimingDistribution, TtlRow, WorkingSetPoint,
 )
 from lib.hashing.request_hashing import HashedRequest
+from lib.report.jsonl_capture import API_MODEL, CALIBRATION
 from lib.report.selection import QUALITY_LABELS, SelectedRequest, Selection
 from lib.capture.turn_timing import without_twin_write
 
@@ -133,8 +134,15 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
     fit_after_api_model = selection.cleaned_old_proxy
     fitting = run(effective_eviction_time, events, _billed(turns, [t.request.usage for t in turns]),
                   block_size=options.block_size, ttls=options.eviction_ttls_s) if events and not fit_after_api_model else None
-    predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
-    points = _points(turns, predictions, cleaned_old_proxy=selection.cleaned_old_proxy)
+    api_model = API_MODEL not in selection.unavailable
+    if api_model:
+        predictions = predict_usage(_api_requests(turns), block_size=options.block_size, warm_first_breakpoint=True)
+        simulated: Sequence[CacheSplit] = [_scaled(CacheSplit(p.cache_read, p.cache_creation, p.input), t)
+                                           for t, p in zip(turns, predictions)]
+    else:
+        # No cache_control breakpoints (the logs): the per-request simulation is the main TTL model's.
+        simulated = _main_ttl_splits(turns, sweeping.result(), ttls.index(options.cache_ttl_s), options.block_size)
+    points = _points(turns, simulated, cleaned_old_proxy=selection.cleaned_old_proxy)
     # The API usage the figures compare with: the points' (on a cleaned capture, the estimate).
     api_usages = [Usage(input_tokens=p.api.new_tokens, cache_read_input_tokens=p.api.cache_read_tokens,
                         cache_creation_input_tokens=p.api.cache_creation_tokens) if p.api else None for p in points]
@@ -147,8 +155,7 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
         selection=selection,
         options=options,
         points=points,
-        ttl_splits=tuple(_scaled(_ttl_split(t, hits, options.block_size), t)
-                         for t, hits in zip(turns, main.request_hit_blocks)),
+        ttl_splits=_main_ttl_splits(turns, sweep, ttls.index(options.cache_ttl_s), options.block_size),
         ttl_rows=tuple(_ttl_row(result, turns) for result in sweep),
         working_set=_thin(main, options.max_series_points),
         capacity=capacity.result() if capacity else None,
@@ -160,9 +167,9 @@ def analyze(selection: Selection, hashed: Mapping[str, HashedRequest], options: 
         quality=tuple(QualityCount(QUALITY_LABELS.get(reason, reason.replace("_", " ")), entry["count"],
                                    tuple(entry["examples"]))
                       for reason, entry in _ordered(selection.problems.as_dict())),
-        token_ratio=_token_ratio(turns),
+        token_ratio=None if CALIBRATION in selection.unavailable else _token_ratio(turns),
         duration_s=max((t.end_s for t in turns), default=0.0),
-        miss_causes=_miss_causes(turns, events, options, api_usages),
+        miss_causes=_miss_causes(turns, events, options, api_usages, breakpoints_known=api_model),
         tiers=tiering.result() if tiering else (),
         eviction=fitting.result() if fitting else None,
     )
@@ -244,7 +251,7 @@ def _scaled(split: CacheSplit, turn: Turn) -> CacheSplit:
     return CacheSplit(read, creation, usage.prompt_tokens - read - creation)
 
 
-def _points(turns: Sequence[Turn], predictions: Sequence[PredictedUsage], *,
+def _points(turns: Sequence[Turn], simulations: Sequence[CacheSplit], *,
             cleaned_old_proxy: bool = False) -> tuple[RequestPoint, ...]:
     """One RequestPoint per turn; context and growth in API tokens where the API reported usage.
 
@@ -255,10 +262,9 @@ def _points(turns: Sequence[Turn], predictions: Sequence[PredictedUsage], *,
     previous_context: dict[str, int] = {}
     previous_end: dict[str, float] = {}
     linked = any(turn.item.conversation_id is not None for turn in turns)
-    for index, (turn, predicted) in enumerate(zip(turns, predictions)):
+    for index, (turn, simulated) in enumerate(zip(turns, simulations)):
         request, lane = turn.request, turn.item.lane
         usage = request.usage
-        simulated = _scaled(CacheSplit(predicted.cache_read, predicted.cache_creation, predicted.input), turn)
         if cleaned_old_proxy and usage and (turn.item.conversation_id is not None or not linked):
             usage = without_twin_write(usage, simulated.cache_read_tokens)
         context = usage.prompt_tokens if usage else turn.hashed.token_count
@@ -276,6 +282,11 @@ def _points(turns: Sequence[Turn], predictions: Sequence[PredictedUsage], *,
         previous_context[lane] = context
         previous_end[lane] = turn.end_s
     return tuple(points)
+
+
+def _main_ttl_splits(turns: Sequence[Turn], sweep: Sequence[TTLResult], main: int, block_size: int) -> tuple[CacheSplit, ...]:
+    """The main TTL model's split of each turn, scaled to its API prompt size."""
+    return tuple(_scaled(_ttl_split(t, hits, block_size), t) for t, hits in zip(turns, sweep[main].request_hit_blocks))
 
 
 def _ttl_split(turn: Turn, hit_blocks: int, block_size: int) -> CacheSplit:
@@ -306,7 +317,7 @@ def _comparable_hit_rate(result: TTLResult, turns: Sequence[Turn]) -> float:
 
 
 def _miss_causes(turns: Sequence[Turn], events: Sequence[CacheEvent], options: AnalysisOptions,
-                 api_usages: Sequence[Optional[Usage]]) -> tuple[RequestMissCauses, ...]:
+                 api_usages: Sequence[Optional[Usage]], *, breakpoints_known: bool = True) -> tuple[RequestMissCauses, ...]:
     """Each request's misses by cause: the main TTL model's, and the API's billed ones (see lib/cache/miss_causes.py).
 
     Both in API tokens where the API reported usage: the simulated causes are scaled to the misses
@@ -327,7 +338,8 @@ def _miss_causes(turns: Sequence[Turn], events: Sequence[CacheEvent], options: A
     causes = []
     for turn, ours, billed, usage in zip(turns, simulated, billed_replay, api_usages):
         causes.append(_request_causes(turn, ours, billed, usage, block_size, written_end.get(turn.item.lane)))
-        written_end[turn.item.lane] = max(turn.hashed.breakpoints, default=0)
+        if breakpoints_known:  # else nothing is called beyond a breakpoint (docs/jsonl.md#the-dashboard)
+            written_end[turn.item.lane] = max(turn.hashed.breakpoints, default=0)
     return tuple(causes)
 
 

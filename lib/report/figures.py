@@ -9,6 +9,7 @@ from lib.cli import counted
 from lib.report.analysis import Analysis
 from lib.cache.kv_bytes import tokens_to_gib
 from lib.report.capacity_bytes import kv_capacity
+from lib.report.jsonl_capture import API_MODEL, REQUEST_TIMING, ROUTE_JSONL_ONLY, ROUTE_NOTE, unavailable_line
 from lib.report.dashboard import format_gib, format_pct, format_seconds, format_tokens, format_ttl
 from lib.report.model import LANE_PARENT, LANE_UNLINKED, CacheSplit, ReportModel, SummaryCard
 
@@ -21,7 +22,7 @@ class Comparison:
 
     requests: int
     api: CacheSplit
-    api_model: CacheSplit
+    api_model: Optional[CacheSplit]  # None without the bodies' breakpoints (the JSONL-only route)
     ttl_model: CacheSplit
 
     @staticmethod
@@ -32,7 +33,7 @@ class Comparison:
     @property
     def api_model_accuracy(self) -> Optional[float]:
         """Accuracy of the API model's hit rate."""
-        return self.accuracy(self.api_model.hit_rate, self.api.hit_rate)
+        return None if self.api_model is None else self.accuracy(self.api_model.hit_rate, self.api.hit_rate)
 
     @property
     def ttl_model_accuracy(self) -> Optional[float]:
@@ -52,7 +53,8 @@ def compare(analysis: Analysis) -> Comparison:
     return Comparison(
         requests=len(matched),
         api=_sum(api for _, api in matched),
-        api_model=_sum(analysis.points[i].simulated for i, _ in matched),
+        api_model=None if API_MODEL in analysis.selection.unavailable
+        else _sum(analysis.points[i].simulated for i, _ in matched),
         ttl_model=_sum(analysis.ttl_splits[i] for i, _ in matched),
     )
 
@@ -86,6 +88,8 @@ def cards(analysis: Analysis) -> tuple[SummaryCard, ...]:
         SummaryCard("API hit rate", format_pct(comparison.api.hit_rate),
                     "estimated: cleaned old-proxy capture" if analysis.selection.cleaned_old_proxy
                     else "cache_read / prompt tokens", is_key=True),
+        SummaryCard("API-model hit rate", "n/a", f"not available on the {ROUTE_JSONL_ONLY} route: no cache_control "
+                    "breakpoints in the logs", is_key=True) if comparison.api_model is None else
         SummaryCard("API-model hit rate", format_pct(comparison.api_model.hit_rate),
                     f"accuracy {format_pct(comparison.api_model_accuracy)}", is_key=True),
         SummaryCard(f"TTL-model hit rate ({ttl_label})", format_pct(comparison.ttl_model.hit_rate),
@@ -112,6 +116,7 @@ def _in_gib(tokens: Optional[int], analysis: Analysis) -> str:
 def notes(analysis: Analysis) -> tuple[str, ...]:
     """Free-text notes: tokenizer calibration, how the rows were selected, anything skipped."""
     lines = list(analysis.selection.notes)
+    lines += [unavailable_line(what) for what in analysis.selection.unavailable]
     if analysis.token_ratio is not None:
         lines.append(f"The models run on cl100k_base tokens (tokenizer/API prompt-size ratio {analysis.token_ratio:.2f}); "
                      "each simulated split is scaled to the request's API prompt size.")
@@ -143,4 +148,8 @@ def to_report_model(analysis: Analysis) -> ReportModel:
         miss_causes=analysis.miss_causes,
         kv_capacity=kv_capacity(analysis),
         eviction=analysis.eviction,
+        route_note=ROUTE_NOTE if analysis.selection.route == ROUTE_JSONL_ONLY else "",
+        simulation=f"TTL model {format_ttl(analysis.options.cache_ttl_s)}" if API_MODEL in analysis.selection.unavailable
+        else "API model",
+        timing_note=unavailable_line(REQUEST_TIMING) if REQUEST_TIMING in analysis.selection.unavailable else "",
     )

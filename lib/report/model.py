@@ -242,6 +242,11 @@ class ReportModel:
     miss_causes: tuple[RequestMissCauses, ...] = ()
     kv_capacity: Optional[KvCapacity] = None
     eviction: Optional[EvictionTime] = None
+    # Without a DB (docs/jsonl.md#the-dashboard): the route, the simulation the per-request bars show,
+    # and why api_time and ttft are missing.
+    route_note: str = ""
+    simulation: str = "API model"
+    timing_note: str = ""
 
     @property
     def lanes(self) -> tuple[str, ...]:

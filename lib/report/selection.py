@@ -50,6 +50,8 @@ QUALITY_LABELS: dict[str, str] = {
     "subagent_lost": "sub-agents whose log is missing and whose requests could not be found in the DB",
     "subagent_request_ambiguous": "rows inside the windows of two sub-agents without logs: left unlinked",
     "timestamp_unknown_row": "rows without a usable time of their own or a JSONL turn: left out",
+    "turn_without_usage": "JSONL turns without usage (no API prompt size): left out",
+    "turn_not_rebuilt": "JSONL turns whose prompt chain could not be rebuilt from the log: left out",
 }
 CLEANED_OLD_PROXY_NOTE = (
     "Cleaned old-proxy capture: every linked turn (every turn, without JSONL links) is a non-streaming replay whose "
@@ -57,7 +59,9 @@ CLEANED_OLD_PROXY_NOTE = (
     "cache read capped at the API model's read, the rest counted as creation (docs/visualizer.md).")
 # Body problems of a row: counted by the hashing stage as body_unparsable / body_without_messages.
 _BODY_REASONS = frozenset({"broken_request_body", "request_body_not_an_object", "body_without_messages"})
-_ROW_KIND_REASONS = {"error": "error_row", "pending": "pending_row", "unparsable": "unparsable_row"}
+_ROW_KIND_REASONS = {"error": "error_row", "pending": "pending_row", "unparsable": "unparsable_row",
+                     "without_usage": "turn_without_usage"}  # the last only from the logs (docs/jsonl.md)
+ROUTE_DB = "DB"
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class Selection:
     # Every linked turn (every turn, without links) a replay whose old-proxy twin was deleted: API usage is
     # estimated (lib/capture/turn_timing.py).
     cleaned_old_proxy: bool = False
+    # Where the requests come from; without a DB, the figures the logs cannot give (lib/report/jsonl_capture.py).
+    route: str = ROUTE_DB
+    unavailable: tuple[str, ...] = ()
 
 
 def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source: str,

@@ -15,7 +15,9 @@ from lib.report.capacity_bytes import capacity_bytes_lines, eviction_lines, kv_c
 from lib.report.dashboard import INFINITE_GAP_REASON, format_pct, format_seconds, format_tokens, format_ttl
 from lib.records import ProxyRequest
 from lib.report.figures import Comparison, compare, lane_counts, notes
+from lib.report.jsonl_capture import API_MODEL, CALIBRATION, PROXY_ROWS, REQUEST_TIMING, unavailable_line
 from lib.report.model import LANE_PARENT, CacheSplit
+from lib.report.selection import ROUTE_DB
 from lib.capture.response_parser import KIND_ERROR, KIND_OK, KIND_PENDING
 from lib.cache.percentiles import percentiles
 
@@ -25,9 +27,12 @@ PERCENTILES = (10, 25, 50, 75, 90, 99)
 def format_stats(analysis: Analysis, *, generated_at: str = "") -> str:
     """The whole stats file as text."""
     options = analysis.options
+    tokens = "tokenizer cl100k_base" if CALIBRATION not in analysis.selection.unavailable else "API token positions"
     head = [f"KV-cache statistics: {analysis.selection.title}",
             f"Source: {analysis.selection.source} · block size {options.block_size} · cache TTL "
-            f"{format_ttl(options.cache_ttl_s)} · tokenizer cl100k_base" + (f" · generated {generated_at}" if generated_at else "")]
+            f"{format_ttl(options.cache_ttl_s)} · {tokens}" + (f" · generated {generated_at}" if generated_at else "")]
+    if analysis.selection.route != ROUTE_DB:
+        head.append(f"Route: {analysis.selection.route} (docs/jsonl.md#the-dashboard)")
     sections = [
         ("Request counts", _request_counts(analysis)),
         ("Input tokens: simulated vs API", _input_tokens(compare(analysis), analysis)),
@@ -60,6 +65,8 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _request_counts(analysis: Analysis) -> list[str]:
+    if PROXY_ROWS in analysis.selection.unavailable:
+        return _call_counts(analysis)
     rows: list[ProxyRequest] = analysis.selection.rows
     kinds = {kind: sum(1 for r in rows if r.kind == kind) for kind in (KIND_OK, KIND_ERROR, KIND_PENDING)}
     lanes = lane_counts(analysis)
@@ -79,6 +86,18 @@ def _request_counts(analysis: Analysis) -> list[str]:
     return [f"{label:<32}{count:>7}" + (f"  ({note})" if note else "") for label, count, note in entries]
 
 
+def _call_counts(analysis: Analysis) -> list[str]:
+    """Request counts from the logs: the calls they name, without the proxy's rows."""
+    lanes = lane_counts(analysis)
+    entries = [("Calls in the logs", len(analysis.selection.rows), ""),
+               ("  without usage", analysis.selection.problems.count("turn_without_usage"), "not simulated"),
+               ("Requests simulated", len(analysis.points), ""),
+               ("  parent", lanes["parent"], ""),
+               ("  sub-agent", lanes["sub-agent"], "")]
+    return ([f"{label:<32}{count:>7}" + (f"  ({note})" if note else "") for label, count, note in entries]
+            + [unavailable_line(PROXY_ROWS)])
+
+
 def _share(tokens: int, split: CacheSplit) -> float:
     """`tokens` as a fraction of the split's prompt tokens (0 for an empty prompt)."""
     return tokens / split.prompt_tokens if split.prompt_tokens else 0.0
@@ -88,7 +107,8 @@ def _input_tokens(comparison: Comparison, analysis: Analysis) -> list[str]:
     ttl = format_ttl(analysis.options.cache_ttl_s)
     api_label = "API (estimated)" if analysis.selection.cleaned_old_proxy else "API"
     sides: list[tuple[str, CacheSplit]] = [(api_label, comparison.api), ("API model", comparison.api_model),
-                                             (f"TTL model {ttl}", comparison.ttl_model)]
+                                             (f"TTL model {ttl}", comparison.ttl_model)] if comparison.api_model else [
+        (api_label, comparison.api), (f"TTL model {ttl}", comparison.ttl_model)]
     header = ("", *[name for name, _ in sides])
     rows = [header]
     for label, attribute in (("cache read", "cache_read_tokens"), ("cache creation", "cache_creation_tokens"),
@@ -97,9 +117,12 @@ def _input_tokens(comparison: Comparison, analysis: Analysis) -> list[str]:
                               for _, t in sides]))
     rows.append(("total prompt", *[format_tokens(t.prompt_tokens) for _, t in sides]))
     rows.append(("hit rate", *[format_pct(t.hit_rate) for _, t in sides]))
-    rows.append(("accuracy", "", format_pct(comparison.api_model_accuracy), format_pct(comparison.ttl_model_accuracy)))
+    rows.append(("accuracy", "", *([format_pct(comparison.api_model_accuracy)] if comparison.api_model else []),
+                 format_pct(comparison.ttl_model_accuracy)))
     lines = _table(rows)
     lines.append(f"Over the {comparison.requests} requests with API usage; accuracy = 1 − |sim − api| / api on hit rates.")
+    if comparison.api_model is None:
+        lines.append(unavailable_line(API_MODEL))
     if analysis.selection.cleaned_old_proxy:
         lines.append("API estimated: a cleaned old-proxy capture, see Data quality.")
     if analysis.token_ratio is not None:
@@ -162,7 +185,11 @@ def _growth(analysis: Analysis) -> list[str]:
 
 def _times(analysis: Analysis) -> list[str]:
     lines = _distribution(analysis.gaps_s, "start to start (all requests, time order)", unit="s")
+    if REQUEST_TIMING in analysis.selection.unavailable:
+        lines.append(unavailable_line(REQUEST_TIMING))
     for timing in analysis.timings:
+        if timing.name != "think_time" and REQUEST_TIMING in analysis.selection.unavailable:
+            continue
         lines += _distribution(timing.values_s, timing.label + (" (per lane, gap after the previous response)"
                                                                  if timing.name == "think_time" else ""), unit="s")
     return lines

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from lib.cache.miss_causes import ordered_totals
 from lib.report.analysis import Analysis, AnalysisOptions, analyze
@@ -21,8 +21,9 @@ from lib.errors import InputError
 from lib.problems import ProblemCounter
 from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
 from lib.hashing.request_hashing import HashedRequest
+from lib.report.jsonl_capture import ROUTE_JSONL_ONLY, ROUTE_SUMMARY, load_log_capture, mark_jsonl_only
 from lib.report.selection import (
-    ALL, COMBINED, Capture, Selection, load_capture, newest_conversation_id, select_all, select_combined,
+    ALL, COMBINED, ROUTE_DB, Capture, Selection, load_capture, newest_conversation_id, select_all, select_combined,
     select_conversation,
 )
 
@@ -44,6 +45,7 @@ class VisualizerOptions:
     until: Optional[datetime] = None
     projects_path: Optional[str] = None
     index_db: Optional[str] = None
+    jsonl_dir: Optional[str] = None  # without a DB: the logs every request is rebuilt from (docs/jsonl.md#the-dashboard)
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     workers: int = 1  # processes hashing prompts; the reports are the same for any count
 
@@ -57,7 +59,7 @@ class ReportResult:
     stats: Path
     requests: int
     api_hit_rate: float
-    api_model_hit_rate: float
+    api_model_hit_rate: Optional[float]  # None on the JSONL-only route (no cache_control breakpoints)
     ttl_model_hit_rate: float
     api_model_accuracy: Optional[float]
     ttl_model_accuracy: Optional[float]
@@ -78,6 +80,7 @@ class VisualizerSummary:
     """What the run wrote, for the closing paragraph and --json."""
 
     mode: str
+    route: str = ROUTE_DB
     reports: list[ReportResult] = field(default_factory=list)
     index_html: Optional[Path] = None
     dropped: int = 0
@@ -88,6 +91,7 @@ class VisualizerSummary:
         """The summary for --json."""
         return {
             "mode": self.mode,
+            "route": self.route,
             "reports": [{key: str(value) if isinstance(value, Path) else value
                          for key, value in dataclasses.asdict(report).items()} for report in self.reports],
             "index_html": str(self.index_html) if self.index_html else None,
@@ -108,11 +112,12 @@ class VisualizerSummary:
                 parts.append(f"{report.name}: 0 requests selected (see the data-quality notes: time window, "
                              f"links, rows outside the capture); wrote {written}.")
                 continue
+            api_model = ("API model n/a" if report.api_model_hit_rate is None else
+                         f"API model {report.api_model_hit_rate:.1%} (accuracy {_pct(report.api_model_accuracy)})")
             parts.append(
                 f"{report.name}: {report.requests} request{'' if report.requests == 1 else 's'}, "
                 f"API hit rate {report.api_hit_rate:.1%}"
-                f"{' (estimated: cleaned old-proxy capture)' if report.api_estimated else ''}, API model "
-                f"{report.api_model_hit_rate:.1%} (accuracy {_pct(report.api_model_accuracy)}), TTL model "
+                f"{' (estimated: cleaned old-proxy capture)' if report.api_estimated else ''}, {api_model}, TTL model "
                 f"{report.ttl_model_hit_rate:.1%} (accuracy {_pct(report.ttl_model_accuracy)}); wrote {written}.")
         if len(self.reports) > 5:
             parts.append(f"… and {len(self.reports) - 5} more reports.")
@@ -122,6 +127,8 @@ class VisualizerSummary:
             parts.append(f"Dropped {self.dropped} conversation(s) under --min-requests.")
         if self.billing_header.with_header:
             parts.append(self.billing_header.describe())
+        if self.route == ROUTE_JSONL_ONLY:
+            parts.append(ROUTE_SUMMARY)
         return " ".join(parts) + f" {self.elapsed_s:.2f} s."
 
 
@@ -129,9 +136,9 @@ def _pct(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[str], None] = lambda _: None,
+def run_visualizer(db_path: Optional[str], options: VisualizerOptions, *, say: Callable[[str], None] = lambda _: None,
                    progress: Optional[Progress] = None) -> VisualizerSummary:
-    """Write the requested dashboards and stats files; InputError for unusable input."""
+    """Write the requested dashboards and stats files; without `db_path` from the logs alone; InputError for unusable input."""
     started = time.perf_counter()
     if options.newest or options.conversation_id not in (ALL, COMBINED):
         mode = "conversation"
@@ -139,34 +146,50 @@ def run_visualizer(db_path: str, options: VisualizerOptions, *, say: Callable[[s
         mode = options.conversation_id
     if mode == ALL and options.output_html:
         raise InputError("--output names one file; with --conversation-id all use --output-dir")
-    # One salt for every process (ids depend only on the order keys appear, so a random one keeps the
-    # reports identical); the pool starts first, so workers load the tokenizer while the capture loads.
-    settings = HashSettings(salt=run_salt(None), block_size=options.analysis.block_size, keep_boundaries=True)
-    with HashPool(db_path, settings, workers=options.workers) as pool:
-        with open_databases(db_path, options.index_db) as (proxy, index):
-            capture = load_capture(proxy, index, source=db_path, projects_path=options.projects_path,
-                                   since=options.since, until=options.until, say=say)
-            selections, dropped = _selections(capture, options)
-            summary = VisualizerSummary(mode=mode, dropped=dropped)
-            entries = []
-            stems = _unique_stems([selection.name for selection in selections])
-            for selection, stem in zip(selections, stems):
-                hashed = _hash(pool, selection, progress)
-                for item in selection.requests:
-                    prompt = hashed.get(item.request.request_id)
-                    if prompt is not None:
-                        lane = (selection.name, item.conversation_id, item.lane) if item.conversation_id else None
-                        summary.billing_header.add(prompt.billing_header, lane)
-                analysis = analyze(selection, hashed, options.analysis, parallel=options.workers > 1)
-                result, entry = _write(analysis, options, batch=mode == ALL, stem=stem)
-                summary.reports.append(result)
-                entries.append(entry)
+    if db_path is None:
+        logs = load_log_capture(options.jsonl_dir, block_size=options.analysis.block_size, since=options.since,
+                                until=options.until)
+        selections, dropped = _selections(logs.capture, options)
+        for selection in selections:
+            mark_jsonl_only(selection, logs)
+        summary = VisualizerSummary(mode=mode, route=ROUTE_JSONL_ONLY, dropped=dropped)
+        entries = _report(selections, lambda _: logs.hashed, summary, options)
+    else:
+        # One salt for every process (ids depend only on the order keys appear, so a random one keeps the
+        # reports identical); the pool starts first, so workers load the tokenizer while the capture loads.
+        settings = HashSettings(salt=run_salt(None), block_size=options.analysis.block_size, keep_boundaries=True)
+        with HashPool(db_path, settings, workers=options.workers) as pool:
+            with open_databases(db_path, options.index_db) as (proxy, index):
+                capture = load_capture(proxy, index, source=db_path, projects_path=options.projects_path,
+                                       since=options.since, until=options.until, say=say)
+                selections, dropped = _selections(capture, options)
+                summary = VisualizerSummary(mode=mode, dropped=dropped)
+                entries = _report(selections, lambda selection: _hash(pool, selection, progress), summary, options)
     if mode == ALL and not options.text_only:
         from lib.report.dashboard import render_index
 
         summary.index_html = render_index([e for e in entries if e is not None], _output_dir(options))
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _report(selections: list[Selection], hash_prompts: Callable[[Selection], Mapping[str, HashedRequest]],
+            summary: VisualizerSummary, options: VisualizerOptions) -> list[Any]:
+    """Analyse and write every selection; return the index entries."""
+    entries = []
+    stems = _unique_stems([selection.name for selection in selections])
+    for selection, stem in zip(selections, stems):
+        hashed = hash_prompts(selection)
+        for item in selection.requests:
+            prompt = hashed.get(item.request.request_id)
+            if prompt is not None:
+                lane = (selection.name, item.conversation_id, item.lane) if item.conversation_id else None
+                summary.billing_header.add(prompt.billing_header, lane)
+        analysis = analyze(selection, hashed, options.analysis, parallel=options.workers > 1)
+        result, entry = _write(analysis, options, batch=summary.mode == ALL, stem=stem)
+        summary.reports.append(result)
+        entries.append(entry)
+    return entries
 
 
 def _selections(capture: Capture, options: VisualizerOptions) -> tuple[list[Selection], int]:
@@ -251,7 +274,8 @@ def _write(analysis: Analysis, options: VisualizerOptions, *, batch: bool, stem:
     result = ReportResult(
         name=analysis.selection.name, html=None if options.text_only else html, stats=stats,
         requests=len(analysis.points), api_hit_rate=comparison.api.hit_rate,
-        api_model_hit_rate=comparison.api_model.hit_rate, ttl_model_hit_rate=comparison.ttl_model.hit_rate,
+        api_model_hit_rate=comparison.api_model.hit_rate if comparison.api_model else None,
+        ttl_model_hit_rate=comparison.ttl_model.hit_rate,
         api_model_accuracy=comparison.api_model_accuracy, ttl_model_accuracy=comparison.ttl_model_accuracy,
         problems=analysis.selection.problems.as_dict(), api_estimated=analysis.selection.cleaned_old_proxy,
         miss_causes={"simulated": ordered_totals([c.simulated for c in analysis.miss_causes]),

@@ -1,33 +1,29 @@
 """build_minimal_traces without a proxy DB: every request rebuilt from the JSONL logs (docs/jsonl.md).
 
-A call's prompt is its `parentUuid` chain (lib/traces/jsonl_requests.py) and its size is the API's:
+A call's prompt is its `parentUuid` chain (lib/hashing/jsonl_requests.py) and its size is the API's:
 `in` = input + cache read + cache creation from the turn's usage. Blocks are laid out in API token
-positions: first the tools + system prefix the logs never show, one stable block chain per (agent
-kind, model family) sized from the usage, then the chain's lines, each holding the tokens the usage
-says it added the first time a call sent it. Two calls therefore share exactly the blocks of the
-prompt lines they share, as their prompts share a prefix on the API. Times come from the lines'
-millisecond timestamps; the logs hold no request timing, so `api_time` and `ttft` are left out.
+positions (lib/hashing/jsonl_layout.py): first the tools + system prefix the logs never show, one
+stable block chain per (agent kind, model family) sized from the usage, then the chain's lines, each
+holding the tokens the usage says it added the first time a call sent it. Two calls therefore share
+exactly the blocks of the prompt lines they share, as their prompts share a prefix on the API. Times
+come from the lines' millisecond timestamps; the logs hold no request timing, so `api_time` and
+`ttft` are left out.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from lib.capture.jsonl_conversations import Conversation
-from lib.traces.jsonl_requests import PromptLine, RebuiltCall, requests_from_logs
+from lib.hashing.jsonl_layout import BlockLayout, prefix_sizes
+from lib.hashing.jsonl_requests import RebuiltCall, requests_from_logs
 from lib.errors import InputError
-from lib.hashing.block_hashes import RequestHashes
-from lib.hashing.request_hashing import HashedRequest
-from lib.hashing.tokenizer import Encoder, load_encoder
+from lib.hashing.tokenizer import load_encoder
 from lib.traces.options import ROUTE_JSONL_ONLY, TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan, plan_traces
-from lib.traces.writer import Calibration, Hashed, TraceWriter, model_family
-
-MAIN_AGENT_KIND = "main"
-UNTYPED_AGENT_KIND = "subagent"  # a sub-agent whose type no call or .meta.json names
+from lib.traces.writer import Calibration, Hashed, TraceWriter
 
 
 def build_traces_from_jsonl(jsonl_dir: Optional[str], output_dir: str, options: TraceOptions, *,
@@ -54,109 +50,17 @@ def build_traces_from_jsonl(jsonl_dir: Optional[str], output_dir: str, options: 
     options = replace(options, token_count="api")
     target.mkdir(parents=True, exist_ok=True)
     previous_files = previous_manifest_files(target)
-    layout = _Layout(options.block_size, _prefix_sizes(conversations, calls, load_encoder(options.tokenizer)))
+    layout = BlockLayout(options.block_size, prefix_sizes(conversations, calls, load_encoder(options.tokenizer)))
     calibration = Calibration()
     writer = TraceWriter(target, options, summary, calibration, {}, None)
     for plan in progress(plans, len(plans)):
-        writer.write(plan, layout.hashed(plan, conversations[plan.conversation_id], calls))
+        writer.write(plan, _hashed(layout, plan, conversations[plan.conversation_id], calls))
     return finish_run(target, plans, writer, options, summary, calibration, previous_files, started)
 
 
-def _agent_kind(conversation: Conversation, agent_id: str) -> str:
-    if not agent_id:
-        return MAIN_AGENT_KIND
-    link = next((link for link in conversation.links if link.agent_id == agent_id), None)
-    return (link.subagent_type if link else "") or UNTYPED_AGENT_KIND
-
-
-def _prefix_sizes(conversations: dict[str, Conversation], calls: dict[str, RebuiltCall],
-                  encoder: Encoder) -> dict[tuple[str, str], int]:
-    """Tokens of the unseen tools + system prefix per (agent kind, model family).
-
-    A lane's first call shows the least besides the prefix (its first prompt, counted with the
-    tokenizer): its prompt total minus those tokens bounds the prefix from above; the smallest bound
-    over the lanes of one kind is the part they can all share."""
-    sizes: dict[tuple[str, str], int] = {}
-    for conversation in conversations.values():
-        for turns in (conversation.turns, *conversation.subagents.values()):
-            first = next((calls[turn.message_id] for turn in turns if turn.message_id in calls), None)
-            if first is None or first.turn.usage is None:
-                continue
-            visible = len(encoder.encode("\n".join(line.text for line in first.prompt)))
-            key = (_agent_kind(conversation, first.turn.agent_id), model_family(first.turn.model))
-            bound = max(0, first.turn.usage.prompt_tokens - visible)
-            sizes[key] = min(sizes.get(key, bound), bound)
-    return sizes
-
-
-class _Layout:
-    """Block keys in API token positions: the prefix chain, then each prompt line at its first length."""
-
-    def __init__(self, block_size: int, prefix_sizes: dict[tuple[str, str], int]) -> None:
-        self.block_size = block_size
-        self.prefix_sizes = prefix_sizes
-        self.line_tokens: dict[str, int] = {}  # prompt line uuid → tokens it added when first sent
-        # The previous call's spans and full-block keys: a call extends its predecessor's prompt, so
-        # the blocks inside their common spans are the same keys (computed once, not once per call).
-        self.last_spans: list[tuple[bytes, int]] = []
-        self.last_keys: list[bytes] = []
-
-    def hashed(self, plan: TracePlan, conversation: Conversation, calls: dict[str, RebuiltCall]) -> Hashed:
-        hashed: Hashed = {}
-        for lane in (plan.parent, *(sub.requests for sub in plan.subagents)):
-            for request in lane:
-                hashed[request.request_id] = self._request(calls[request.request_id], conversation)
-        return hashed
-
-    def _request(self, call: RebuiltCall, conversation: Conversation) -> HashedRequest:
-        turn = call.turn
-        total = turn.usage.prompt_tokens if turn.usage else 0
-        kind, family = _agent_kind(conversation, turn.agent_id), model_family(turn.model)
-        prefix = self.prefix_sizes.get((kind, family), 0)
-        spans: list[tuple[bytes, int]] = [(f"prefix\0{kind}\0{family}".encode(), prefix)]
-        new = [line for line in call.prompt if line.uuid not in self.line_tokens]
-        known = sum(self.line_tokens[line.uuid] for line in call.prompt if line.uuid in self.line_tokens)
-        self._apportion(new, max(0, total - prefix - known))
-        spans += [(line.uuid.encode(), self.line_tokens[line.uuid]) for line in call.prompt]
-        hashes = self._keys(spans, total, f"pad\0{turn.message_id}".encode())
-        return HashedRequest(hashes, prefix, 0, (), call.last_message_types, call.all_message_types)
-
-    def _apportion(self, lines: list[PromptLine], tokens: int) -> None:
-        """Split the tokens a call added among its new prompt lines, by their content size."""
-        weights = [max(1, line.size) for line in lines]
-        total_weight, given, running = sum(weights), 0, 0
-        for line, weight in zip(lines, weights):
-            running += weight
-            share = tokens * running // total_weight - given
-            self.line_tokens[line.uuid] = share
-            given += share
-
-    def _keys(self, spans: list[tuple[bytes, int]], total: int, pad: bytes) -> RequestHashes:
-        """Chained keys of the `total // block_size` full blocks, each keyed on the span holding its last
-        token; positions past the spans (a prompt larger than its lines explain) are this call's own."""
-        keys = self.last_keys[:min(self._shared_blocks(spans), total // self.block_size)]
-        previous = keys[-1] if keys else b""
-        span, span_end = 0, spans[0][1]
-        for block in range(len(keys), total // self.block_size):
-            last = (block + 1) * self.block_size - 1
-            while span < len(spans) and last >= span_end:
-                span += 1
-                span_end += spans[span][1] if span < len(spans) else 0
-            owner = spans[span][0] if span < len(spans) else pad
-            previous = hashlib.blake2b(previous + owner + block.to_bytes(4, "big"), digest_size=16).digest()
-            keys.append(previous)
-        tail = None
-        if total % self.block_size:
-            tail = hashlib.blake2b(previous + b"tail" + pad, digest_size=16).digest()
-        self.last_spans, self.last_keys = spans, keys
-        return RequestHashes(total, keys, tail)
-
-    def _shared_blocks(self, spans: list[tuple[bytes, int]]) -> int:
-        """How many leading blocks this call shares with the previous one: those whose last token lies
-        in the spans both calls start with (a block's key depends only on the spans up to its end)."""
-        shared_end = 0
-        for mine, previous in zip(spans, self.last_spans):
-            if mine != previous:
-                break
-            shared_end += mine[1]
-        return min(shared_end // self.block_size, len(self.last_keys))
+def _hashed(layout: BlockLayout, plan: TracePlan, conversation: Conversation, calls: dict[str, RebuiltCall]) -> Hashed:
+    hashed: Hashed = {}
+    for lane in (plan.parent, *(sub.requests for sub in plan.subagents)):
+        for request in lane:
+            hashed[request.request_id] = layout.request(calls[request.request_id], conversation)
+    return hashed

@@ -14,6 +14,7 @@ from lib.hashing.block_hashes import IdAllocator, PrefixHasher, RequestHashes
 from lib.traces.mooncake import MooncakeCollector
 from lib.records import ProxyRequest
 from lib.hashing.request_hashing import HashedRequest
+from lib.hashing.tokenizer import model_family
 from lib.traces.native_format import RequestFacts, SubagentFacts, native_trace
 from lib.traces.options import TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan
@@ -25,14 +26,6 @@ Hashed = dict[str, Optional[HashedRequest]]
 def sidecar_file(trace_id: str) -> str:
     """Where a trace's sidecar rows go, relative to the trace directory."""
     return f"{SIDECAR_DIR}/{trace_id}.jsonl"
-
-
-def model_family(model: str) -> str:
-    """`claude-opus-4-6` → `opus`: the unit of the calibrated token ratio (docs/hashing.md#calibrated-counts)."""
-    for family in ("opus", "sonnet", "haiku"):
-        if family in model:
-            return family
-    return model or "unknown"
 
 
 # --- facts and ids ------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from lib.db import open_databases
 from lib.errors import InputError
 from lib.capture.jsonl_conversations import Conversation, read_conversations
 from lib.capture.jsonl_files import discover_logs
-from lib.traces.jsonl_requests import LogRequests, requests_from_logs
+from lib.hashing.jsonl_requests import LogRequests, requests_from_logs
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
