@@ -187,6 +187,45 @@ def parse_stream_chunks(chunks: list[Any]) -> dict[str, Any]:
     }
 
 
+def answer_tool_calls(raw: Optional[str | bytes]) -> list[dict[str, Any]]:
+    """The `tool_use` blocks (`id`, `name`, `input`) of an answered response, in answer order.
+
+    Streams are rebuilt from the chunks (`content_block_start` and its `input_json_delta` parts),
+    never from the synthesized body, which holds text only; a call whose input does not parse keeps
+    an empty input. Empty for anything but an answered response.
+    """
+    try:
+        response = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(response, dict):
+        return []
+    chunks, body = response.get("streamingChunks"), response.get("body")
+    if not (isinstance(chunks, list) and chunks):
+        content = body.get("content") if isinstance(body, dict) else None
+        return [{"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
+                for block in content or [] if isinstance(block, dict) and block.get("type") == "tool_use"]
+    calls: dict[int, dict[str, Any]] = {}
+    parts: dict[int, list[str]] = {}
+    for event in map(_parse_chunk, chunks):
+        index = event.get("index") if event else None
+        if not isinstance(index, int):
+            continue
+        block, delta = event.get("content_block"), event.get("delta")  # type: ignore[union-attr]
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            calls[index] = {"id": block.get("id"), "name": block.get("name"), "input": block.get("input") or {}}
+            parts[index] = []
+        elif isinstance(delta, dict) and delta.get("type") == "input_json_delta" and index in parts:
+            parts[index].append(str(delta.get("partial_json", "")))
+    for index, call in calls.items():
+        if parts[index]:
+            try:
+                call["input"] = orjson.loads("".join(parts[index]))
+            except orjson.JSONDecodeError:
+                call["input"] = {}
+    return [calls[index] for index in sorted(calls)]
+
+
 def _parse_chunk(chunk: Any) -> Optional[dict]:
     """One stored SSE line → event dict; None when it is not a JSON object (counted by the caller)."""
     if not isinstance(chunk, str):

@@ -32,7 +32,7 @@ import xxhash
 
 from lib.capture.jsonl_conversations import AGENT_TOOL_NAMES, TASK_NOTIFICATION, Conversation, tag_text
 from lib.capture.proxy_reader import BATCH_ROWS
-from lib.capture.response_parser import header_value
+from lib.capture.response_parser import answer_tool_calls, header_value
 from lib.hashing.billing_header import split_billing_header
 from lib.problems import ProblemCounter
 from lib.records import AssistantTurn, ProxyRequest, SubagentLink
@@ -125,6 +125,7 @@ def conversations_from_db(proxy: sqlite3.Connection, requests: dict[str, ProxyRe
     reader = _ChainReader(route, beside_logs, list(subagent_windows))
     for request, headers, body in _bodies(proxy, candidates):
         reader.add(request, headers, body)
+    reader.add_unanswered_calls(proxy)
     return reader.conversations(), route
 
 
@@ -199,6 +200,8 @@ class _ChainReader:
         self.subagent_windows = subagent_windows
         self.by_digest: dict[bytes, list[ProxyRequest]] = {}
         self.root_of: dict[str, int] = {}  # request id → chain root row id
+        self.rows: dict[str, ProxyRequest] = {}
+        self.continued: set[str] = set()  # rows a later row continues
         self.message_count: dict[str, int] = {}
         self.chains: dict[int, _Chain] = {}
         self.calls: dict[str, _AgentCall] = {}
@@ -217,6 +220,9 @@ class _ChainReader:
         digests = _prefix_digests(messages)
         parent = self._parent(digests, request)
         start = self.message_count[parent.request_id] if parent else 0
+        self.rows[request.request_id] = request
+        if parent is not None:
+            self.continued.add(parent.request_id)
         if parent is None:
             self._open_chain(request, headers, body, tools)
         else:
@@ -264,20 +270,36 @@ class _ChainReader:
                     continue
                 kind = block.get("type")
                 if kind == "tool_use" and block.get("name") in AGENT_TOOL_NAMES and position > 0:
-                    self._call(block, lane, digests[position - 1])
+                    spawners = self.by_digest.get(digests[position - 1])
+                    if spawners:
+                        self._call(block, lane, spawners[-1])
                 elif kind == "tool_result":
                     self._result(block, request)
                 elif kind == "text" and TASK_NOTIFICATION in str(block.get("text")):
                     self._notifications(block["text"], request)
 
-    def _call(self, block: dict[str, Any], lane: int, prompt_digest: bytes) -> None:
-        spawners = self.by_digest.get(prompt_digest)
+    def add_unanswered_calls(self, proxy: sqlite3.Connection) -> None:
+        """Agent calls no later prompt shows (the capture ends while the caller waits on its agents): read
+        from the answer of each chain's last rows that stopped for tool use."""
+        ends = [request for request_id, request in self.rows.items()
+                if request_id not in self.continued and request.stop_reason == "tool_use"]
+        for start in range(0, len(ends), BATCH_ROWS):
+            chunk = {request.row_id: request for request in ends[start:start + BATCH_ROWS]}
+            marks = ",".join("?" * len(chunk))
+            for row_id, response in proxy.execute(f"SELECT rowid, response FROM requests WHERE rowid IN ({marks})",
+                                                  list(chunk)):
+                request = chunk[row_id]
+                for block in answer_tool_calls(response):
+                    if block.get("name") in AGENT_TOOL_NAMES:
+                        self._call(block, self.root_of[request.request_id], request)
+
+    def _call(self, block: dict[str, Any], lane: int, spawner: ProxyRequest) -> None:
         tool_use_id = block.get("id")
-        if not spawners or not isinstance(tool_use_id, str) or tool_use_id in self.calls:
+        if not isinstance(tool_use_id, str) or tool_use_id in self.calls:
             return
         given = block["input"] if isinstance(block.get("input"), dict) else {}
         self.calls[tool_use_id] = _AgentCall(
-            tool_use_id=tool_use_id, lane=lane, spawner=spawners[-1],
+            tool_use_id=tool_use_id, lane=lane, spawner=spawner,
             subagent_type=str(given.get("subagent_type") or ""), description=str(given.get("description") or ""),
             prompt=str(given.get("prompt") or ""))
 
