@@ -233,3 +233,33 @@ def test_an_agent_call_the_capture_ends_on_is_read_from_the_answer(variant: str,
     summary, _ = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "out"), *TRACE_FLAGS)
     assert (summary["requests_written"], summary["subagents_written"], summary["subagent_requests_written"]) == (3, 4, 84)
     assert summary["db_route"]["subagents_by_prompt"] == 4
+
+
+@pytest.mark.parametrize("rewrite, by_prompt, by_window", [
+    (lambda text: "Task from the lead agent:\n" + text, 4, 0),  # the prompt inside a longer text
+    (lambda text: f"Explore part {len(text)}", 0, 4),  # no trace of the prompt
+])
+def test_sub_agents_whose_prompt_is_not_their_first_message(rewrite: Any, by_prompt: int, by_window: int,
+                                                            tmp_path: Path) -> None:
+    """A client that wraps the Agent prompt is still matched by it; one whose sub-agents show no trace of
+    it has them join, by their spawn window, the one conversation waiting on Agent calls."""
+    generate_example(tmp_path, variant="fixed", scale=0.05)
+    db = tmp_path / "requests.db"
+    with sqlite3.connect(db) as connection:
+        for rowid, body in connection.execute("SELECT rowid, body FROM requests").fetchall():
+            parsed = json.loads(body)
+            first = parsed["messages"][0]["content"]
+            if len(parsed.get("tools", [])) == 11 and isinstance(first, list):
+                for block in first:
+                    if block.get("type") == "text":
+                        block["text"] = rewrite(block["text"])
+                connection.execute("UPDATE requests SET body = ? WHERE rowid = ?", (json.dumps(parsed), rowid))
+    _build(str(db), "--jsonl-dir", str(tmp_path / "jsonl"), "--output-dir", str(tmp_path / "full"), *TRACE_FLAGS)
+    db_only, _ = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "db-only"), *TRACE_FLAGS)
+    assert (db_only["db_route"]["subagents_by_prompt"], db_only["db_route"]["subagents_by_window"]) == (by_prompt, by_window)
+    # The same lanes; by window, a lane may take another call's place in the file (the calls look alike).
+    full, without = _lanes(tmp_path / "full")["trace_0001.json"], _lanes(tmp_path / "db-only")["trace_0001.json"]
+    assert sorted(len(rows) for rows in full.values()) == sorted(len(rows) for rows in without.values())
+    assert [row[1] for row in full["parent"]] == [row[1] for row in without["parent"]]
+    if not by_window:
+        assert _compare(tmp_path / "full", tmp_path / "db-only") < 1.0

@@ -352,8 +352,10 @@ class _ChainReader:
             if call is not None:
                 self.route.subagents_by_header += 1
             elif not chain.continuation:
-                call = next((c for text in chain.first_prompt for c in by_prompt.get(text, ())
-                             if not c.taken and c.lane != chain.root.row_id and c.spawner.row_id < chain.root.row_id), None)
+                call = next((c for text in chain.first_prompt for c in by_prompt.get(text, ()) if _may_spawn(c, chain)), None)
+                if call is None:  # a client that wraps the prompt in more text
+                    call = next((c for c in self.calls.values() if c.prompt and _may_spawn(c, chain)
+                                 and any(c.prompt in text for text in chain.first_prompt)), None)
                 self.route.subagents_by_prompt += call is not None
             if call is not None:
                 call.taken = True
@@ -472,6 +474,11 @@ class _ChainReader:
                 subagents={agent_id: _turns(rows, conversation_id, agent_id) for agent_id, rows in draft["subagents"].items()},
                 links=tuple(draft["links"][agent_id] for agent_id in sorted(draft["links"], key=call_order.__getitem__)))
         return conversations
+
+
+def _may_spawn(call: _AgentCall, chain: _Chain) -> bool:
+    """An untaken call of another chain, made before the chain's first row."""
+    return not call.taken and call.lane != chain.root.row_id and call.spawner.row_id < chain.root.row_id
 
 
 def _link(conversation_id: str, agent_id: str, call: _AgentCall) -> SubagentLink:
