@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
+from lib.cli import counted
 from lib.hashing.billing_header import BillingHeaderTally
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.problems import ProblemCounter
@@ -141,10 +142,10 @@ class TraceSummary:
             by = ", ".join(f"{count} by {how}" for how, count in (
                 ("header", found.get("subagents_by_header", 0)), ("Agent-call prompt", found.get("subagents_by_prompt", 0)),
                 ("spawn window", found.get("subagents_by_window", 0))) if count)
-            text += (f" DB-only: {found.get('turn_rows', 0)} turn rows in {found.get('chains', 0)} prompt chains"
-                    f" ({found.get('session_headers', 0)} with a session header, {found.get('continuations', 0)}"
-                    f" compaction continuations joined); sub-agents {by or 'none'};"
-                    f" {found.get('not_turn_rows', 0)} rows without tools (probes, titles) left out."
-                    " Conversation and agent ids are headers' or `db-<row id>` where none names them;"
-                    " markers' `t` is the end of the row that called the agent.")
+            text += (f" DB-only: {counted(found.get('turn_rows', 0), 'turn row')} in"
+                     f" {counted(found.get('chains', 0), 'prompt chain')} ({found.get('session_headers', 0)} with a"
+                     f" session header, {counted(found.get('continuations', 0), 'compaction continuation')} joined);"
+                     f" sub-agents {by or 'none'}; {counted(found.get('not_turn_rows', 0), 'row')} without tools"
+                     " (probes, titles) left out. Conversation and agent ids are headers' or `db-<row id>` where none"
+                     " names them; markers' `t` is the end of the row that called the agent.")
         return text
