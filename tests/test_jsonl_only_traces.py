@@ -192,13 +192,26 @@ def test_example_jsonl_only_matches_the_full_run(example_db: Path, tmp_path: Pat
     full, only = (json.loads((tmp_path / run_dir / name).read_text()) for run_dir in ("full", "logs_only"))
     assert lanes(only) == lanes(full) and len(lanes(full)) == 94
     assert all(r["in"] == r["api_prompt_tokens"] for r in sidecar(tmp_path / "logs_only"))
-    # The generator waits a drawn think time after tool results before sending, which its logs do not show.
+    # A cleaned old-proxy capture: each row is the replay the proxy sent after the client's streaming
+    # request had run (up to 28 s later); the logs keep the client's own send times.
     offsets = sorted(round(abs(a - b), 3) for a, b in zip(times(full), times(only)))
     assert sum(offset > 1 for offset in offsets) == 16 and offsets[-1] == 23.676
     # A cleaned old-proxy capture: the logs name the replay, whose usage read its deleted twin's write
     # (99.6 % billed); only the DB route estimates the first send's (docs/validate.md#old-proxy-captures).
     assert simulated_and_api(tmp_path / "full") == (42568, 47504, 3560615, 3573645)  # 89.6 % and 99.6 %
     assert simulated_and_api(tmp_path / "logs_only") == (50014, 55794, 3560615, 3573645)  # 89.6 %
+
+
+def test_fixed_capture_jsonl_only_times_within_a_second(tmp_path: Path) -> None:
+    """Where each row is the client's own request (a fixed proxy), the logs' times agree with the DB's."""
+    generate_example(tmp_path / "capture", variant="fixed", scale=0.05)
+    common = ["--jsonl-dir", str(tmp_path / "capture" / "jsonl"), "--include-subagents", "--salt", "s", "-q"]
+    assert run(str(tmp_path / "capture" / "requests.db"), "--output-dir", str(tmp_path / "full"), *common)[0] == 0
+    assert run("--output-dir", str(tmp_path / "logs_only"), *common)[0] == 0
+    (name,) = [path.name for path in (tmp_path / "full").glob("*.json")]
+    full, only = (json.loads((tmp_path / run_dir / name).read_text()) for run_dir in ("full", "logs_only"))
+    assert lanes(only) == lanes(full)
+    assert max(round(abs(a - b), 3) for a, b in zip(times(full), times(only))) == 0.7
 
 
 @pytest.mark.parametrize("anonymize, route", [(False, "sidecar"), (True, "plan")])
