@@ -240,7 +240,7 @@ def test_a_moved_log_folder_is_reread_but_leaves_the_index_file_byte_identical(e
 
 
 def test_an_unchanged_state_value_is_not_rewritten(empty_db: Path) -> None:
-    from lib.capture.index_state import create_state_table, read_state, write_state
+    from lib.db import create_state_table, read_state, write_state
     from lib.db import transaction
 
     with sqlite3.connect(empty_db) as index:

@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import orjson
 
 from lib.atomic import write_atomic
-from lib.db import open_proxy_db, table_exists, write_batch
-from lib.capture.index_state import create_state_table, delete_state, read_state, transaction, write_state
+from lib.db import (create_state_table, delete_state, open_proxy_db, read_state, table_exists, transaction, write_batch,
+                    write_state)
 from lib.problems import ProblemCounter
 from lib.capture.proxy_generation import TwinCandidate, classify_generation, find_twin_pairs
 from lib.capture.proxy_reader import (

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional
 from lib.capture.conversation_index import IndexedConversation, IndexedTurn, ensure_conversation_index, load_conversations
 from lib.db import table_exists
 from lib.errors import InputError
-from lib.capture.index_state import read_state
+from lib.db import read_state
 from lib.capture.jsonl_files import default_projects_dir
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests
 from lib.problems import ProblemCounter
