@@ -130,7 +130,7 @@ def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: boo
     `api_cache_ttl_s` gives the simulated API cache one TTL for every lane (a known eviction time
     for the fit of docs/cache-models.md#effective-eviction-time); the request bodies are unchanged.
     `background_agents` launches the agents in the background (see the module doc); the agents' own
-    calls are those of the default story.
+    calls have the default story's content, a little later (the longer Agent calls end later).
     """
     story = _Story(seed, scale, meter, old_proxy, api_cache_ttl_s)
     t0 = START.timestamp()
