@@ -34,11 +34,15 @@ HERE = Path(__file__).resolve().parent
 @click.option("--client-headers", is_flag=True,
               help="Send the session and sub-agent headers of Claude Code >= 2.1.86 (X-Claude-Code-Session-Id, "
                    "X-Claude-Code-Agent-Id), as version 2.1.90.")
+@click.option("--background-agents", is_flag=True,
+              help="Launch the 4 sub-agents in the background (run_in_background): the parent gets launch "
+                   "acknowledgements, works on, and receives each agent's <task-notification> in a later prompt.")
 @click.option("--omit", type=click.Choice(OMITTABLE), multiple=True,
               help="Leave the JSONL logs or requests.db out (a DB-only or JSONL-only capture); needs --output-dir.")
 @common_options
 def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: float, model_switch: bool,
-         api_cache_ttl: Optional[float], client_headers: bool, omit: tuple[str, ...], out: Output) -> None:
+         api_cache_ttl: Optional[float], client_headers: bool, background_agents: bool, omit: tuple[str, ...],
+         out: Output) -> None:
     """Write the example capture: the seed walkthrough's vLLM session with 4 concurrent Explore sub-agents.
 
     Re-running with the same options reproduces identical files.
@@ -49,19 +53,21 @@ def main(variant: str, billing_header: str, output_dir: Path, seed: int, scale: 
         python3 examples/generate_example.py --variant fixed --scale 0.05 --output-dir /tmp/example
         python3 examples/generate_example.py --billing-header per-request --output-dir /tmp/per-request
         python3 examples/generate_example.py --client-headers --omit logs --output-dir /tmp/db-only
+        python3 examples/generate_example.py --background-agents --output-dir /tmp/background
     """
     omitted = _omitted(set(omit), output_dir, client_headers=client_headers, billing_header=billing_header)
     summary = generate_example(output_dir, variant=variant, seed=seed, scale=scale, billing_header=billing_header,
                                model_switch=model_switch, api_cache_ttl_s=api_cache_ttl, client_headers=client_headers,
-                               omit=omitted)
+                               omit=omitted, background_agents=background_agents)
     counts = ", ".join(f"{name} {count}" for name, count in summary["requests"].items())
     headers = ", session and agent headers" if client_headers else ""
+    background = ", background agents" if background_agents else ""
     logs = f"{len(summary['jsonl_lines'])} JSONL files to {output_dir / 'jsonl'}"
     if omitted == "db":
-        written = f"{logs} (variant {variant}) and no requests.db (--omit db)"
+        written = f"{logs} (variant {variant}{background}) and no requests.db (--omit db)"
     else:
         db = (f"{summary['rows']} rows ({summary['db_bytes'] / 1e6:.1f} MB, variant {variant}, {billing_header} "
-              f"billing header{headers}) to {output_dir / 'requests.db'}")
+              f"billing header{headers}{background}) to {output_dir / 'requests.db'}")
         written = f"{db} and {'no JSONL logs (--omit logs)' if omitted == 'logs' else logs}"
     out.summary(summary, f"Wrote {written}; requests per lane: {counts}.")
 

@@ -32,6 +32,8 @@ TASK_OUTPUT_TOOL = "TaskOutput"  # reads a background task's result (and waits f
 SYNTHETIC_MODEL = "<synthetic>"
 INLINE_AGENT_PREFIX = "sidechain-"  # id of a sub-agent logged inside its parent (1.0.x): prefix + root uuid
 TASK_NOTIFICATION = "<task-notification>"
+# The agent's totals Claude Code appends to a finished agent's result and to its notification.
+USAGE_TRAILER = re.compile(r"<usage>total_tokens: (\d+)\s+tool_uses: (\d+)\s+duration_ms: (\d+)</usage>")
 RUNNING_STATUSES = frozenset({"running", "pending", "async_launched"})
 
 
@@ -162,10 +164,12 @@ class _AgentResult:
 
 @dataclass(frozen=True)
 class _AgentEnd:
-    """Where the parent learnt that a background agent ended: its notification or a TaskOutput result."""
+    """Where the parent learnt that a background agent ended: its notification or a TaskOutput result,
+    with the totals (total tokens, tool uses, duration in ms) a notification's `<usage>` gives."""
 
     time: datetime
     status: str
+    totals: Optional[tuple[int, int, int]] = None
 
 
 @dataclass
@@ -220,7 +224,11 @@ class _ParentFacts:
                 problems.add("agent_tool_use_without_time", tool_use_id)
                 continue
             meta = metas.get(agent_id)
-            completion, status = self._completion(tool_use_id, agent_id, outcome)
+            completion, status, totals = self._completion(tool_use_id, agent_id, outcome)
+            # A background agent's launch result has no totals; its notification's `<usage>` has them.
+            total_tokens, tool_use_count, duration_ms = totals or (
+                _optional_int(result.get("totalTokens")), _optional_int(result.get("totalToolUseCount")),
+                _optional_int(result.get("totalDurationMs")))
             links.append(SubagentLink(
                 conversation_id=conversation_id,
                 agent_id=agent_id,
@@ -229,26 +237,27 @@ class _ParentFacts:
                 description=use.description or (meta.description if meta else ""),
                 spawn_time=spawn,
                 completion_time=completion,
-                duration_ms=_optional_int(result.get("totalDurationMs")),
-                total_tokens=_optional_int(result.get("totalTokens")),
-                tool_use_count=_optional_int(result.get("totalToolUseCount")),
+                duration_ms=duration_ms,
+                total_tokens=total_tokens,
+                tool_use_count=tool_use_count,
                 status=status,
                 has_log=agent_id in logged,
             ))
         return tuple(links)
 
-    def _completion(self, tool_use_id: str, agent_id: str,
-                    outcome: Optional[_AgentResult]) -> tuple[Optional[datetime], str]:
-        """When the parent received the agent's result, and the agent's final status."""
+    def _completion(self, tool_use_id: str, agent_id: str, outcome: Optional[_AgentResult]
+                    ) -> tuple[Optional[datetime], str, Optional[tuple[int, int, int]]]:
+        """When the parent received the agent's result, the agent's final status, and a background
+        agent's totals from its notification."""
         if outcome is None:
-            return None, "unfinished"  # no tool_result yet: the sub-agent was still running when the log was read
+            return None, "unfinished", None  # no tool_result yet: the sub-agent was still running when the log was read
         if not outcome.is_async_launch:
             return outcome.completion_time, _text(outcome.result.get("status")) or (
-                "error" if outcome.is_error else "completed")
+                "error" if outcome.is_error else "completed"), None
         # A background agent ends where its notification (or a TaskOutput result) reaches the parent.
         end = (self.ends.get(tool_use_id) or self.ends.get(agent_id)
                or self.queued_ends.get(tool_use_id) or self.queued_ends.get(agent_id))
-        return (end.time, end.status) if end else (None, "unfinished")
+        return (end.time, end.status, end.totals) if end else (None, "unfinished", None)
 
     def _inline_links(self) -> dict[str, str]:
         """Tool_use id → inline sub-agent: the sidechain whose first prompt is the call's prompt, else
@@ -448,7 +457,9 @@ class _FileReader:
     @staticmethod
     def _notifications(text: str, timestamp: datetime, facts: _ParentFacts, *, queued: bool = False) -> None:
         for notice in text.split(TASK_NOTIFICATION)[1:]:
-            end = _AgentEnd(timestamp, tag_text(notice, "status") or "completed")
+            totals = USAGE_TRAILER.search(notice)
+            end = _AgentEnd(timestamp, tag_text(notice, "status") or "completed",
+                            (int(totals[1]), int(totals[2]), int(totals[3])) if totals else None)
             facts.end(tag_text(notice, "tool-use-id"), end, queued=queued)
             facts.end(tag_text(notice, "task-id"), end, queued=queued)
 

@@ -13,6 +13,10 @@ Client headers (`client_headers`): the capture as Claude Code >= 2.1.86 sends it
 `X-Claude-Code-Session-Id` (the JSONL `sessionId`) and a sub-agent's also with `X-Claude-Code-Agent-Id`
 (its `agentId`); the version in the User-Agent, the billing header and the JSONL lines says so.
 `omit` leaves the logs or the DB out, for the JSONL-only and DB-only routes.
+
+Background agents (`background_agents`): the 4 agents launched in the background; the parent's
+requests and log carry the launch acknowledgements and, later, each agent's `<task-notification>`
+(a prompt when the parent was idle, an attachment after a tool result when it was busy).
 """
 from __future__ import annotations
 
@@ -107,6 +111,12 @@ def _lane_lines(lane: Lane, session: JsonlSession) -> Iterator[tuple[float, dict
             yield at_s, session.user_prompt(payload, at)
         elif kind == "call":
             yield at_s, session.assistant(payload.api_message(), payload.request_id, at)
+        elif kind == "notification":
+            yield at_s, session.user_prompt(payload, at)
+        elif kind == "queued":
+            yield at_s, session.queued_command(payload, at)
+        elif kind in ("enqueue", "dequeue"):
+            yield at_s, session.queue_operation(kind, at, payload)
         else:
             block, structured = payload
             yield at_s, session.tool_results([block], structured, at)
@@ -129,6 +139,8 @@ def write_jsonl_logs(scenario: Scenario, jsonl_dir: Path, seed: int, version: st
         lines = list(_lane_lines(lane, session))
         name = f"agent-{agent_id}.jsonl"
         counts[name] = write_jsonl(jsonl_dir / name, (line for _, line in lines))
+        if scenario.background_agents:
+            continue  # a background agent's messages go to its own file only: no agent_progress copies
         for index, (at_s, line) in enumerate(lines):
             progress_line = parent_session.agent_progress(
                 agent_id=agent_id, copied=progress_copy(line), prompt=tool_use["input"]["prompt"] if index == 0 else "",
@@ -145,7 +157,7 @@ def write_jsonl_logs(scenario: Scenario, jsonl_dir: Path, seed: int, version: st
 def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: int = 7, scale: float = 1.0,
                      meter: Optional[TokenMeter] = None, model_switch: bool = False,
                      api_cache_ttl_s: Optional[float] = None, billing_header: str = "constant",
-                     client_headers: bool = False, omit: Optional[str] = None) -> dict:
+                     client_headers: bool = False, omit: Optional[str] = None, background_agents: bool = False) -> dict:
     """Write `requests.db` and `jsonl/` for one variant into `output_dir`; returns a summary.
 
     `model_switch` adds a last parent turn on another model (see `build_scenario`).
@@ -153,6 +165,7 @@ def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: 
     main thread, 5 min for the others, as Claude Code asks).
     `client_headers`: the session and sub-agent headers of a newer Claude Code (see the module doc).
     `omit` ("logs" or "db") leaves that part out, removing a previous run's copy from `output_dir`.
+    `background_agents`: the agents launched in the background (see the module doc).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
@@ -162,7 +175,8 @@ def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: 
         raise ValueError(f"unknown part to omit {omit!r}; expected one of {OMITTABLE}")
     output = Path(output_dir)
     scenario = build_scenario(seed, scale, meter or TokenMeter(tiktoken_counter()), old_proxy=variant != "fixed",
-                              model_switch=model_switch, api_cache_ttl_s=api_cache_ttl_s)
+                              model_switch=model_switch, api_cache_ttl_s=api_cache_ttl_s,
+                              background_agents=background_agents)
     db_path = output / "requests.db"
     rows = db_bytes = 0
     if omit == "db":
@@ -188,7 +202,8 @@ def generate_example(output_dir: str | Path, *, variant: str = "cleaned", seed: 
         version = SESSION_HEADERS_VERSION if client_headers else CLAUDE_CODE_VERSION
         lines = write_jsonl_logs(scenario, jsonl_dir, seed, version)
     return _summary(scenario, variant, rows, db_bytes, lines) | {"billing_header": billing_header,
-                                                                 "client_headers": client_headers, "omitted": omit}
+                                                                 "client_headers": client_headers, "omitted": omit,
+                                                                 "background_agents": background_agents}
 
 
 def _summary(scenario: Scenario, variant: str, rows: int, db_bytes: int, lines: dict[str, int]) -> dict:

@@ -97,6 +97,23 @@ class JsonlSession:
         line.update(self._tail())
         return line
 
+    def queued_command(self, prompt: str, at: datetime) -> dict:
+        """An `attachment` line: a queued task notification folded into the next request (mid-turn delivery)."""
+        line: dict[str, Any] = {"parentUuid": self.last_uuid, "isSidechain": self.agent_id is not None,
+                                "attachment": {"type": "queued_command", "prompt": prompt,
+                                               "commandMode": "task-notification"},
+                                "type": "attachment", "uuid": self._advance(), "timestamp": jsonl_timestamp(at)}
+        line.update(self._tail())
+        return line
+
+    def queue_operation(self, operation: str, at: datetime, content: Optional[str] = None) -> dict:
+        """A `queue-operation` line (no uuid: outside the message chain); `enqueue` carries the queued text."""
+        line: dict[str, Any] = {"type": "queue-operation", "operation": operation, "timestamp": jsonl_timestamp(at),
+                                "sessionId": self.session_id}
+        if content is not None:
+            line["content"] = content
+        return line
+
     def agent_progress(self, *, agent_id: str, copied: dict, prompt: str, parent_tool_use_id: str,
                        tool_use_id: str, at: datetime) -> dict:
         """A parent-file `progress` line copying one sub-agent message (not a parent turn)."""
@@ -127,6 +144,28 @@ def agent_tool_result(*, tool_use_id: str, agent_id: str, report: str, total_tok
                f"<usage>total_tokens: {total_tokens}\ntool_uses: {tool_uses}\nduration_ms: {duration_ms}</usage>")
     return {"tool_use_id": tool_use_id, "type": "tool_result",
             "content": [{"type": "text", "text": report}, {"type": "text", "text": trailer}]}
+
+
+def async_launch_result(*, tool_use: dict, agent_id: str, output_file: str) -> tuple[dict, dict]:
+    """The parent's tool_result block and `toolUseResult` for a background agent's launch acknowledgement."""
+    text = (f"Async agent launched successfully.\nagentId: {agent_id} (internal ID - do not mention to user. "
+            f"Use SendMessage with to: '{agent_id}' to continue this agent.)\nThe agent is working in the "
+            f"background. You will be notified automatically when it completes.\noutput_file: {output_file}")
+    block = {"tool_use_id": tool_use["id"], "type": "tool_result", "content": [{"type": "text", "text": text}]}
+    structured = {"isAsync": True, "status": "async_launched", "agentId": agent_id,
+                  "description": tool_use["input"]["description"], "prompt": tool_use["input"]["prompt"],
+                  "outputFile": output_file, "canReadOutputFile": True}
+    return block, structured
+
+
+def task_notification(*, agent_id: str, tool_use_id: str, description: str, report: str, total_tokens: int,
+                      tool_uses: int, duration_ms: int, output_file: str) -> str:
+    """The `<task-notification>` Claude Code delivers into the parent's next prompt when a background agent ends."""
+    return (f"<task-notification>\n<task-id>{agent_id}</task-id>\n<tool-use-id>{tool_use_id}</tool-use-id>\n"
+            f"<output-file>{output_file}</output-file>\n<status>completed</status>\n"
+            f"<summary>Agent \"{description}\" completed</summary>\n<result>{report}</result>\n"
+            f"<usage>total_tokens: {total_tokens}\ntool_uses: {tool_uses}\nduration_ms: {duration_ms}</usage>\n"
+            f"</task-notification>\nFull transcript available at: {output_file}")
 
 
 def write_jsonl(path: str | Path, lines: Iterable[dict]) -> int:

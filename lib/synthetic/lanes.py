@@ -189,12 +189,17 @@ class Lane:
         self.add_message("user", api_content)
         self.log.append(("prompt", at_s, logged))
 
-    def results(self, outcomes: list[tuple[dict, Any]], *, tool_s: float) -> None:
-        """Tool results of the last call, batched into one user message, after `tool_s` seconds of execution."""
+    def results(self, outcomes: list[tuple[dict, Any]], *, tool_s: float, notices: tuple[str, ...] = ()) -> None:
+        """Tool results of the last call, batched into one user message, after `tool_s` seconds of execution.
+
+        `notices`: task notifications that arrived meanwhile; Claude Code folds them into the same
+        message after the results (logged as `queued_command` attachments)."""
         self.clock_s += tool_s
-        self.add_message("user", [block for block, _ in outcomes])
+        self.add_message("user", [block for block, _ in outcomes] + [{"type": "text", "text": text} for text in notices])
         for outcome in outcomes:
             self.log.append(("result", self.clock_s, outcome))
+        for text in notices:
+            self.log.append(("queued", self.clock_s, text))
 
     def tool_use(self, name: str, tool_input: dict) -> dict:
         """A tool_use block as the API returns it."""

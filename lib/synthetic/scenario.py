@@ -3,6 +3,10 @@
 An opus parent clones vLLM, launches 4 concurrent Explore sub-agents (haiku) in one message,
 writes a Markdown report from their results, and after a ~315 s pause answers a follow-up.
 `build_scenario` returns every lane with its planned calls, timing and simulated usage.
+
+With `background_agents` the 4 agents are launched in the background (`run_in_background`): the
+parent gets launch acknowledgements at once, works on and waits, and each agent's end reaches it
+as a `<task-notification>` in a later prompt (docs/inputs.md#sub-agents).
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from lib.synthetic.jsonl_writer import agent_tool_result, new_uuid
+from lib.synthetic.jsonl_writer import agent_tool_result, async_launch_result, new_uuid, task_notification
 from lib.synthetic.proxy_db_writer import BETA_MAIN, BETA_SUBAGENT, BETA_UTILITY
 from lib.synthetic.lanes import HAIKU, OPUS, SONNET, IdSource, Lane, simulate_usage
 from lib.synthetic.prompts import (CWD, EXPLORE_TOOLS, PARENT_TOOLS, claude_md_reminder, explore_system,
@@ -31,6 +35,11 @@ SWITCH_PAUSE_S = 40.0
 QUOTA_LEAD_S = 262.0  # Claude Code probes the quota at start-up, minutes before the first prompt
 # Characters per API token of generated text: the first guess for sizing, refined as files are measured.
 CHARS_PER_TOKEN = 3.0
+# Background agents: from an agent's last answer to its notification in the parent's queue, and from a
+# delivered notification to the request it is sent in.
+NOTIFY_DELAY_S = 0.4
+DELIVERY_TO_REQUEST_S = 0.08
+TASKS_DIR = "/tmp/claude-1000/-home-dev-vllm-study/tasks"
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class Scenario:
     parent: Lane
     agents: list[tuple[Lane, str, dict]]  # (lane, agent id, the Agent tool_use block)
     utility: list[Lane]
+    background_agents: bool = False
 
     @property
     def lanes(self) -> list[Lane]:
@@ -111,13 +121,16 @@ class _Story:
 
 
 def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: bool,
-                   model_switch: bool = False, api_cache_ttl_s: Optional[float] = None) -> Scenario:
+                   model_switch: bool = False, api_cache_ttl_s: Optional[float] = None,
+                   background_agents: bool = False) -> Scenario:
     """Plan every call of the capture with timing and usage (deterministic for a seed).
 
     `model_switch`: after the pirate answer the parent switches to Sonnet for one more turn (whose
     prompt no cache holds for that model), an option so the shipped example stays as it is.
     `api_cache_ttl_s` gives the simulated API cache one TTL for every lane (a known eviction time
     for the fit of docs/cache-models.md#effective-eviction-time); the request bodies are unchanged.
+    `background_agents` launches the agents in the background (see the module doc); the agents' own
+    calls have the default story's content, a little later (the longer Agent calls end later).
     """
     story = _Story(seed, scale, meter, old_proxy, api_cache_ttl_s)
     t0 = START.timestamp()
@@ -143,7 +156,7 @@ def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: boo
     system_end = len(tools) + len(system)
     warm_ttl_s = api_cache_ttl_s or TTL_1H_S
     story.cache.warm(OPUS, parent.layout.keys[system_end], t0 - min(600.0, warm_ttl_s / 2), warm_ttl_s)
-    spawn = _parent_until_agents(story, parent)
+    spawn = _parent_until_agents(story, parent, background_agents)
     story.spawn_s = parent.clock_s + 0.1
     if story.spawn_s % 1 > 0.79:
         story.spawn_s = float(int(story.spawn_s) + 1) + 0.01
@@ -151,14 +164,17 @@ def build_scenario(seed: int, scale: float, meter: TokenMeter, *, old_proxy: boo
     simulate_usage([call for lane in [quota, title, parent] + [lane for lane, _, _ in agents] for call in lane.calls],
                    story.cache)
     resumed_from = len(parent.calls)
-    _parent_after_agents(story, parent, agents)
+    if background_agents:
+        _parent_beside_background_agents(story, parent, agents)
+    else:
+        _parent_after_agents(story, parent, agents)
     if model_switch:
         _switch_model(story, parent)
     simulate_usage(parent.calls[resumed_from:], story.cache)
-    return Scenario(session_id, parent, agents, [quota, title])
+    return Scenario(session_id, parent, agents, [quota, title], background_agents)
 
 
-def _parent_until_agents(story: _Story, parent: Lane) -> list[dict]:
+def _parent_until_agents(story: _Story, parent: Lane, background: bool) -> list[dict]:
     """Turns 1-3: clone, inspect, launch the 4 Explore agents; returns the Agent tool_use blocks."""
     reminder = claude_md_reminder(story.scale, story.seed)
     parent.log.append(("snapshot", parent.clock_s - 0.7, None))
@@ -180,7 +196,10 @@ def _parent_until_agents(story: _Story, parent: Lane) -> list[dict]:
         task = (f"Thoroughly explore {spec.focus} in {CWD}/vllm. Trace the code path a request takes through these "
                 f"modules, name the key classes and functions with file paths and line numbers, and report how "
                 f"they interact with the rest of the engine. Start with: {', '.join(spec.files[:3])}.")
-        blocks.append(parent.tool_use("Agent", {"description": spec.description, "prompt": task, "subagent_type": "Explore"}))
+        agent_input: dict[str, Any] = {"description": spec.description, "prompt": task, "subagent_type": "Explore"}
+        if background:
+            agent_input["run_in_background"] = True
+        blocks.append(parent.tool_use("Agent", agent_input))
     parent.send([story.thinking("The codebase is large; four parallel Explore agents can cover it.", 900),
                  {"type": "text", "text": "I'll explore the main subsystems in parallel."}] + blocks,
                 "tool_use", think_s=0.2)
@@ -247,26 +266,110 @@ def _parent_after_agents(story: _Story, parent: Lane, agents: list[tuple[Lane, s
     blocks = []
     for lane, agent_id, tool_use in agents:
         last = lane.calls[-1]
-        report = last.content[0]["text"]
-        duration_ms = int((last.end_s - lane.calls[0].start_s) * 1000)
-        total = last.simulated_usage.prompt_tokens + last.simulated_usage.output_tokens
+        report, total, tool_uses, duration_ms = _agent_outcome(lane)
         block = agent_tool_result(tool_use_id=tool_use["id"], agent_id=agent_id, report=report, total_tokens=total,
-                                  tool_uses=len(lane.calls) - 1, duration_ms=duration_ms)
+                                  tool_uses=tool_uses, duration_ms=duration_ms)
         structured = {"status": "completed", "prompt": tool_use["input"]["prompt"], "agentId": agent_id,
                       "content": [{"type": "text", "text": report}], "totalDurationMs": duration_ms,
-                      "totalTokens": total, "totalToolUseCount": len(lane.calls) - 1, "usage": last.simulated_usage.upstream()}
+                      "totalTokens": total, "totalToolUseCount": tool_uses, "usage": last.simulated_usage.upstream()}
         blocks.append(block)
         parent.log.append(("result", last.end_s + 0.05, (block, structured)))
     parent.clock_s = max(lane.clock_s for lane, _, _ in agents) + 0.05
     parent.add_message("user", blocks)
+    # The seed's resume reads 25,829, creates 5,954 and leaves 12,821 uncached: the breakpoint sits
+    # on the second of the four agent results, so the last two are billed as plain input.
+    _document_and_follow_up(story, parent, think_s=0.3, cc_block=1)
+
+
+def _agent_outcome(lane: Lane) -> tuple[str, int, int, int]:
+    """An agent's final report, total tokens, tool uses and duration, as Claude Code reports them."""
+    last = lane.calls[-1]
+    duration_ms = int((last.end_s - lane.calls[0].start_s) * 1000)
+    total = last.simulated_usage.prompt_tokens + last.simulated_usage.output_tokens
+    return last.content[0]["text"], total, len(lane.calls) - 1, duration_ms
+
+
+@dataclass(frozen=True)
+class _Notice:
+    """A background agent's notification: when it reached the parent's queue, its text, and its agent."""
+
+    at_s: float
+    text: str
+    spec: AgentSpec
+
+
+def _parent_beside_background_agents(story: _Story, parent: Lane, agents: list[tuple[Lane, str, dict]]) -> None:
+    """Turns 4 on with background agents: the launch acknowledgements; a look around and a wait while the
+    agents run; then, whenever the parent is idle, the notifications queued so far open a turn (as a
+    prompt) in which it checks a file the latest report names; notifications arriving during that turn
+    are folded into its next request after the tool result. Once all four have reported, the document
+    and the follow-up as in the default story."""
+    acks = [async_launch_result(tool_use=tool_use, agent_id=agent_id, output_file=f"{TASKS_DIR}/{agent_id}.output")
+            for _, agent_id, tool_use in agents]
+    launched_s = max(lane.log[0][1] for lane, _, _ in agents) + 0.03
+    parent.results(acks, tool_s=launched_s - parent.clock_s)
+    survey = parent.tool_use("Bash", {"command": "cd vllm && ls docs/source tests | head -40",
+                                      "description": "List the docs and tests"})
+    parent.send([{"type": "text", "text": "The four Explore agents are running in the background. Meanwhile, "
+                                          "a quick look at the docs and tests."}, survey], "tool_use", think_s=0.1)
+    parent.results([_bash_result(survey, "\n".join(["docs/source:", "design", "models", "serving", "", "tests:",
+                                                     "core", "engine", "kernels", "worker"]))], tool_s=0.3)
+    parent.send([{"type": "text", "text": "I'll wait for the agents' reports before writing the document."}],
+                "end_turn", think_s=0.1)
+    pending = []
+    for (lane, agent_id, tool_use), spec in zip(agents, AGENTS):
+        report, total, tool_uses, duration_ms = _agent_outcome(lane)
+        text = task_notification(agent_id=agent_id, tool_use_id=tool_use["id"], description=spec.description,
+                                 report=report, total_tokens=total, tool_uses=tool_uses, duration_ms=duration_ms,
+                                 output_file=f"{TASKS_DIR}/{agent_id}.output")
+        pending.append(_Notice(lane.calls[-1].end_s + NOTIFY_DELAY_S, text, spec))
+    pending.sort(key=lambda notice: notice.at_s)
+    while True:
+        # Idle: what is queued when the first notification arrives (or the turn ends) becomes the next prompt.
+        at_s = max(parent.clock_s, pending[0].at_s)
+        delivered = [notice for notice in pending if notice.at_s <= at_s]
+        pending = pending[len(delivered):]
+        for notice in delivered:
+            parent.log.append(("enqueue", notice.at_s, notice.text))
+        for notice in delivered:
+            parent.log.append(("dequeue", at_s, None))
+            parent.log.append(("notification", at_s, notice.text))
+        parent.add_message("user", [{"type": "text", "text": notice.text} for notice in delivered])
+        parent.clock_s = at_s
+        if not pending:
+            break
+        path = delivered[-1].spec.files[1]
+        read = parent.tool_use("Read", {"file_path": f"{CWD}/vllm/{path}", "limit": 60})
+        topic = delivered[-1].spec.description.removeprefix("Explore ")
+        parent.send([{"type": "text", "text": f"The {topic} report is in. Let me check `{path}` against it."}, read],
+                    "tool_use", think_s=DELIVERY_TO_REQUEST_S)
+        tool_s = story.timing.uniform(0.1, 1.5)
+        arrived = [notice for notice in pending if notice.at_s <= parent.clock_s + tool_s]
+        pending = pending[len(arrived):]
+        for notice in arrived:
+            parent.log.append(("enqueue", notice.at_s, notice.text))
+        source = python_module(story.text, path, story.sized(300))
+        parent.results([({"tool_use_id": read["id"], "type": "tool_result", "content": numbered(source)},
+                         {"type": "text", "file": {"filePath": f"{CWD}/vllm/{path}", "content": source,
+                                                   "numLines": source.count("\n") + 1, "startLine": 1,
+                                                   "totalLines": source.count("\n") + 1}})],
+                       tool_s=tool_s, notices=tuple(notice.text for notice in arrived))
+        if not pending:
+            break
+        parent.send([{"type": "text", "text": f"It matches. {len(AGENTS) - len(pending)} of {len(AGENTS)} reports "
+                                              f"are in; waiting for the other {len(pending)}."}],
+                    "end_turn", think_s=0.1)
+    _document_and_follow_up(story, parent, think_s=DELIVERY_TO_REQUEST_S, cc_block=-1)
+
+
+def _document_and_follow_up(story: _Story, parent: Lane, *, think_s: float, cc_block: int) -> None:
+    """The Markdown file from the agents' reports, the answer, and the pirate follow-up after a pause."""
     paths = [path for spec in AGENTS for path in spec.files]
     document = markdown_report(story.text, "vLLM: key components and the request code path", paths, story.sized(7400))
     write = parent.tool_use("Write", {"file_path": f"{CWD}/VLLM_ARCHITECTURE.md", "content": document})
-    # The seed's resume reads 25,829, creates 5,954 and leaves 12,821 uncached: the breakpoint sits
-    # on the second of the four agent results, so the last two are billed as plain input.
     parent.send([story.thinking("All four agents reported back; I can now write the document.", 700),
                  {"type": "text", "text": "The agents have mapped the code path. Writing the document now."}, write],
-                "tool_use", think_s=0.3, cc_block=1)
+                "tool_use", think_s=think_s, cc_block=cc_block)
     parent.results([({"tool_use_id": write["id"], "type": "tool_result",
                       "content": f"File created successfully at: {CWD}/VLLM_ARCHITECTURE.md"},
                      {"type": "create", "filePath": f"{CWD}/VLLM_ARCHITECTURE.md", "content": document,

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Optional
 import orjson
 import xxhash
 
-from lib.capture.jsonl_conversations import AGENT_TOOL_NAMES, TASK_NOTIFICATION, Conversation, tag_text
+from lib.capture.jsonl_conversations import AGENT_TOOL_NAMES, TASK_NOTIFICATION, USAGE_TRAILER, Conversation, tag_text
 from lib.capture.proxy_reader import BATCH_ROWS
 from lib.capture.response_parser import answer_tool_calls, header_value
 from lib.hashing.billing_header import split_billing_header
@@ -43,7 +43,6 @@ AGENT_HEADER = "X-Claude-Code-Agent-Id"
 CONTINUATION_OPENING = "This session is being continued from a previous conversation"
 DB_ID_PREFIX = "db-"  # ids of conversations and agents no header or result names: db-<first row id>
 AGENT_ID_IN_RESULT = re.compile(r"agentId: ([A-Za-z0-9_-]+)")
-USAGE_TRAILER = re.compile(r"<usage>total_tokens: (\d+)\s+tool_uses: (\d+)\s+duration_ms: (\d+)</usage>")
 
 
 @dataclass
@@ -205,7 +204,8 @@ class _ChainReader:
         self.message_count: dict[str, int] = {}
         self.chains: dict[int, _Chain] = {}
         self.calls: dict[str, _AgentCall] = {}
-        self.ends: dict[str, tuple[datetime, str]] = {}  # tool_use or agent id → first notification of its end
+        # tool_use or agent id → first notification of its end: time, status, the `<usage>` match
+        self.ends: dict[str, tuple[datetime, str, Optional[re.Match[str]]]] = {}
 
     def add(self, request: ProxyRequest, headers: Any, body: Any) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
@@ -324,9 +324,10 @@ class _ChainReader:
     def _notifications(self, text: str, request: ProxyRequest) -> None:
         for notice in text.split(TASK_NOTIFICATION)[1:]:
             status = tag_text(notice, "status") or "completed"
+            usage = USAGE_TRAILER.search(notice)
             for key in (tag_text(notice, "tool-use-id"), tag_text(notice, "task-id")):
                 if key:
-                    self.ends.setdefault(key, (request.timestamp, status))
+                    self.ends.setdefault(key, (request.timestamp, status, usage))
 
     # --- lanes and conversations ------------------------------------------------------------------
 
@@ -334,7 +335,9 @@ class _ChainReader:
         for call in self.calls.values():
             end = self.ends.get(call.tool_use_id) or self.ends.get(call.agent_id)
             if call.status == "async_launched" and end is not None:
-                call.completion_time, call.status = end
+                call.completion_time, call.status, usage = end
+                if usage:  # the launch acknowledgement has no totals; the notification's `<usage>` has them
+                    call.total_tokens, call.tool_use_count, call.duration_ms = (int(value) for value in usage.groups())
         chains = sorted(self.chains.values(), key=lambda chain: chain.root.row_id)
         self._match_by_header_or_prompt(chains)
         self._merge_continuations(chains)
