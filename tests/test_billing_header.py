@@ -1,4 +1,4 @@
-"""Claude Code's billing header (lib/hashing/billing_header.py): dropped before hashing as the API does, so a
+"""Claude Code's billing header (lib/capture/billing_header.py): dropped before hashing as the API does, so a
 value changing on every request moves no hash id; counted in every tool's summary, never shown."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from lib.hashing.billing_header import BillingHeaderTally, split_billing_header
+from lib.capture.billing_header import BillingHeaderTally, split_billing_header
 from lib.synthetic.example import generate_example
 from tests.test_body_layout import TOOLS, assistant, go_json, hasher, user
 

@@ -1,4 +1,4 @@
-"""DB-only traces: conversations rebuilt from the proxy DB alone (lib/traces/db_conversations.py, docs/routes.md).
+"""DB-only traces: conversations rebuilt from the proxy DB alone (lib/capture/db_conversations.py, docs/routes.md).
 
 Each capture is traced twice with one salt, anonymized: with its logs (DB+JSONL) and with --db-only.
 The DB-only run must give the same traces, lanes and requests, the same `in` and hash ids, and `t`

@@ -19,7 +19,7 @@ from build_minimal_traces import main as traces_main
 from lib.db import open_databases
 from lib.problems import ProblemCounter
 from lib.synthetic.example import generate_example
-from lib.traces.build import capture_conversations
+from lib.capture.db_conversations import capture_conversations
 
 SMALL = 0.05
 SALT = "background"

@@ -14,7 +14,7 @@ array is the top-level `messages` value (the head and the tail around it parse a
 the object, with no second `messages` key), and what lies between must parse as a non-empty
 run of array values. Anything else falls back to a full parse.
 
-Claude Code's billing header (lib/hashing/billing_header.py) may change on every request while the rest
+Claude Code's billing header (lib/capture/billing_header.py) may change on every request while the rest
 of the body around the messages stays the same. A layout therefore records the header line's
 bytes (`header_span`, only after checking that they are the system's header line); a later body
 may hold any header line of the same length there, and the reader reports where. The header is
@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 
 import orjson
 
-from lib.hashing.billing_header import PREFIX, RAW_LINE, split_billing_header
+from lib.capture.billing_header import PREFIX, RAW_LINE, split_billing_header
 
 _KEY = b'"messages":['
 # Recent layouts kept: about the conversations and sub-agents a chunk of requests interleaves.

@@ -3,7 +3,7 @@
 Shared by the trace builder, the validator and the visualizer (through lib/hashing/hash_pool.py, which
 spreads the work over processes) so all three see identical token counts, block keys and
 cache_control breakpoints for a request. Claude Code's billing header is dropped from `system`
-first, as the API does (lib/hashing/billing_header.py).
+first, as the API does (lib/capture/billing_header.py).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Sequence, cast
 import orjson
 import xxhash
 
-from lib.hashing.billing_header import split_billing_header
+from lib.capture.billing_header import split_billing_header
 from lib.hashing.body_layout import BodyLayout, BodyReader, Reuse, layout_of, locate_messages
 from lib.db import decode_text, repair_text
 from lib.hashing.block_hashes import (

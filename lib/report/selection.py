@@ -29,7 +29,7 @@ from lib.records import ProxyRequest, SubagentLink
 from lib.report.model import LANE_PARENT, LANE_UNLINKED
 from lib.capture.response_parser import KIND_OK
 from lib.capture.turn_timing import answers_logged_at, first_sends, is_cleaned_old_proxy, iter_turns, load_replay_twins
-from lib.capture.unlogged_subagents import unlogged_subagent_requests
+from lib.capture.db_conversations import unlogged_subagent_requests
 
 COMBINED = "combined"
 ALL = "all"

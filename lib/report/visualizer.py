@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 from lib.cache.miss_causes import ordered_totals
 from lib.report.analysis import Analysis, AnalysisOptions, analyze
 from lib.atomic import write_atomic
-from lib.hashing.billing_header import BillingHeaderTally
+from lib.capture.billing_header import BillingHeaderTally
 from lib.db import open_databases
 from lib.errors import InputError
 from lib.problems import ProblemCounter

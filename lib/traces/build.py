@@ -8,10 +8,7 @@ plan's keys are held at a time, except the compact Mooncake rows, which are the 
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -19,21 +16,19 @@ import orjson
 
 from lib import __version__
 from lib.atomic import atomic_writer, write_atomic
-from lib.hashing.billing_header import BillingHeaderTally
+from lib.capture.billing_header import BillingHeaderTally
 from lib.db import open_databases
 from lib.errors import InputError
 from lib.hashing.hash_pool import HashPool, HashSettings, run_salt
 from lib.capture.jsonl_conversations import merge_conversations, read_log_group
 from lib.capture.jsonl_files import default_projects_dir, discover_logs, group_logs
-from lib.capture.message_index import ensure_message_index, iter_indexed_requests, load_message_ids
+from lib.capture.message_index import ensure_message_index
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest
-from lib.traces.db_conversations import DbRoute, conversations_from_db
-from lib.traces.options import ROUTE_DB_JSONL, ROUTE_DB_ONLY, TraceOptions, TraceSummary
+from lib.capture.db_conversations import capture_conversations
+from lib.traces.options import TraceOptions, TraceSummary
 from lib.traces.plan import TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, Calibration, Hashed, TraceWriter
-from lib.capture.unlogged_subagents import PROXY_TIME_SLACK, unlogged_subagent_requests
-from lib.capture.turn_timing import answers_logged_at, first_sends, iter_turns, load_replay_twins
 
 # Beside the sidecars, not the traces: replay tools load every *.json of the trace directory.
 MANIFEST = f"{SIDECAR_DIR}/manifest.json"
@@ -105,62 +100,6 @@ def _load_inputs(db_path: str, jsonl_dir: Optional[str], index_db: Optional[str]
     plans, plan_summary = plan_traces(conversations, message_ids, requests, options.plan)
     problems.merge(plan_summary.problems)
     return plans, plan_summary, twins
-
-
-@dataclass
-class CaptureConversations:
-    """Every conversation of a capture, each on its route, with what planning needs."""
-
-    conversations: dict[str, Any]  # JSONL `Conversation`s, then those rebuilt from the DB alone
-    message_ids: dict[str, str]  # turn message id → request id (a DB-only turn's message id is its request id)
-    requests: dict[str, ProxyRequest]
-    twins: dict[str, str]
-    route_of: dict[str, str]
-    db_route: DbRoute
-    logs_name_rows: bool
-
-
-def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, logged: Optional[dict[str, Any]],
-                          problems: ProblemCounter) -> CaptureConversations:
-    """The logged conversations (None: no logs) with their DB rows, plus the conversations of the rows no log
-    names, rebuilt from the DB alone (docs/routes.md). Shared by the builder and the validator's plans."""
-    twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
-    replay_twins = load_replay_twins(index)
-    indexed = {r.request_id: r for r in iter_indexed_requests(index)}
-    conversations: dict[str, Any] = dict(logged or {})
-    message_ids = load_message_ids(index) if logged is not None else {}
-    named = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
-    # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
-    requests = first_sends(indexed, replay_twins, answers_logged_at(named))
-    unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
-    from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=logged is not None,
-                                              subagent_windows=_unlogged_subagent_windows(conversations))
-    problems.merge(db_route.problems)
-    route_of = {**{conversation_id: ROUTE_DB_JSONL for conversation_id in conversations},
-                **{conversation_id: ROUTE_DB_ONLY for conversation_id in from_db}}
-    conversations.update(from_db)
-    message_ids.update({request_id: request_id for request_id in unnamed})
-    return CaptureConversations(conversations, message_ids, requests, twins, route_of, db_route,
-                                logs_name_rows=any(request_id in indexed for request_id, _ in named))
-
-
-def _unlogged_subagent_windows(conversations: dict[str, Any]) -> list[tuple[datetime, datetime]]:
-    return [(link.spawn_time - PROXY_TIME_SLACK, link.completion_time + PROXY_TIME_SLACK)
-            for conversation in conversations.values() for link in conversation.links
-            if not link.has_log and link.completion_time is not None]
-
-
-def _rows_no_log_names(requests: dict[str, ProxyRequest], conversations: dict[str, Any], message_ids: dict[str, str],
-                       twins: dict[str, str]) -> dict[str, ProxyRequest]:
-    """Rows for the DB-only route: those no logged turn names, nor their old-proxy twins, nor the rows
-    found for a logged sub-agent whose own log is missing (lib/capture/unlogged_subagents.py)."""
-    if not conversations:
-        return requests
-    named = {message_ids[turn.message_id] for turn in iter_turns(conversations.values()) if turn.message_id in message_ids}
-    named |= {twins[request_id] for request_id in named if request_id in twins}
-    found = unlogged_subagent_requests(conversations.values(), message_ids, requests, ProblemCounter())
-    named |= {request.request_id for rows in found.values() for request in rows}
-    return {request_id: request for request_id, request in requests.items() if request_id not in named}
 
 
 def previous_manifest_files(output_dir: Path) -> set[str]:

@@ -7,15 +7,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
+from lib.capture.db_conversations import ROUTE_DB_JSONL, ROUTE_DB_ONLY
 from lib.cli import counted
-from lib.hashing.billing_header import BillingHeaderTally
+from lib.capture.billing_header import BillingHeaderTally
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.problems import ProblemCounter
 from lib.traces.plan import PlanOptions
 
-ROUTE_DB_JSONL = "DB+JSONL"
 ROUTE_JSONL_ONLY = "JSONL-only"
-ROUTE_DB_ONLY = "DB-only"
 
 
 def route_key(route: str) -> str:

@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 from lib.capture.jsonl_conversations import Conversation
 from lib.problems import ProblemCounter
 from lib.capture.proxy_reader import UNKNOWN_TIME
-from lib.capture.unlogged_subagents import unlogged_subagent_requests
+from lib.capture.db_conversations import unlogged_subagent_requests
 from lib.records import AssistantTurn, ProxyRequest, SubagentLink
 
 

@@ -43,7 +43,7 @@ from lib.hashing.hash_pool import HashPool, HashSettings
 from lib.hashing.request_hashing import HashedRequest
 from lib.timestamps import parse_timestamp
 from lib.validate.trace_files import iter_jsonl
-from lib.traces.build import capture_conversations
+from lib.capture.db_conversations import capture_conversations
 from lib.traces.options import ROUTE_JSONL_ONLY
 from lib.traces.plan import PlanOptions, TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, sidecar_file

@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence, cast
 from lib.cache.api_model import DEFAULT_TTL_S, ApiRequest, PredictedUsage, predict_usage
 from lib.cache.miss_causes import attribute_billed, attribute_simulated, ordered_totals
 from lib.cache.replay import CacheEvent
-from lib.hashing.billing_header import BillingHeaderTally
+from lib.capture.billing_header import BillingHeaderTally
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE, IdAllocator
 from lib.problems import ProblemCounter
 from lib.records import ProxyRequest, Usage

@@ -1,4 +1,5 @@
-"""Conversations rebuilt from the proxy DB alone, for captures whose logs are gone (docs/routes.md#db-only).
+"""The rows no log names: conversations rebuilt from the proxy DB alone (docs/routes.md#db-only), and the
+requests of logged sub-agents whose own log is missing (docs/reliability.md).
 
 Every answered turn row (not an old-proxy artifact, carrying a tools list: quota probes and
 title/topic requests carry none) is read once in arrival order. Its messages, stripped of the
@@ -24,19 +25,23 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator, Optional
 
 import orjson
 import xxhash
 
 from lib.capture.jsonl_conversations import AGENT_TOOL_NAMES, TASK_NOTIFICATION, USAGE_TRAILER, Conversation, tag_text
-from lib.capture.proxy_reader import BATCH_ROWS
+from lib.capture.proxy_reader import BATCH_ROWS, UNKNOWN_TIME
 from lib.capture.response_parser import answer_tool_calls, header_value
-from lib.hashing.billing_header import split_billing_header
+from lib.capture.billing_header import split_billing_header
+from lib.capture.message_index import iter_indexed_requests, load_message_ids
+from lib.capture.turn_timing import answers_logged_at, first_sends, iter_turns, load_replay_twins
 from lib.problems import ProblemCounter
 from lib.records import AssistantTurn, ProxyRequest, SubagentLink
 
+ROUTE_DB_JSONL = "DB+JSONL"
+ROUTE_DB_ONLY = "DB-only"
 SESSION_HEADER = "X-Claude-Code-Session-Id"
 AGENT_HEADER = "X-Claude-Code-Agent-Id"
 # How Claude Code's compaction summary opens the prompt that replaces the history.
@@ -499,3 +504,123 @@ def _turns(rows: Iterable[ProxyRequest], conversation_id: str, agent_id: str) ->
         model=row.model, stop_reason=row.stop_reason, content_types=row.output_types,
         output_tokens=row.usage.output_tokens if row.usage else 0, usage=row.usage, jsonl_request_id=None,
         source_file="", line_number=row.row_id) for row in sorted(rows, key=lambda r: (r.timestamp, r.row_id)))
+
+
+# --- every conversation of a capture, each on its route ---------------------------------------------
+
+
+@dataclass
+class CaptureConversations:
+    """Every conversation of a capture, each on its route, with what planning needs."""
+
+    conversations: dict[str, Any]  # JSONL `Conversation`s, then those rebuilt from the DB alone
+    message_ids: dict[str, str]  # turn message id → request id (a DB-only turn's message id is its request id)
+    requests: dict[str, ProxyRequest]
+    twins: dict[str, str]
+    route_of: dict[str, str]
+    db_route: DbRoute
+    logs_name_rows: bool
+
+
+def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, logged: Optional[dict[str, Any]],
+                          problems: ProblemCounter) -> CaptureConversations:
+    """The logged conversations (None: no logs) with their DB rows, plus the conversations of the rows no log
+    names, rebuilt from the DB alone (docs/routes.md). Shared by the builder and the validator's plans."""
+    twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
+    replay_twins = load_replay_twins(index)
+    indexed = {r.request_id: r for r in iter_indexed_requests(index)}
+    conversations: dict[str, Any] = dict(logged or {})
+    message_ids = load_message_ids(index) if logged is not None else {}
+    named = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
+    # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
+    requests = first_sends(indexed, replay_twins, answers_logged_at(named))
+    unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
+    from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=logged is not None,
+                                              subagent_windows=_unlogged_subagent_windows(conversations))
+    problems.merge(db_route.problems)
+    route_of = {**{conversation_id: ROUTE_DB_JSONL for conversation_id in conversations},
+                **{conversation_id: ROUTE_DB_ONLY for conversation_id in from_db}}
+    conversations.update(from_db)
+    message_ids.update({request_id: request_id for request_id in unnamed})
+    return CaptureConversations(conversations, message_ids, requests, twins, route_of, db_route,
+                                logs_name_rows=any(request_id in indexed for request_id, _ in named))
+
+
+def _unlogged_subagent_windows(conversations: dict[str, Any]) -> list[tuple[datetime, datetime]]:
+    return [(link.spawn_time - PROXY_TIME_SLACK, link.completion_time + PROXY_TIME_SLACK)
+            for conversation in conversations.values() for link in conversation.links
+            if not link.has_log and link.completion_time is not None]
+
+
+def _rows_no_log_names(requests: dict[str, ProxyRequest], conversations: dict[str, Any], message_ids: dict[str, str],
+                       twins: dict[str, str]) -> dict[str, ProxyRequest]:
+    """Rows for the DB-only route: those no logged turn names, nor their old-proxy twins, nor the rows
+    found for a logged sub-agent whose own log is missing (below)."""
+    if not conversations:
+        return requests
+    named = {message_ids[turn.message_id] for turn in iter_turns(conversations.values()) if turn.message_id in message_ids}
+    named |= {twins[request_id] for request_id in named if request_id in twins}
+    found = unlogged_subagent_requests(conversations.values(), message_ids, requests, ProblemCounter())
+    named |= {request.request_id for rows in found.values() for request in rows}
+    return {request_id: request for request_id, request in requests.items() if request_id not in named}
+
+
+# --- logged sub-agents whose own log is missing ----------------------------------------------------
+
+# The proxy stores whole seconds, the JSONL milliseconds: a sub-agent's first request can carry a
+# proxy time just before its spawn line.
+PROXY_TIME_SLACK = timedelta(seconds=1)
+
+
+def unlogged_subagent_requests(conversations: Iterable[Any], message_ids: dict[str, str],
+                               requests: dict[str, ProxyRequest], problems: ProblemCounter
+                               ) -> dict[tuple[str, str], list[ProxyRequest]]:
+    """(conversation id, agent id) → the DB requests of a sub-agent whose log is missing, in arrival order.
+
+    `conversations` are JSONL `Conversation`s or the index's `IndexedConversation`s (both have
+    turns with message ids, sub-agents by agent id and links).
+
+    The parent's link still names the sub-agent and its spawn and completion times; its requests
+    are the answered rows inside that window that no JSONL turn names (nor their old-proxy twins,
+    which share the prompt key). A row inside the windows of two such sub-agents cannot be told
+    apart and is counted, as is a sub-agent none of whose requests could be found.
+    """
+    conversations = list(conversations)
+    # A resumed session's copy links sub-agents logged under the original session: those are not missing.
+    logged = {agent_id for conversation in conversations for agent_id in conversation.subagents}
+    unique: dict[str, SubagentLink] = {}
+    for link in (link for conversation in conversations for link in conversation.links):
+        if not link.has_log and link.agent_id and link.agent_id not in logged:
+            # Linked again by a resumed session's copy: still one sub-agent (the plan moves it with its turn).
+            unique.setdefault(link.agent_id, link)
+    missing = list(unique.values())
+    if not missing:
+        return {}
+    named = {message_ids[turn.message_id] for conversation in conversations
+             for turns in (conversation.turns, *conversation.subagents.values()) for turn in turns
+             if turn.message_id in message_ids}
+    named_keys = {requests[r].prompt_key for r in named if r in requests and requests[r].prompt_key}
+    candidates = [r for r in requests.values() if r.request_id not in named and r.kind == "ok"
+                  and r.timestamp != UNKNOWN_TIME and r.prompt_key not in named_keys]
+    found: dict[tuple[str, str], list[ProxyRequest]] = {}
+    shared: set[tuple[str, str]] = set()
+    for request in candidates:
+        windows = [(link.conversation_id, link.agent_id) for link in missing if link.completion_time is not None
+                   and link.spawn_time - PROXY_TIME_SLACK <= request.timestamp <= link.completion_time + PROXY_TIME_SLACK]
+        if len(windows) == 1:
+            found.setdefault(windows[0], []).append(request)
+        elif windows:
+            shared.update(windows)
+            problems.add("subagent_request_ambiguous", request.request_id)
+    for key in shared & set(found):
+        # Some of its rows could be another's: a partial sub-agent would replay wrongly, so none is kept.
+        for request in found.pop(key):
+            problems.add("subagent_request_ambiguous", request.request_id)
+    for link in missing:
+        key = (link.conversation_id, link.agent_id)
+        if key in found:
+            found[key].sort(key=lambda r: (r.timestamp, r.row_id))
+            problems.add("subagent_requests_from_db", link.agent_id)
+        else:
+            problems.add("subagent_lost", link.agent_id)
+    return found
