@@ -95,16 +95,18 @@ def test_seed_command_writes_dashboard_and_stats(seed_dir: Path) -> None:
     assert _line(stats, "5m *").split()[2].endswith("%")
 
 
-def test_fresh_db_without_jsonl_still_reports_combined(seed_dir: Path) -> None:
+def test_fresh_db_without_jsonl_rebuilds_the_conversation_from_the_db(seed_dir: Path) -> None:
     code, out, err = invoke(*SEED_ARGS, "--text-only")
     assert code == 0, err
     assert "No message index yet: building it now" in out
-    assert "no JSONL logs" in out
-    # Without links every turn is judged: all non-streaming, no twins, so a cleaned old-proxy capture.
-    assert "API hit rate 88.4% (estimated: cleaned old-proxy capture)" in out
+    assert ("no JSONL logs (looked in " in out
+            and "1 conversation rebuilt from the DB alone, no log naming its rows (docs/routes.md#db-only)" in out)
+    # All non-streaming, no twins: a cleaned old-proxy capture, estimated on the DB-only lanes.
+    assert "API hit rate 89.0% (estimated: cleaned old-proxy capture)" in out
     stats = (seed_dir / "examples" / "visualizations" / "combined_stats.txt").read_text()
-    assert _line(stats, "unlinked").split()[1] == "92"
-    assert "all are `unlinked`" in stats
+    # Only the quota probe and the title stay unlinked; the 90 turns are in their lanes.
+    assert _line(stats, "unlinked").split()[1] == "2"
+    assert _line(stats, "sub-agent").split()[-1] == "84"
     assert not (seed_dir / "examples" / "visualizations" / "combined.html").exists()
 
 

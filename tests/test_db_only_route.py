@@ -263,3 +263,25 @@ def test_sub_agents_whose_prompt_is_not_their_first_message(rewrite: Any, by_pro
     assert [row[1] for row in full["parent"]] == [row[1] for row in without["parent"]]
     if not by_window:
         assert _compare(tmp_path / "full", tmp_path / "db-only") < 1.0
+
+
+def test_visualizer_reports_db_only_conversations_as_with_the_logs(bench_capture: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without logs, `--conversation-id all` writes one report per DB-only conversation, with the figures
+    the logged conversations give."""
+    from complete_cache_visualizer import main as visualizer_main
+
+    def reports(db: Path, *extra: str) -> list[tuple]:
+        result = CliRunner().invoke(visualizer_main, [str(db), "--conversation-id", "all", "--text-only", "--json",
+                                                      "--output-dir", str(db.parent / "out"), *extra])
+        assert result.exit_code == 0, result.output
+        return sorted((r["requests"], round(r["api_hit_rate"], 6), round(r["api_model_hit_rate"], 6),
+                       round(r["ttl_model_hit_rate"], 6)) for r in json.loads(result.stdout)["reports"])
+
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "no-claude"))
+    for name in ("logged", "db-only"):
+        (tmp_path / name).mkdir()
+        shutil.copyfile(bench_capture / "requests.db", tmp_path / name / "requests.db")
+    logged = reports(tmp_path / "logged" / "requests.db", "--projects-path", str(bench_capture / "jsonl"))
+    db_only = reports(tmp_path / "db-only" / "requests.db")
+    assert db_only == logged and [r[0] for r in logged] == [137, 283]

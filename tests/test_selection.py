@@ -51,13 +51,16 @@ def capture(tmp_path: Path) -> Capture:
 def test_combined_keeps_every_turn_and_counts_the_rest(capture: Capture) -> None:
     selection = select_combined(capture)
     lanes = [item.lane for item in selection.requests]
-    # 7 JSONL turns of two conversations + the twin pair's replay (no JSONL names it).
+    # 7 JSONL turns of two conversations + the twin pair's replay: no JSONL names it, so it is a
+    # conversation rebuilt from the DB alone (docs/routes.md#db-only), not `unlinked`.
     assert len(selection.requests) == 8 and len(selection.rows) == 11
-    assert lanes.count(LANE_UNLINKED) == 1 and lanes.count(AGENT_ID) == 2
-    assert {lane for lane in lanes if lane.startswith(LANE_PARENT)} == {f"parent {SESSION[:8]}", f"parent {OTHER_SESSION[:8]}"}
+    assert lanes.count(LANE_UNLINKED) == 0 and lanes.count(AGENT_ID) == 2
+    assert {lane for lane in lanes if lane.startswith(LANE_PARENT)} == {
+        f"parent {SESSION[:8]}", f"parent {OTHER_SESSION[:8]}", "parent db-c0000000"}
+    assert capture.db_only == {"db-c000000000000002"}
     problems = selection.problems
     assert (problems.count("error_row"), problems.count("pending_row")) == (1, 1)
-    assert problems.count("duplicate_pair") == 1 and problems.count("unlinked") == 1
+    assert problems.count("duplicate_pair") == 1 and problems.count("unlinked") == 0
     assert "c000000000000001" not in {item.request.request_id for item in selection.requests}
 
 
@@ -70,7 +73,8 @@ def test_one_conversation_has_its_sub_agent_as_a_lane(capture: Capture) -> None:
 
 def test_all_applies_min_requests_to_parent_turns(capture: Capture) -> None:
     kept, dropped = select_all(capture, min_parent_requests=2)
-    assert ([s.name for s in kept], dropped) == ([SESSION], 1)
+    # OTHER_SESSION and the DB-only conversation of the twin pair have one parent turn each.
+    assert ([s.name for s in kept], dropped) == ([SESSION], 2)
     assert newest_conversation_id(capture) == OTHER_SESSION
 
 
@@ -79,13 +83,18 @@ def test_unknown_conversation_is_an_input_error(capture: Capture) -> None:
         select_conversation(capture, "nope")
 
 
-def test_without_jsonl_every_row_is_unlinked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_jsonl_the_rows_are_rebuilt_into_db_only_conversations(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "no-claude"))
     db, _ = hand_capture(tmp_path / "capture")
-    selection = select_combined(_capture(db, None))
-    assert {item.lane for item in selection.requests} == {LANE_UNLINKED}
-    assert selection.problems.count("unlinked") == 7
-    assert any("no JSONL logs" in note for note in selection.notes)
+    capture = _capture(db, None)
+    selection = select_combined(capture)
+    # The hand-made bodies do not resend their history, so each prompt that no earlier one prefixes
+    # starts a conversation: 4, where the logs know 2 (the example and fixture tests check real chains).
+    assert sorted(capture.db_only) == ["db-a000000000000001", "db-a000000000000002", "db-a000000000000005",
+                                       "db-b000000000000001"]
+    assert LANE_UNLINKED not in {item.lane for item in selection.requests} and len(selection.requests) == 7
+    assert any("no JSONL logs" in note and "4 conversations rebuilt from the DB alone" in note for note in selection.notes)
 
 
 def test_since_until_window(tmp_path: Path) -> None:

@@ -534,9 +534,8 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     named = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
     # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
     requests = first_sends(indexed, replay_twins, answers_logged_at(named))
-    unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
-    from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=logged is not None,
-                                              subagent_windows=_unlogged_subagent_windows(conversations))
+    from_db, db_route, unnamed = conversations_beside_logs(proxy, requests, conversations, message_ids, twins,
+                                                           set(replay_twins.values()), logs_given=logged is not None)
     problems.merge(db_route.problems)
     route_of = {**{conversation_id: ROUTE_DB_JSONL for conversation_id in conversations},
                 **{conversation_id: ROUTE_DB_ONLY for conversation_id in from_db}}
@@ -544,6 +543,18 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     message_ids.update({request_id: request_id for request_id in unnamed})
     return CaptureConversations(conversations, message_ids, requests, twins, route_of, db_route,
                                 logs_name_rows=any(request_id in indexed for request_id, _ in named))
+
+
+def conversations_beside_logs(proxy: sqlite3.Connection, requests: dict[str, ProxyRequest],
+                              conversations: dict[str, Any], message_ids: dict[str, str], twins: dict[str, str],
+                              artifacts: set[str], *, logs_given: bool
+                              ) -> tuple[dict[str, Conversation], DbRoute, dict[str, ProxyRequest]]:
+    """The DB-only conversations of the rows no logged conversation names (every row without logs), what the
+    reading found, and those rows. `conversations` are JSONL `Conversation`s or the index's `IndexedConversation`s."""
+    unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
+    from_db, db_route = conversations_from_db(proxy, unnamed, artifacts, beside_logs=logs_given,
+                                              subagent_windows=_unlogged_subagent_windows(conversations))
+    return from_db, db_route, unnamed
 
 
 def _unlogged_subagent_windows(conversations: dict[str, Any]) -> list[tuple[datetime, datetime]]:

@@ -25,11 +25,13 @@ from lib.capture.jsonl_files import default_projects_dir
 from lib.capture.message_index import ensure_message_index, iter_indexed_requests
 from lib.problems import ProblemCounter
 from lib.capture.proxy_reader import UNKNOWN_TIME
-from lib.records import ProxyRequest, SubagentLink
+from lib.cli import counted
+from lib.records import AssistantTurn, ProxyRequest, SubagentLink
 from lib.report.model import LANE_PARENT, LANE_UNLINKED
 from lib.capture.response_parser import KIND_OK
 from lib.capture.turn_timing import answers_logged_at, first_sends, is_cleaned_old_proxy, iter_turns, load_replay_twins
-from lib.capture.db_conversations import unlogged_subagent_requests
+from lib.capture.db_conversations import DB_ID_PREFIX, conversations_beside_logs, unlogged_subagent_requests
+from lib.capture.jsonl_conversations import Conversation
 
 COMBINED = "combined"
 ALL = "all"
@@ -52,6 +54,11 @@ QUALITY_LABELS: dict[str, str] = {
     "timestamp_unknown_row": "rows without a usable time of their own or a JSONL turn: left out",
     "turn_without_usage": "JSONL turns without usage (no API prompt size): left out",
     "turn_not_rebuilt": "JSONL turns whose prompt chain could not be rebuilt from the log: left out",
+    "row_continues_logged_turns": "rows no log names that continue logged turns (a lost log line, a retry): unlinked",
+    "db_chain_without_parent": "DB-only: prompt chains no parent conversation owns: unlinked",
+    "db_subagent_ambiguous_window": "DB-only: sub-agents starting while two conversations waited on agents: own lanes",
+    "db_subagent_without_agent_call": "DB-only: agents named by a header whose call no prompt shows: lanes without facts",
+    "db_row_without_messages": "DB-only: turn rows whose body has no messages: unlinked",
 }
 CLEANED_OLD_PROXY_NOTE = (
     "Cleaned old-proxy capture: every linked turn (every turn, without JSONL links) is a non-streaming replay whose "
@@ -77,6 +84,7 @@ class Capture:
     # Sub-agents whose log is missing: (conversation id, agent id) → their requests found in the DB.
     unlogged: dict[tuple[str, str], list[ProxyRequest]] = field(default_factory=dict)
     unlogged_problems: ProblemCounter = field(default_factory=ProblemCounter)
+    db_only: frozenset[str] = frozenset()  # conversations rebuilt from the DB alone (docs/routes.md#db-only)
 
     @functools.cached_property
     def span(self) -> Optional[tuple[datetime, datetime]]:
@@ -133,7 +141,36 @@ def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source
     unlogged_problems = ProblemCounter()
     unlogged = unlogged_subagent_requests(conversations, message_ids, {r.request_id: r for r in requests},
                                           unlogged_problems)
-    return Capture(source, requests, twins, tuple(conversations), generation, jsonl_note, unlogged, unlogged_problems)
+    # The rows no log names, as conversations rebuilt from the DB alone (docs/routes.md#db-only).
+    all_twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
+    from_db, db_route, _ = conversations_beside_logs(
+        proxy, loaded, {c.conversation_id: c for c in conversations}, message_ids, all_twins, set(twins),
+        logs_given=bool(conversations))
+    unlogged_problems.merge(db_route.problems)
+    if from_db:
+        rebuilt = (f"{counted(len(from_db), 'conversation')} rebuilt from the DB alone, no log naming "
+                   f"{'their' if len(from_db) > 1 else 'its'} rows (docs/routes.md#db-only)")
+        jsonl_note = f"{jsonl_note}: {rebuilt}." if jsonl_note else f"{rebuilt[0].upper()}{rebuilt[1:]}."
+        conversations = [*conversations, *(_indexed(conversation) for conversation in from_db.values())]
+    elif jsonl_note:
+        jsonl_note += ": no request could be linked to a conversation, so all are `unlinked`."
+    if jsonl_note:
+        say(jsonl_note)
+    return Capture(source, requests, twins, tuple(conversations), generation, jsonl_note, unlogged, unlogged_problems,
+                   frozenset(from_db))
+
+
+def _indexed(conversation: Conversation) -> IndexedConversation:
+    """A DB-only conversation as the index would hold it: each turn's message id is its request id."""
+    def turns(agent_turns: Iterable[AssistantTurn]) -> tuple[IndexedTurn, ...]:
+        return tuple(IndexedTurn(
+            conversation_id=turn.conversation_id, agent_id=turn.agent_id, turn_number=number, message_id=turn.message_id,
+            request_id=turn.message_id, timestamp=turn.timestamp, model=turn.model, stop_reason=turn.stop_reason,
+            content_types=turn.content_types, output_tokens=turn.output_tokens, jsonl_request_id=None, source_file="")
+            for number, turn in enumerate(agent_turns))
+    return IndexedConversation(conversation.conversation_id, turns(conversation.turns),
+                               {agent_id: turns(agent_turns) for agent_id, agent_turns in conversation.subagents.items()},
+                               conversation.links)
 
 
 def _conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, projects_path: Optional[str],
@@ -143,13 +180,9 @@ def _conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, project
         ensure_conversation_index(proxy, index, projects_path, say=say)
     elif not table_exists(index, "conversation_index") and not _index_default_logs(proxy, index, say):
         # No JSONL is not fatal: `combined` still works, with every row unlinked (docs/visualizer.md).
-        note = (f"No conversation index and no JSONL logs (looked in {default_projects_dir()}; give --projects-path): "
-                "no request could be linked to a conversation, so all are `unlinked`.")
-        say(note)
-        return [], note
+        return [], f"No conversation index and no JSONL logs (looked in {default_projects_dir()}; give --projects-path)"
     conversations = load_conversations(index)
-    note = "" if conversations else "The conversation index is empty: every request is `unlinked`."
-    return conversations, note
+    return conversations, "" if conversations else "The conversation index is empty"
 
 
 def _index_default_logs(proxy: sqlite3.Connection, index: sqlite3.Connection, say: Callable[[str], None]) -> bool:
@@ -209,6 +242,9 @@ def select_conversation(capture: Capture, conversation_id: str) -> Selection:
     conversation = found[0]
     by_id = {request.request_id: request for request in capture.requests}
     selection = Selection(conversation_id, conversation_id, capture.source, [], conversation.links, conversations=1)
+    if conversation_id in capture.db_only:
+        selection.notes.append("Rebuilt from the DB alone (no log names its rows): lanes from the prompt chains, "
+                               "session and agent headers and the parent's Agent calls (docs/routes.md#db-only).")
     for lane, turns in ((LANE_PARENT, conversation.turns), *conversation.subagents.items()):
         for request in _resolve(turns, by_id, capture, selection.problems, whole=True):
             selection.rows.append(request)
@@ -335,7 +371,9 @@ def _lane_map(conversations: Iterable[IndexedConversation]) -> dict[str, tuple[s
     conversations = list(conversations)
     mapping: dict[str, tuple[str, str]] = {}
     for conversation in conversations:
-        parent_lane = LANE_PARENT if len(conversations) == 1 else f"{LANE_PARENT} {conversation.conversation_id[:8]}"
+        # 8 characters of the id, after the `db-` of a conversation rebuilt from the DB alone.
+        short = conversation.conversation_id[:len(DB_ID_PREFIX) + 8 if conversation.conversation_id.startswith(DB_ID_PREFIX) else 8]
+        parent_lane = LANE_PARENT if len(conversations) == 1 else f"{LANE_PARENT} {short}"
         for lane, turns in ((parent_lane, conversation.turns), *conversation.subagents.items()):
             for turn in turns:
                 if turn.request_id is not None:

@@ -200,8 +200,8 @@ def _selections(capture: Capture, options: VisualizerOptions) -> tuple[list[Sele
         return [select_combined(capture)], 0
     if options.conversation_id == ALL:
         if not capture.conversations:
-            raise InputError(f"{capture.source}: --conversation-id all needs conversations, and none are indexed "
-                             "(give --projects-path with the JSONL logs)")
+            raise InputError(f"{capture.source}: --conversation-id all needs conversations, and neither the logs nor "
+                             "the DB's turn rows hold one (give --projects-path with the JSONL logs)")
         return select_all(capture, min_parent_requests=options.min_requests)
     if not options.conversation_id:
         raise InputError("give --conversation-id ID|combined|all, or --newest")
