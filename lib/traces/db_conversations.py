@@ -122,7 +122,7 @@ def conversations_from_db(proxy: sqlite3.Connection, requests: dict[str, ProxyRe
             route.artifact_rows += 1
         else:
             candidates.append(request)
-    reader = _ChainReader(route, beside_logs, list(subagent_windows))
+    reader = _ChainReader(proxy, route, beside_logs, list(subagent_windows))
     for request, headers, body in _bodies(proxy, candidates):
         reader.add(request, headers, body)
     reader.add_unanswered_calls(proxy)
@@ -182,6 +182,14 @@ def _texts(content: Any) -> list[str]:
     return texts
 
 
+def _message_keys(message: Any) -> tuple[set[str], set[str]]:
+    """What an assistant message shares with the answer it resends: its tool call ids, its texts."""
+    content = message.get("content") if isinstance(message, dict) else None
+    calls = {str(block["id"]) for block in content if isinstance(block, dict) and block.get("type") == "tool_use"
+             and block.get("id")} if isinstance(content, list) else set()
+    return calls, set(_texts(content))
+
+
 def _signature(body: dict[str, Any]) -> int:
     system, _ = split_billing_header(body.get("system"))
     tools = [tool.get("name") for tool in body.get("tools") or [] if isinstance(tool, dict)]
@@ -194,7 +202,9 @@ def _signature(body: dict[str, Any]) -> int:
 class _ChainReader:
     """Chains rows in arrival order and collects the Agent calls their prompts show."""
 
-    def __init__(self, route: DbRoute, beside_logs: bool, subagent_windows: list[tuple[datetime, datetime]]) -> None:
+    def __init__(self, proxy: sqlite3.Connection, route: DbRoute, beside_logs: bool,
+                 subagent_windows: list[tuple[datetime, datetime]]) -> None:
+        self.proxy = proxy
         self.route = route
         self.beside_logs = beside_logs
         self.subagent_windows = subagent_windows
@@ -206,6 +216,7 @@ class _ChainReader:
         self.chains: dict[int, _Chain] = {}
         self.calls: dict[str, _AgentCall] = {}
         self.ends: dict[str, tuple[datetime, str]] = {}  # tool_use or agent id → first notification of its end
+        self.answer_keys: dict[str, tuple[set[str], set[str]]] = {}  # request id → its answer's call ids, texts
 
     def add(self, request: ProxyRequest, headers: Any, body: Any) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
@@ -218,7 +229,7 @@ class _ChainReader:
         self.route.turn_rows += 1
         messages = body["messages"]
         digests = _prefix_digests(messages)
-        parent = self._parent(digests, request)
+        parent = self._parent(digests, messages, request)
         start = self.message_count[parent.request_id] if parent else 0
         self.rows[request.request_id] = request
         if parent is not None:
@@ -233,13 +244,36 @@ class _ChainReader:
         self.by_digest.setdefault(digests[-1], []).append(request)
         self._read_new_messages(request, messages, digests, start)
 
-    def _parent(self, digests: list[bytes], request: ProxyRequest) -> Optional[ProxyRequest]:
+    def _parent(self, digests: list[bytes], messages: list[Any], request: ProxyRequest) -> Optional[ProxyRequest]:
         """The latest earlier row whose whole prompt is the longest prefix of this one."""
         for length in range(len(digests) - 1, 0, -1):
             found = self.by_digest.get(digests[length - 1])
             if found:
-                return found[-1]
+                return found[-1] if len(found) == 1 else self._answered(found, messages[length], request)
         return None
+
+    def _answered(self, found: list[ProxyRequest], following: Any, request: ProxyRequest) -> ProxyRequest:
+        """Of several rows that sent one prompt (two sessions opened alike), the one of the row's session
+        whose answer this row sends back next (by its tool call ids, else its text); else the latest."""
+        alike = [row for row in found if row.session_header == request.session_header] or found
+        calls, texts = _message_keys(following)
+        for keys, index in ((calls, 0), (texts, 1)):
+            answered = [row for row in alike if keys & self._answer_keys(row)[index]] if keys else []
+            if answered:
+                return answered[-1]
+        return alike[-1]
+
+    def _answer_keys(self, row: ProxyRequest) -> tuple[set[str], set[str]]:
+        """The tool call ids and the texts of a row's answer."""
+        if row.request_id not in self.answer_keys:
+            found = self.proxy.execute("SELECT response FROM requests WHERE rowid = ?", (row.row_id,)).fetchone()
+            raw = found[0] if found else None
+            response = _loads(raw)
+            body = response.get("body") if isinstance(response, dict) else None
+            self.answer_keys[row.request_id] = (
+                {str(call["id"]) for call in answer_tool_calls(raw) if call.get("id")},
+                set(_texts(body.get("content")) if isinstance(body, dict) else []))
+        return self.answer_keys[row.request_id]
 
     def _open_chain(self, request: ProxyRequest, headers: Any, body: dict[str, Any], tools: list[str]) -> None:
         first = body["messages"][0]

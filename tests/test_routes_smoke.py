@@ -1,0 +1,103 @@
+"""The three routes on hostile but real-format captures: merged DBs, sessions opened alike, pruned logs.
+
+Each capture is traced with its logs (DB+JSONL) and with --db-only, one salt, anonymized; the DB-only
+route must find the same conversations, lanes and requests (docs/routes.md#db-only).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from build_minimal_traces import main
+from lib.synthetic.example import generate_example
+
+FLAGS = ["--include-subagents", "--anonymize", "--salt", "routes-smoke"]
+
+
+def _build(*args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, [*args, *FLAGS, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _traces(directory: Path) -> list[dict[str, list[tuple]]]:
+    """Per trace, per lane: (hash_ids, in, out) of each request; traces sorted by content, as two
+    conversations that start in one second may come in either order on the DB-only route."""
+    traces = []
+    for path in sorted(directory.glob("*.json")):
+        lanes: dict[str, list[tuple]] = {"parent": []}
+        for entry in json.loads(path.read_bytes())["requests"]:
+            if entry.get("type") == "subagent":
+                lanes[entry["agent_id"]] = [(r["hash_ids"], r["in"], r["out"]) for r in entry["requests"]]
+            else:
+                lanes["parent"].append((entry["hash_ids"], entry["in"], entry["out"]))
+        traces.append(lanes)
+    return sorted(traces, key=repr)
+
+
+def _lane_sizes(directory: Path) -> list[list[int]]:
+    return sorted([len(rows) for rows in lanes.values()] for lanes in _traces(directory))
+
+
+def _rows(db: Path) -> tuple[list[str], str, list[tuple]]:
+    with sqlite3.connect(db) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(requests)")]
+        schema = connection.execute("SELECT sql FROM sqlite_master WHERE name = 'requests'").fetchone()[0]
+        return columns, schema, connection.execute(f"SELECT {', '.join(columns)} FROM requests ORDER BY rowid").fetchall()
+
+
+def _write(db: Path, schema: str, columns: list[str], rows: list[tuple]) -> None:
+    with sqlite3.connect(db) as connection:
+        connection.execute(schema)
+        connection.executemany(f"INSERT INTO requests ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+
+
+def _without_marks(message: dict[str, Any]) -> dict[str, Any]:
+    content = message["content"]
+    if isinstance(content, list):
+        content = [{k: v for k, v in block.items() if k != "cache_control"} for block in content]
+    return {**message, "content": content}
+
+
+def test_two_sessions_opened_with_one_prompt_stay_two_conversations(tmp_path: Path) -> None:
+    """Two concurrent sessions whose first prompt is the same: each second turn continues the first turn
+    whose answer it sends back, not the latest row that sent that prompt."""
+    first, second = tmp_path / "seed7", tmp_path / "seed8"
+    generate_example(first, variant="fixed", scale=0.05, seed=7)
+    generate_example(second, variant="fixed", scale=0.05, seed=8)
+    columns, schema, rows_7 = _rows(first / "requests.db")
+    _, _, rows_8 = _rows(second / "requests.db")
+    body_at = columns.index("body")
+    opening_7 = json.loads(rows_7[2][body_at])["messages"][0]
+    opening_8 = _without_marks(json.loads(rows_8[2][body_at])["messages"][0])
+    rewritten = []
+    for row in rows_8:  # session 8 opens with session 7's prompt, its cache marks kept
+        body = json.loads(row[body_at])
+        messages = body.get("messages") or []
+        if messages and _without_marks(messages[0]) == opening_8:
+            marks = [block.get("cache_control") for block in messages[0]["content"]]
+            messages[0] = _without_marks(opening_7)
+            for block, mark in zip(messages[0]["content"], marks):
+                if mark:
+                    block["cache_control"] = mark
+            row = (*row[:body_at], json.dumps(body), *row[body_at + 1:])
+        rewritten.append(row)
+    timestamp_at = columns.index("timestamp")
+    # Arrival order: both first turns land in the same second, before either session's second turn.
+    merged = sorted([(row[timestamp_at], 0, n, row) for n, row in enumerate(rows_7)]
+                    + [(row[timestamp_at], 1, n, row) for n, row in enumerate(rewritten)])
+    db = tmp_path / "merged.db"
+    _write(db, schema, columns, [row for *_, row in merged])
+    logs = tmp_path / "jsonl"
+    (first / "jsonl").rename(logs)
+    (second / "jsonl").rename(logs / "second")
+
+    full = _build(str(db), "--jsonl-dir", str(logs), "--output-dir", str(tmp_path / "full"))
+    db_only = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "db-only"))
+    assert full["conversations_by_route"] == {"db_jsonl": 2} and db_only["conversations_by_route"] == {"db_only": 2}
+    assert _lane_sizes(tmp_path / "db-only") == [[6, 21, 14, 26, 23], [6, 21, 14, 26, 23]]
+    assert _traces(tmp_path / "db-only") == _traces(tmp_path / "full")
