@@ -101,3 +101,24 @@ def test_two_sessions_opened_with_one_prompt_stay_two_conversations(tmp_path: Pa
     assert full["conversations_by_route"] == {"db_jsonl": 2} and db_only["conversations_by_route"] == {"db_only": 2}
     assert _lane_sizes(tmp_path / "db-only") == [[6, 21, 14, 26, 23], [6, 21, 14, 26, 23]]
     assert _traces(tmp_path / "db-only") == _traces(tmp_path / "full")
+
+
+def _twice(source: Path, target: Path) -> None:
+    """The capture's rows, then every row again under a new id: two copies of one DB merged."""
+    columns, schema, rows = _rows(source)
+    id_at = columns.index("id")
+    copies = [(*row[:id_at], "copy-" + row[id_at], *row[id_at + 1:]) for row in rows]
+    _write(target, schema, columns, rows + copies)
+
+
+def test_a_logged_session_id_is_never_taken_over_by_db_only_rows(tmp_path: Path) -> None:
+    """A DB holding a capture twice, with a newer client's session headers: the copy the logs do not name is
+    traced apart, under a db-<row id> name, instead of replacing the logged conversation of that id."""
+    generate_example(tmp_path, variant="fixed", scale=0.05, client_headers=True)
+    db = tmp_path / "twice.db"
+    _twice(tmp_path / "requests.db", db)
+    full = _build(str(db), "--jsonl-dir", str(tmp_path / "jsonl"), "--output-dir", str(tmp_path / "full"))
+    assert full["conversations_by_route"] == {"db_jsonl": 1, "db_only": 1}
+    assert (full["requests_written"], full["subagents_written"], full["subagent_requests_written"]) == (12, 8, 168)
+    assert full["problems"] == {"db_session_also_logged": {"count": 1, "examples": ["trace_0001"]}}
+    assert _lane_sizes(tmp_path / "full") == [[6, 21, 14, 26, 23], [6, 21, 14, 26, 23]]

@@ -134,7 +134,8 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     requests = first_sends(indexed, replay_twins, answers_logged_at(named))
     unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
     from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=logged is not None,
-                                              subagent_windows=_unlogged_subagent_windows(conversations))
+                                              subagent_windows=_unlogged_subagent_windows(conversations),
+                                              logged_ids=conversations)
     problems.merge(db_route.problems)
     route_of = {**{conversation_id: ROUTE_DB_JSONL for conversation_id in conversations},
                 **{conversation_id: ROUTE_DB_ONLY for conversation_id in from_db}}

@@ -106,13 +106,14 @@ class DbRoute:
 
 
 def conversations_from_db(proxy: sqlite3.Connection, requests: dict[str, ProxyRequest], artifacts: set[str], *,
-                          beside_logs: bool = False, subagent_windows: Iterable[tuple[datetime, datetime]] = ()
-                          ) -> tuple[dict[str, Conversation], DbRoute]:
+                          beside_logs: bool = False, subagent_windows: Iterable[tuple[datetime, datetime]] = (),
+                          logged_ids: Iterable[str] = ()) -> tuple[dict[str, Conversation], DbRoute]:
     """Conversations (turn message ids are request ids) of every answered turn row of `requests`.
 
     `beside_logs`: `requests` are the rows no log names. A conversation whose first row already
     carries history then continues turns the logs hold (a turn whose log line was lost, a retry
     logged once, a compaction call): its rows are counted, not traced as a conversation of their own.
+    `logged_ids`: the logged conversations' ids, which a session header must not take over.
     """
     route = DbRoute()
     rows = sorted((r for r in requests.values() if r.kind == "ok"), key=lambda r: r.row_id)
@@ -123,6 +124,7 @@ def conversations_from_db(proxy: sqlite3.Connection, requests: dict[str, ProxyRe
         else:
             candidates.append(request)
     reader = _ChainReader(proxy, route, beside_logs, list(subagent_windows))
+    reader.logged_ids = set(logged_ids)
     for request, headers, body in _bodies(proxy, candidates):
         reader.add(request, headers, body)
     reader.add_unanswered_calls(proxy)
@@ -217,6 +219,7 @@ class _ChainReader:
         self.calls: dict[str, _AgentCall] = {}
         self.ends: dict[str, tuple[datetime, str]] = {}  # tool_use or agent id → first notification of its end
         self.answer_keys: dict[str, tuple[set[str], set[str]]] = {}  # request id → its answer's call ids, texts
+        self.logged_ids: set[str] = set()
 
     def add(self, request: ProxyRequest, headers: Any, body: Any) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
@@ -468,7 +471,12 @@ class _ChainReader:
                                                   for start, end in self.subagent_windows):
                     claimed.add(chain.root.row_id)
                     continue
-                conversation_of[chain.root.row_id] = chain.session or DB_ID_PREFIX + chain.root.request_id
+                if chain.session in self.logged_ids:
+                    # Rows of a logged session its log does not name (a DB holding the capture twice): traced
+                    # apart, never in place of the logged conversation.
+                    self.route.problems.add("db_session_also_logged", chain.session)
+                conversation_of[chain.root.row_id] = (chain.session if chain.session not in self.logged_ids else ""
+                                                      ) or DB_ID_PREFIX + chain.root.request_id
         drafts: dict[str, dict[str, Any]] = {}
         for chain in chains:
             owner = top(chain)
