@@ -122,3 +122,17 @@ def test_a_logged_session_id_is_never_taken_over_by_db_only_rows(tmp_path: Path)
     assert (full["requests_written"], full["subagents_written"], full["subagent_requests_written"]) == (12, 8, 168)
     assert full["problems"] == {"db_session_also_logged": {"count": 1, "examples": ["trace_0001"]}}
     assert _lane_sizes(tmp_path / "full") == [[6, 21, 14, 26, 23], [6, 21, 14, 26, 23]]
+
+
+def test_a_capture_twice_gives_each_copy_its_sub_agents(tmp_path: Path) -> None:
+    """Both copies repeat every tool_use id: each copy's Agent calls still spawn its own sub-agents, not
+    parent conversations of their own (6 traces instead of 2 before)."""
+    generate_example(tmp_path, variant="fixed", scale=0.05)
+    db = tmp_path / "twice.db"
+    _twice(tmp_path / "requests.db", db)
+    full = _build(str(db), "--jsonl-dir", str(tmp_path / "jsonl"), "--output-dir", str(tmp_path / "full"))
+    db_only = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "db-only"))
+    assert full["conversations_by_route"] == {"db_jsonl": 1, "db_only": 1}
+    assert db_only["conversations_by_route"] == {"db_only": 2} and db_only["db_route"]["subagents_by_prompt"] == 8
+    assert _lane_sizes(tmp_path / "db-only") == [[6, 21, 14, 26, 23], [6, 21, 14, 26, 23]]
+    assert _traces(tmp_path / "db-only") == _traces(tmp_path / "full")

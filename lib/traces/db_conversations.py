@@ -216,8 +216,10 @@ class _ChainReader:
         self.continued: set[str] = set()  # rows a later row continues
         self.message_count: dict[str, int] = {}
         self.chains: dict[int, _Chain] = {}
-        self.calls: dict[str, _AgentCall] = {}
-        self.ends: dict[str, tuple[datetime, str]] = {}  # tool_use or agent id → first notification of its end
+        # Keyed by the caller's chain too: a DB holding a capture twice repeats every tool_use id.
+        self.calls: dict[tuple[int, str], _AgentCall] = {}  # (caller's chain root, tool_use id) → call
+        self.calls_by_id: dict[str, list[_AgentCall]] = {}
+        self.ends: dict[str, dict[int, tuple[datetime, str]]] = {}  # tool_use or agent id → chain root → first end
         self.answer_keys: dict[str, tuple[set[str], set[str]]] = {}  # request id → its answer's call ids, texts
         self.logged_ids: set[str] = set()
 
@@ -332,16 +334,17 @@ class _ChainReader:
 
     def _call(self, block: dict[str, Any], lane: int, spawner: ProxyRequest) -> None:
         tool_use_id = block.get("id")
-        if not isinstance(tool_use_id, str) or tool_use_id in self.calls:
+        if not isinstance(tool_use_id, str) or (lane, tool_use_id) in self.calls:
             return
         given = block["input"] if isinstance(block.get("input"), dict) else {}
-        self.calls[tool_use_id] = _AgentCall(
+        call = self.calls[(lane, tool_use_id)] = _AgentCall(
             tool_use_id=tool_use_id, lane=lane, spawner=spawner,
             subagent_type=str(given.get("subagent_type") or ""), description=str(given.get("description") or ""),
             prompt=str(given.get("prompt") or ""))
+        self.calls_by_id.setdefault(tool_use_id, []).append(call)
 
     def _result(self, block: dict[str, Any], request: ProxyRequest) -> None:
-        call = self.calls.get(block.get("tool_use_id"))  # type: ignore[arg-type]
+        call = self._call_of(block.get("tool_use_id"), self.root_of[request.request_id])
         if call is None or call.completion_time is not None or call.status == "async_launched":
             return
         text = "\n".join(_texts(block.get("content")))
@@ -358,18 +361,27 @@ class _ChainReader:
             # A background agent: the result only acknowledges the launch; it ends at its notification.
             call.status = "async_launched"
 
+    def _call_of(self, tool_use_id: Any, lane: int) -> Optional[_AgentCall]:
+        """The call of that id made in this chain; else (a chain continued after a compaction) the first."""
+        found = self.calls_by_id.get(tool_use_id) if isinstance(tool_use_id, str) else None
+        return next((call for call in found if call.lane == lane), found[0]) if found else None
+
+    def _end(self, key: str, lane: int) -> Optional[tuple[datetime, str]]:
+        found = self.ends.get(key)
+        return found.get(lane, next(iter(found.values()))) if found else None
+
     def _notifications(self, text: str, request: ProxyRequest) -> None:
         for notice in text.split(TASK_NOTIFICATION)[1:]:
             status = tag_text(notice, "status") or "completed"
             for key in (tag_text(notice, "tool-use-id"), tag_text(notice, "task-id")):
                 if key:
-                    self.ends.setdefault(key, (request.timestamp, status))
+                    self.ends.setdefault(key, {}).setdefault(self.root_of[request.request_id], (request.timestamp, status))
 
     # --- lanes and conversations ------------------------------------------------------------------
 
     def conversations(self) -> dict[str, Conversation]:
         for call in self.calls.values():
-            end = self.ends.get(call.tool_use_id) or self.ends.get(call.agent_id)
+            end = self._end(call.tool_use_id, call.lane) or self._end(call.agent_id, call.lane)
             if call.status == "async_launched" and end is not None:
                 call.completion_time, call.status = end
         chains = sorted(self.chains.values(), key=lambda chain: chain.root.row_id)
@@ -505,7 +517,7 @@ class _ChainReader:
             elif chain is lane_chain:
                 self.route.problems.add("db_subagent_without_agent_call", agent_id)
         # Links in the order the parent made its calls, as the logs list them.
-        position = {tool_use_id: number for number, tool_use_id in enumerate(self.calls)}
+        position = {tool_use_id: number for number, (_, tool_use_id) in enumerate(self.calls)}
         call_order = {agent_id: position[link.tool_use_id]
                       for draft in drafts.values() for agent_id, link in draft["links"].items()}
         conversations = {}
