@@ -136,3 +136,19 @@ def test_a_capture_twice_gives_each_copy_its_sub_agents(tmp_path: Path) -> None:
     assert db_only["conversations_by_route"] == {"db_only": 2} and db_only["db_route"]["subagents_by_prompt"] == 8
     assert _lane_sizes(tmp_path / "db-only") == [[6, 21, 14, 26, 23], [6, 21, 14, 26, 23]]
     assert _traces(tmp_path / "db-only") == _traces(tmp_path / "full")
+
+
+def test_sub_agent_logs_without_their_parent_log_lose_no_row(tmp_path: Path) -> None:
+    """The parent's log is gone, its sub-agents' logs remain: the conversation is rebuilt from the DB,
+    sub-agents included, instead of its 84 sub-agent rows being dropped with the logged sub-agents."""
+    generate_example(tmp_path, variant="fixed", scale=0.05)
+    db = tmp_path / "requests.db"
+    full = _build(str(db), "--jsonl-dir", str(tmp_path / "jsonl"), "--output-dir", str(tmp_path / "full"))
+    (tmp_path / "jsonl" / "c7eb779f-2e12-4a2b-bfa9-8e0d73c6d846.jsonl").unlink()
+    pruned = _build(str(db), "--jsonl-dir", str(tmp_path / "jsonl"), "--output-dir", str(tmp_path / "pruned"))
+    assert pruned["conversations_by_route"] == {"db_only": 1}
+    counts = ("requests_written", "subagents_written", "subagent_requests_written")
+    assert [pruned[key] for key in counts] == [full[key] for key in counts] == [6, 4, 84]
+    assert {reason: entry["count"] for reason, entry in pruned["problems"].items()} == {
+        "subagent_log_without_parent": 1, "subagent_log_without_link": 4}
+    assert _traces(tmp_path / "pruned") == _traces(tmp_path / "full")

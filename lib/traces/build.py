@@ -127,7 +127,10 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
     replay_twins = load_replay_twins(index)
     indexed = {r.request_id: r for r in iter_indexed_requests(index)}
-    conversations: dict[str, Any] = dict(logged or {})
+    # Sub-agent logs whose parent log is gone give no trace: their rows, parent's and sub-agents', are
+    # rebuilt together on the DB-only route rather than lost.
+    conversations: dict[str, Any] = {conversation_id: conversation for conversation_id, conversation
+                                     in (logged or {}).items() if conversation.turns}
     message_ids = load_message_ids(index) if logged is not None else {}
     named = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
     # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
