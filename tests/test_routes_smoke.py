@@ -152,3 +152,21 @@ def test_sub_agent_logs_without_their_parent_log_lose_no_row(tmp_path: Path) -> 
     assert {reason: entry["count"] for reason, entry in pruned["problems"].items()} == {
         "subagent_log_without_parent": 1, "subagent_log_without_link": 4}
     assert _traces(tmp_path / "pruned") == _traces(tmp_path / "full")
+
+
+def test_logs_naming_no_row_leave_a_capture_started_mid_session_whole(tmp_path: Path) -> None:
+    """The proxy started after the session's first turn, and the only logs are another session's: every
+    row is rebuilt as without logs, not left out as continuing logged turns (nothing written before)."""
+    capture, other = tmp_path / "capture", tmp_path / "other"
+    generate_example(capture, variant="fixed", scale=0.05)
+    generate_example(other, variant="fixed", scale=0.05, seed=8)
+    db = capture / "requests.db"
+    with sqlite3.connect(db) as connection:
+        first_turn = connection.execute("SELECT min(rowid) FROM requests WHERE body LIKE '%\"tools\"%'").fetchone()[0]
+        connection.execute("DELETE FROM requests WHERE rowid = ?", (first_turn,))
+    unrelated = _build(str(db), "--jsonl-dir", str(other / "jsonl"), "--output-dir", str(tmp_path / "unrelated"))
+    _build(str(db), "--db-only", "--output-dir", str(tmp_path / "db-only"))
+    assert unrelated["conversations_by_route"] == {"db_only": 1}
+    assert "row_continues_logged_turns" not in unrelated["problems"]
+    assert (unrelated["requests_written"], unrelated["subagents_written"], unrelated["subagent_requests_written"]) == (5, 4, 84)
+    assert _traces(tmp_path / "unrelated") == _traces(tmp_path / "db-only")

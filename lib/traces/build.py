@@ -136,7 +136,10 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
     requests = first_sends(indexed, replay_twins, answers_logged_at(named))
     unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
-    from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=logged is not None,
+    # Logs that name no row (another project's, another machine's) hold no turn a row could continue: a
+    # capture that starts mid-session is then read as without logs, not left out as continuing them.
+    logs_name_rows = any(request_id in indexed for request_id, _ in named)
+    from_db, db_route = conversations_from_db(proxy, unnamed, set(replay_twins.values()), beside_logs=logs_name_rows,
                                               subagent_windows=_unlogged_subagent_windows(conversations),
                                               logged_ids=conversations)
     problems.merge(db_route.problems)
@@ -144,8 +147,7 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
                 **{conversation_id: ROUTE_DB_ONLY for conversation_id in from_db}}
     conversations.update(from_db)
     message_ids.update({request_id: request_id for request_id in unnamed})
-    return CaptureConversations(conversations, message_ids, requests, twins, route_of, db_route,
-                                logs_name_rows=any(request_id in indexed for request_id, _ in named))
+    return CaptureConversations(conversations, message_ids, requests, twins, route_of, db_route, logs_name_rows)
 
 
 def _unlogged_subagent_windows(conversations: dict[str, Any]) -> list[tuple[datetime, datetime]]:
