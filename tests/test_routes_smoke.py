@@ -10,10 +10,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
+from bench.synthetic_capture import generate_capture
 from build_minimal_traces import main
 from lib.synthetic.example import generate_example
+from validate_trace_cache import main as validate_main
 
 FLAGS = ["--include-subagents", "--anonymize", "--salt", "routes-smoke"]
 
@@ -170,3 +173,28 @@ def test_logs_naming_no_row_leave_a_capture_started_mid_session_whole(tmp_path: 
     assert "row_continues_logged_turns" not in unrelated["problems"]
     assert (unrelated["requests_written"], unrelated["subagents_written"], unrelated["subagent_requests_written"]) == (5, 4, 84)
     assert _traces(tmp_path / "unrelated") == _traces(tmp_path / "db-only")
+
+
+@pytest.fixture(scope="module")
+def bench_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two concurrent sessions; the capture ends while three sub-agents, spawned in one second, run (their
+    Agent calls never logged: `subagent_log_without_link`)."""
+    path = tmp_path_factory.mktemp("bench")
+    generate_capture(path, target_bytes=30 * 10**6, seed=4)
+    return path
+
+
+def _validate(traces: Path, db: Path, *extra: str) -> dict[str, Any]:
+    result = CliRunner().invoke(validate_main, [str(traces), "--db", str(db), *extra, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["versus_api"]
+
+
+def test_validator_orders_sub_agents_started_in_one_second_as_the_builder(bench_capture: Path, tmp_path: Path) -> None:
+    """The anonymized traces' plan is re-derived on the builder's sub-second starts, not the proxy's whole
+    seconds (7 requests of two swapped sub-agents unmatched before)."""
+    db, logs = bench_capture / "requests.db", bench_capture / "jsonl"
+    _build(str(db), "--jsonl-dir", str(logs), "--output-dir", str(tmp_path / "full"))
+    versus = _validate(tmp_path / "full", db, "--jsonl-dir", str(logs))
+    assert (versus["overall"]["matched"], versus["overall"]["requests"]) == (233, 233)
+    assert "request_not_matched" not in versus["problems"]

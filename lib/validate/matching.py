@@ -180,8 +180,8 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
                 # The builder's conversations: the logged ones and those of the rows no log names (docs/routes.md),
                 # on the same request times as the sidecar route.
                 capture = capture_conversations(proxy, index, logs.conversations if logs else None, ProblemCounter())
-                plans = _plans_for(needing_db_plan, capture.conversations, capture.message_ids, requests,
-                                   from_logs=logs is not None)
+                plans = _plans_for(needing_db_plan, capture.conversations, capture.message_ids, capture.requests,
+                                   from_logs=logs is not None, compared=requests)
             log_planned = {file: _on_db_rows(match, file, by_message_id, result.problems)
                            for file, match in _log_plan_matches(needing_log_plan, logs, result.problems).items()}
             # Each request with its trace and lane: chunks of hashing work are cut where those change.
@@ -281,8 +281,13 @@ def _inferred_options(trace: TraceLanes) -> PlanOptions:
 
 
 def _plans_for(traces: Iterable[TraceLanes], conversations: Optional[dict[str, Conversation]], message_ids: dict[str, str],
-               requests: dict[str, ProxyRequest], *, from_logs: bool = True) -> dict[str, tuple[Optional[TracePlan], str]]:
-    """(plan, route) per trace file, or (None, reason) when none can be derived (`conversations` None: no logs given)."""
+               requests: dict[str, ProxyRequest], *, from_logs: bool = True,
+               compared: Optional[dict[str, ProxyRequest]] = None) -> dict[str, tuple[Optional[TracePlan], str]]:
+    """(plan, route) per trace file, or (None, reason) when none can be derived (`conversations` None: no logs given).
+
+    `requests` carry the builder's times, which order the plan (sub-agents that start in one second); the
+    plans then hold the `compared` ones, on the times the sidecar route compares.
+    """
     traces = list(traces)
     if not traces:
         return {}
@@ -297,11 +302,20 @@ def _plans_for(traces: Iterable[TraceLanes], conversations: Optional[dict[str, C
         options = options or _inferred_options(trace)
         if options not in cache:
             plans, _ = plan_traces(conversations, message_ids, requests, options)
+            if compared is not None:
+                _on_compared_times(plans, compared)
             cache[options] = {plan.trace_id: plan for plan in plans}
         by_id = cache[options]
         plan = by_id.get(trace.trace_id) or by_id.get(SEGMENT_SUFFIX.sub("", trace.trace_id))
         found[trace.file] = (plan, route) if plan else (None, "no conversation of the capture plans to this trace id")
     return found
+
+
+def _on_compared_times(plans: list[TracePlan], compared: dict[str, ProxyRequest]) -> None:
+    for planned in plans:
+        planned.parent = [compared.get(r.request_id, r) for r in planned.parent]
+        for sub in planned.subagents:
+            sub.requests = [compared.get(r.request_id, r) for r in sub.requests]
 
 
 def _plan_lanes(plan: TracePlan) -> dict[str, list[ProxyRequest]]:
