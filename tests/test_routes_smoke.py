@@ -198,3 +198,13 @@ def test_validator_orders_sub_agents_started_in_one_second_as_the_builder(bench_
     versus = _validate(tmp_path / "full", db, "--jsonl-dir", str(logs))
     assert (versus["overall"]["matched"], versus["overall"]["requests"]) == (233, 233)
     assert "request_not_matched" not in versus["problems"]
+
+
+def test_validator_rederives_a_db_only_run_without_the_logs_it_is_given(bench_capture: Path, tmp_path: Path) -> None:
+    """--db-only traces validated with --jsonl-dir: planned from the DB alone, as built, not from the logs
+    (whose plan orders the unlogged-call sub-agents otherwise: 226 of 233 matched before)."""
+    db = bench_capture / "requests.db"
+    _build(str(db), "--db-only", "--output-dir", str(tmp_path / "db-only"))
+    versus = _validate(tmp_path / "db-only", db, "--jsonl-dir", str(bench_capture / "jsonl"))
+    assert (versus["overall"]["matched"], versus["overall"]["requests"]) == (233, 233)
+    assert "request_not_matched" not in versus["problems"]

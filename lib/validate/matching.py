@@ -44,7 +44,7 @@ from lib.hashing.request_hashing import HashedRequest
 from lib.timestamps import parse_timestamp
 from lib.validate.trace_files import iter_jsonl
 from lib.traces.build import capture_conversations
-from lib.traces.options import ROUTE_JSONL_ONLY
+from lib.traces.options import ROUTE_DB_ONLY, ROUTE_JSONL_ONLY
 from lib.traces.plan import PlanOptions, TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, sidecar_file
 from lib.capture.turn_timing import first_sends, load_replay_twins
@@ -179,9 +179,12 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
             if needing_db_plan:
                 # The builder's conversations: the logged ones and those of the rows no log names (docs/routes.md),
                 # on the same request times as the sidecar route.
-                capture = capture_conversations(proxy, index, logs.conversations if logs else None, ProblemCounter())
+                # A run that took no conversation from the logs (--db-only) is re-derived without them, as built.
+                with_logs = logs is not None and not all(_built_db_only(trace) for trace in needing_db_plan)
+                capture = capture_conversations(proxy, index, logs.conversations if logs and with_logs else None,
+                                                ProblemCounter())
                 plans = _plans_for(needing_db_plan, capture.conversations, capture.message_ids, capture.requests,
-                                   from_logs=logs is not None, compared=requests)
+                                   from_logs=with_logs, compared=requests)
             log_planned = {file: _on_db_rows(match, file, by_message_id, result.problems)
                            for file, match in _log_plan_matches(needing_log_plan, logs, result.problems).items()}
             # Each request with its trace and lane: chunks of hashing work are cut where those change.
@@ -246,6 +249,12 @@ def _built_from_logs(trace: TraceLanes) -> bool:
     """Written by the JSONL-only route: its requests are log calls named by message id (docs/jsonl.md)."""
     manifest = _manifest(trace.directory)
     return manifest is not None and manifest.get("route") == ROUTE_JSONL_ONLY
+
+
+def _built_db_only(trace: TraceLanes) -> bool:
+    """Written by a run none of whose conversations came from the logs (docs/routes.md#db-only)."""
+    manifest = _manifest(trace.directory)
+    return manifest is not None and manifest.get("route") == ROUTE_DB_ONLY
 
 
 def _manifest(directory: Path) -> Optional[dict]:
