@@ -153,7 +153,7 @@ def test_sub_agent_logs_without_their_parent_log_lose_no_row(tmp_path: Path) -> 
     counts = ("requests_written", "subagents_written", "subagent_requests_written")
     assert [pruned[key] for key in counts] == [full[key] for key in counts] == [6, 4, 84]
     assert {reason: entry["count"] for reason, entry in pruned["problems"].items()} == {
-        "subagent_log_without_parent": 1, "subagent_log_without_link": 4}
+        "subagent_log_without_parent": 1, "subagent_log_without_link": 4, "conversation_without_db_requests": 1}
     assert _traces(tmp_path / "pruned") == _traces(tmp_path / "full")
 
 
@@ -208,3 +208,18 @@ def test_validator_rederives_a_db_only_run_without_the_logs_it_is_given(bench_ca
     versus = _validate(tmp_path / "db-only", db, "--jsonl-dir", str(bench_capture / "jsonl"))
     assert (versus["overall"]["matched"], versus["overall"]["requests"]) == (233, 233)
     assert "request_not_matched" not in versus["problems"]
+
+
+def test_sub_agent_rows_without_their_parents_rows_are_traced_as_without_logs(tmp_path: Path) -> None:
+    """The parent's rows are gone, its sub-agents' rows remain: the logged conversation gives no trace, so
+    its sub-agents' rows are traced as --db-only traces them (nothing written before, exit 0)."""
+    generate_example(tmp_path, variant="fixed", scale=0.05)
+    db = tmp_path / "requests.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("DELETE FROM requests WHERE model LIKE 'claude-opus%'")
+    logged = _build(str(db), "--jsonl-dir", str(tmp_path / "jsonl"), "--output-dir", str(tmp_path / "logged"))
+    _build(str(db), "--db-only", "--output-dir", str(tmp_path / "db-only"))
+    assert logged["conversations_by_route"] == {"db_only": 4}
+    assert (logged["requests_written"], logged["subagents_written"]) == (84, 0)
+    assert {reason: entry["count"] for reason, entry in logged["problems"].items()} == {"conversation_without_db_requests": 1}
+    assert _traces(tmp_path / "logged") == _traces(tmp_path / "db-only")

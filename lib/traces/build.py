@@ -127,11 +127,19 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
     replay_twins = load_replay_twins(index)
     indexed = {r.request_id: r for r in iter_indexed_requests(index)}
-    # Sub-agent logs whose parent log is gone give no trace: their rows, parent's and sub-agents', are
-    # rebuilt together on the DB-only route rather than lost.
-    conversations: dict[str, Any] = {conversation_id: conversation for conversation_id, conversation
-                                     in (logged or {}).items() if conversation.turns}
     message_ids = load_message_ids(index) if logged is not None else {}
+
+    def in_db(turns: Any) -> bool:
+        return any(message_ids.get(turn.message_id) in indexed for turn in turns)
+
+    # A logged conversation whose parent turns name no row (the parent's log pruned, or its rows) gives no
+    # trace: its sub-agents' rows are rebuilt on the DB-only route, with the parent's if any, rather than lost.
+    conversations: dict[str, Any] = {}
+    for conversation_id, conversation in (logged or {}).items():
+        if in_db(conversation.turns) or not any(in_db(turns) for turns in conversation.subagents.values()):
+            conversations[conversation_id] = conversation
+        else:
+            problems.add("conversation_without_db_requests", conversation_id)
     named = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
     # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
     requests = first_sends(indexed, replay_twins, answers_logged_at(named))
