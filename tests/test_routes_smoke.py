@@ -106,12 +106,20 @@ def test_two_sessions_opened_with_one_prompt_stay_two_conversations(tmp_path: Pa
     assert _traces(tmp_path / "db-only") == _traces(tmp_path / "full")
 
 
-def _twice(source: Path, target: Path) -> None:
-    """The capture's rows, then every row again under a new id: two copies of one DB merged."""
+def _twice(source: Path, target: Path, *, interleaved: bool = False, same_answers: bool = False) -> None:
+    """The capture's rows, then every row again under a new id: two DBs of one session merged. Unless
+    `same_answers`, the copy's answers carry other message ids (the session replayed to the API, say)."""
     columns, schema, rows = _rows(source)
-    id_at = columns.index("id")
-    copies = [(*row[:id_at], "copy-" + row[id_at], *row[id_at + 1:]) for row in rows]
-    _write(target, schema, columns, rows + copies)
+    id_at, response_at = columns.index("id"), columns.index("response")
+    copies = []
+    for row in rows:
+        copy = list(row)
+        copy[id_at] = "copy-" + row[id_at]
+        if not same_answers and row[response_at]:
+            copy[response_at] = row[response_at].replace('"msg_', '"msg_copy')
+        copies.append(tuple(copy))
+    merged = [row for pair in zip(rows, copies) for row in pair] if interleaved else rows + copies
+    _write(target, schema, columns, merged)
 
 
 def test_a_logged_session_id_is_never_taken_over_by_db_only_rows(tmp_path: Path) -> None:
@@ -223,3 +231,18 @@ def test_sub_agent_rows_without_their_parents_rows_are_traced_as_without_logs(tm
     assert (logged["requests_written"], logged["subagents_written"]) == (84, 0)
     assert {reason: entry["count"] for reason, entry in logged["problems"].items()} == {"conversation_without_db_requests": 1}
     assert _traces(tmp_path / "logged") == _traces(tmp_path / "db-only")
+
+
+def test_a_db_merged_with_itself_traces_each_api_call_once(tmp_path: Path) -> None:
+    """Every row twice, row after row, with the same answers: one API call stored twice is traced once on
+    both routes (the DB-only route made 5 tangled conversations of it before, the logged run 2)."""
+    generate_example(tmp_path, variant="fixed", scale=0.05)
+    db = tmp_path / "twice.db"
+    _twice(tmp_path / "requests.db", db, interleaved=True, same_answers=True)
+    full = _build(str(db), "--jsonl-dir", str(tmp_path / "jsonl"), "--output-dir", str(tmp_path / "full"))
+    db_only = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "db-only"))
+    _build(str(tmp_path / "requests.db"), "--db-only", "--output-dir", str(tmp_path / "once"))
+    for run in (full, db_only):
+        assert run["problems"]["row_repeats_an_api_call"]["count"] == 92
+        assert (run["requests_written"], run["subagents_written"], run["subagent_requests_written"]) == (6, 4, 84)
+    assert _traces(tmp_path / "db-only") == _traces(tmp_path / "full") == _traces(tmp_path / "once")

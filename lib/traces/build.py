@@ -143,7 +143,8 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     named = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
     # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
     requests = first_sends(indexed, replay_twins, answers_logged_at(named))
-    unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
+    unnamed = _once_per_api_call(_rows_no_log_names(requests, conversations, message_ids, twins),
+                                 [request_id for request_id, _ in named], requests, set(replay_twins.values()), problems)
     # Logs that name no row (another project's, another machine's) hold no turn a row could continue: a
     # capture that starts mid-session is then read as without logs, not left out as continuing them.
     logs_name_rows = any(request_id in indexed for request_id, _ in named)
@@ -156,6 +157,22 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     conversations.update(from_db)
     message_ids.update({request_id: request_id for request_id in unnamed})
     return CaptureConversations(conversations, message_ids, requests, twins, route_of, db_route, logs_name_rows)
+
+
+def _once_per_api_call(unnamed: dict[str, ProxyRequest], named: list[Optional[str]], requests: dict[str, ProxyRequest],
+                       artifacts: set[str], problems: ProblemCounter) -> dict[str, ProxyRequest]:
+    """Without the rows whose answer's message id a logged turn's row or an earlier row already has: one API
+    call stored twice (two DBs merged) is traced once (docs/reliability.md#one-request-one-trace)."""
+    seen = {requests[request_id].message_id for request_id in named if request_id in requests}
+    repeats = set()
+    for request in sorted(unnamed.values(), key=lambda r: r.row_id):
+        if request.kind != "ok" or not request.message_id or request.request_id in artifacts:
+            continue
+        if request.message_id in seen:
+            repeats.add(request.request_id)
+            problems.add("row_repeats_an_api_call", request.request_id)
+        seen.add(request.message_id)
+    return {request_id: request for request_id, request in unnamed.items() if request_id not in repeats}
 
 
 def _unlogged_subagent_windows(conversations: dict[str, Any]) -> list[tuple[datetime, datetime]]:
