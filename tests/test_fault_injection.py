@@ -518,13 +518,12 @@ def subagent_file_empty(ws: Workspace, base: Baseline) -> Effect:
 def parent_file_empty(ws: Workspace, base: Baseline) -> Effect:
     """An empty parent log: its sub-agent files still name the session, but no parent turn is left.
 
-    The parent's rows, named by no log now, come back as a DB-only conversation (docs/routes.md#db-only);
-    the sub-agents' rows, named by their logs, have no parent turn to go with."""
+    The parent's rows, named by no log now, come back as a DB-only conversation (docs/routes.md#db-only),
+    with the sub-agents' rows, matched to the parent's Agent calls as without logs: no row is dropped."""
     (ws.jsonl / base.parent_file.name).write_bytes(b"")
     agents = len(base.agent_ids)
     return Effect(counts={"conversation_index": {"subagent_log_without_link": agents},
-                          "traces": {"subagent_log_without_link": agents, "conversation_without_db_requests": 1}},
-                  dropped={rid for rid, lane in base.trace_requests.items() if lane != "parent"})
+                          "traces": {"subagent_log_without_link": agents, "conversation_without_db_requests": 1}})
 
 
 def _restamp_db(ws: Workspace, stamp: Callable[[int, str], str]) -> None:

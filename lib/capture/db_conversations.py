@@ -110,13 +110,14 @@ class DbRoute:
 
 
 def conversations_from_db(proxy: sqlite3.Connection, requests: dict[str, ProxyRequest], artifacts: set[str], *,
-                          beside_logs: bool = False, subagent_windows: Iterable[tuple[datetime, datetime]] = ()
-                          ) -> tuple[dict[str, Conversation], DbRoute]:
+                          beside_logs: bool = False, subagent_windows: Iterable[tuple[datetime, datetime]] = (),
+                          logged_ids: Iterable[str] = ()) -> tuple[dict[str, Conversation], DbRoute]:
     """Conversations (turn message ids are request ids) of every answered turn row of `requests`.
 
     `beside_logs`: `requests` are the rows no log names. A conversation whose first row already
     carries history then continues turns the logs hold (a turn whose log line was lost, a retry
     logged once, a compaction call): its rows are counted, not traced as a conversation of their own.
+    `logged_ids`: the logged conversations' ids, which a session header must not take over.
     """
     route = DbRoute()
     rows = sorted((r for r in requests.values() if r.kind == "ok"), key=lambda r: r.row_id)
@@ -126,7 +127,8 @@ def conversations_from_db(proxy: sqlite3.Connection, requests: dict[str, ProxyRe
             route.artifact_rows += 1
         else:
             candidates.append(request)
-    reader = _ChainReader(route, beside_logs, list(subagent_windows))
+    reader = _ChainReader(proxy, route, beside_logs, list(subagent_windows))
+    reader.logged_ids = set(logged_ids)
     for request, headers, body in _bodies(proxy, candidates):
         reader.add(request, headers, body)
     reader.add_unanswered_calls(proxy)
@@ -186,6 +188,14 @@ def _texts(content: Any) -> list[str]:
     return texts
 
 
+def _message_keys(message: Any) -> tuple[set[str], set[str]]:
+    """What an assistant message shares with the answer it resends: its tool call ids, its texts."""
+    content = message.get("content") if isinstance(message, dict) else None
+    calls = {str(block["id"]) for block in content if isinstance(block, dict) and block.get("type") == "tool_use"
+             and block.get("id")} if isinstance(content, list) else set()
+    return calls, set(_texts(content))
+
+
 def _signature(body: dict[str, Any]) -> int:
     system, _ = split_billing_header(body.get("system"))
     tools = [tool.get("name") for tool in body.get("tools") or [] if isinstance(tool, dict)]
@@ -198,7 +208,9 @@ def _signature(body: dict[str, Any]) -> int:
 class _ChainReader:
     """Chains rows in arrival order and collects the Agent calls their prompts show."""
 
-    def __init__(self, route: DbRoute, beside_logs: bool, subagent_windows: list[tuple[datetime, datetime]]) -> None:
+    def __init__(self, proxy: sqlite3.Connection, route: DbRoute, beside_logs: bool,
+                 subagent_windows: list[tuple[datetime, datetime]]) -> None:
+        self.proxy = proxy
         self.route = route
         self.beside_logs = beside_logs
         self.subagent_windows = subagent_windows
@@ -208,9 +220,13 @@ class _ChainReader:
         self.continued: set[str] = set()  # rows a later row continues
         self.message_count: dict[str, int] = {}
         self.chains: dict[int, _Chain] = {}
-        self.calls: dict[str, _AgentCall] = {}
-        # tool_use or agent id → first notification of its end: time, status, the `<usage>` match
-        self.ends: dict[str, tuple[datetime, str, Optional[re.Match[str]]]] = {}
+        # Keyed by the caller's chain too: a DB holding a capture twice repeats every tool_use id.
+        self.calls: dict[tuple[int, str], _AgentCall] = {}  # (caller's chain root, tool_use id) → call
+        self.calls_by_id: dict[str, list[_AgentCall]] = {}
+        # tool_use or agent id → chain root → first notification of its end: time, status, the `<usage>` match
+        self.ends: dict[str, dict[int, tuple[datetime, str, Optional[re.Match[str]]]]] = {}
+        self.answer_keys: dict[str, tuple[set[str], set[str]]] = {}  # request id → its answer's call ids, texts
+        self.logged_ids: set[str] = set()
 
     def add(self, request: ProxyRequest, headers: Any, body: Any) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
@@ -223,7 +239,7 @@ class _ChainReader:
         self.route.turn_rows += 1
         messages = body["messages"]
         digests = _prefix_digests(messages)
-        parent = self._parent(digests, request)
+        parent = self._parent(digests, messages, request)
         start = self.message_count[parent.request_id] if parent else 0
         self.rows[request.request_id] = request
         if parent is not None:
@@ -238,13 +254,36 @@ class _ChainReader:
         self.by_digest.setdefault(digests[-1], []).append(request)
         self._read_new_messages(request, messages, digests, start)
 
-    def _parent(self, digests: list[bytes], request: ProxyRequest) -> Optional[ProxyRequest]:
+    def _parent(self, digests: list[bytes], messages: list[Any], request: ProxyRequest) -> Optional[ProxyRequest]:
         """The latest earlier row whose whole prompt is the longest prefix of this one."""
         for length in range(len(digests) - 1, 0, -1):
             found = self.by_digest.get(digests[length - 1])
             if found:
-                return found[-1]
+                return found[-1] if len(found) == 1 else self._answered(found, messages[length], request)
         return None
+
+    def _answered(self, found: list[ProxyRequest], following: Any, request: ProxyRequest) -> ProxyRequest:
+        """Of several rows that sent one prompt (two sessions opened alike), the one of the row's session
+        whose answer this row sends back next (by its tool call ids, else its text); else the latest."""
+        alike = [row for row in found if row.session_header == request.session_header] or found
+        calls, texts = _message_keys(following)
+        for keys, index in ((calls, 0), (texts, 1)):
+            answered = [row for row in alike if keys & self._answer_keys(row)[index]] if keys else []
+            if answered:
+                return answered[-1]
+        return alike[-1]
+
+    def _answer_keys(self, row: ProxyRequest) -> tuple[set[str], set[str]]:
+        """The tool call ids and the texts of a row's answer."""
+        if row.request_id not in self.answer_keys:
+            found = self.proxy.execute("SELECT response FROM requests WHERE rowid = ?", (row.row_id,)).fetchone()
+            raw = found[0] if found else None
+            response = _loads(raw)
+            body = response.get("body") if isinstance(response, dict) else None
+            self.answer_keys[row.request_id] = (
+                {str(call["id"]) for call in answer_tool_calls(raw) if call.get("id")},
+                set(_texts(body.get("content")) if isinstance(body, dict) else []))
+        return self.answer_keys[row.request_id]
 
     def _open_chain(self, request: ProxyRequest, headers: Any, body: dict[str, Any], tools: list[str]) -> None:
         first = body["messages"][0]
@@ -300,16 +339,17 @@ class _ChainReader:
 
     def _call(self, block: dict[str, Any], lane: int, spawner: ProxyRequest) -> None:
         tool_use_id = block.get("id")
-        if not isinstance(tool_use_id, str) or tool_use_id in self.calls:
+        if not isinstance(tool_use_id, str) or (lane, tool_use_id) in self.calls:
             return
         given = block["input"] if isinstance(block.get("input"), dict) else {}
-        self.calls[tool_use_id] = _AgentCall(
+        call = self.calls[(lane, tool_use_id)] = _AgentCall(
             tool_use_id=tool_use_id, lane=lane, spawner=spawner,
             subagent_type=str(given.get("subagent_type") or ""), description=str(given.get("description") or ""),
             prompt=str(given.get("prompt") or ""))
+        self.calls_by_id.setdefault(tool_use_id, []).append(call)
 
     def _result(self, block: dict[str, Any], request: ProxyRequest) -> None:
-        call = self.calls.get(block.get("tool_use_id"))  # type: ignore[arg-type]
+        call = self._call_of(block.get("tool_use_id"), self.root_of[request.request_id])
         if call is None or call.completion_time is not None or call.status == "async_launched":
             return
         text = "\n".join(_texts(block.get("content")))
@@ -326,19 +366,28 @@ class _ChainReader:
             # A background agent: the result only acknowledges the launch; it ends at its notification.
             call.status = "async_launched"
 
+    def _call_of(self, tool_use_id: Any, lane: int) -> Optional[_AgentCall]:
+        """The call of that id made in this chain; else (a chain continued after a compaction) the first."""
+        found = self.calls_by_id.get(tool_use_id) if isinstance(tool_use_id, str) else None
+        return next((call for call in found if call.lane == lane), found[0]) if found else None
+
+    def _end(self, key: str, lane: int) -> Optional[tuple[datetime, str, Optional[re.Match[str]]]]:
+        found = self.ends.get(key)
+        return found.get(lane, next(iter(found.values()))) if found else None
+
     def _notifications(self, text: str, request: ProxyRequest) -> None:
         for notice in text.split(TASK_NOTIFICATION)[1:]:
             status = tag_text(notice, "status") or "completed"
             usage = USAGE_TRAILER.search(notice)
             for key in (tag_text(notice, "tool-use-id"), tag_text(notice, "task-id")):
                 if key:
-                    self.ends.setdefault(key, (request.timestamp, status, usage))
+                    self.ends.setdefault(key, {}).setdefault(self.root_of[request.request_id], (request.timestamp, status, usage))
 
     # --- lanes and conversations ------------------------------------------------------------------
 
     def conversations(self) -> dict[str, Conversation]:
         for call in self.calls.values():
-            end = self.ends.get(call.tool_use_id) or self.ends.get(call.agent_id)
+            end = self._end(call.tool_use_id, call.lane) or self._end(call.agent_id, call.lane)
             if call.status == "async_launched" and end is not None:
                 call.completion_time, call.status, usage = end
                 if usage:  # the launch acknowledgement has no totals; the notification's `<usage>` has them
@@ -442,7 +491,12 @@ class _ChainReader:
                                                   for start, end in self.subagent_windows):
                     claimed.add(chain.root.row_id)
                     continue
-                conversation_of[chain.root.row_id] = chain.session or DB_ID_PREFIX + chain.root.request_id
+                if chain.session in self.logged_ids:
+                    # Rows of a logged session its log does not name (a DB holding the capture twice): traced
+                    # apart, never in place of the logged conversation.
+                    self.route.problems.add("db_session_also_logged", chain.session)
+                conversation_of[chain.root.row_id] = (chain.session if chain.session not in self.logged_ids else ""
+                                                      ) or DB_ID_PREFIX + chain.root.request_id
         drafts: dict[str, dict[str, Any]] = {}
         for chain in chains:
             owner = top(chain)
@@ -471,7 +525,7 @@ class _ChainReader:
             elif chain is lane_chain:
                 self.route.problems.add("db_subagent_without_agent_call", agent_id)
         # Links in the order the parent made its calls, as the logs list them.
-        position = {tool_use_id: number for number, tool_use_id in enumerate(self.calls)}
+        position = {tool_use_id: number for number, (_, tool_use_id) in enumerate(self.calls)}
         call_order = {agent_id: position[link.tool_use_id]
                       for draft in drafts.values() for agent_id, link in draft["links"].items()}
         conversations = {}
@@ -529,13 +583,24 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
     twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
     replay_twins = load_replay_twins(index)
     indexed = {r.request_id: r for r in iter_indexed_requests(index)}
-    conversations: dict[str, Any] = dict(logged or {})
     message_ids = load_message_ids(index) if logged is not None else {}
+
+    def in_db(turns: Any) -> bool:
+        return any(message_ids.get(turn.message_id) in indexed for turn in turns)
+
+    # A logged conversation whose parent turns name no row (the parent's log pruned, or its rows) gives no
+    # trace: its sub-agents' rows are rebuilt on the DB-only route, with the parent's if any, rather than lost.
+    conversations: dict[str, Any] = {}
+    for conversation_id, conversation in (logged or {}).items():
+        if in_db(conversation.turns) or not any(in_db(turns) for turns in conversation.subagents.values()):
+            conversations[conversation_id] = conversation
+        else:
+            problems.add("conversation_without_db_requests", conversation_id)
     named = [(message_ids.get(turn.message_id), turn.timestamp) for turn in iter_turns(conversations.values())]
     # Sub-second starts, and each old-proxy turn as its first send (lib/capture/turn_timing.py).
     requests = first_sends(indexed, replay_twins, answers_logged_at(named))
     from_db, db_route, unnamed = conversations_beside_logs(proxy, requests, conversations, message_ids, twins,
-                                                           set(replay_twins.values()), logs_given=logged is not None)
+                                                           set(replay_twins.values()))
     problems.merge(db_route.problems)
     route_of = {**{conversation_id: ROUTE_DB_JSONL for conversation_id in conversations},
                 **{conversation_id: ROUTE_DB_ONLY for conversation_id in from_db}}
@@ -547,14 +612,37 @@ def capture_conversations(proxy: sqlite3.Connection, index: sqlite3.Connection, 
 
 def conversations_beside_logs(proxy: sqlite3.Connection, requests: dict[str, ProxyRequest],
                               conversations: dict[str, Any], message_ids: dict[str, str], twins: dict[str, str],
-                              artifacts: set[str], *, logs_given: bool
-                              ) -> tuple[dict[str, Conversation], DbRoute, dict[str, ProxyRequest]]:
+                              artifacts: set[str]) -> tuple[dict[str, Conversation], DbRoute, dict[str, ProxyRequest]]:
     """The DB-only conversations of the rows no logged conversation names (every row without logs), what the
     reading found, and those rows. `conversations` are JSONL `Conversation`s or the index's `IndexedConversation`s."""
-    unnamed = _rows_no_log_names(requests, conversations, message_ids, twins)
-    from_db, db_route = conversations_from_db(proxy, unnamed, artifacts, beside_logs=logs_given,
-                                              subagent_windows=_unlogged_subagent_windows(conversations))
+    named = [message_ids.get(turn.message_id) for turn in iter_turns(conversations.values())]
+    counted_here = ProblemCounter()
+    unnamed = _once_per_api_call(_rows_no_log_names(requests, conversations, message_ids, twins), named, requests,
+                                 artifacts, counted_here)
+    # Logs that name no row (another project's, another machine's) hold no turn a row could continue: a
+    # capture that starts mid-session is then read as without logs, not left out as continuing them.
+    logs_name_rows = any(request_id in requests for request_id in named)
+    from_db, db_route = conversations_from_db(proxy, unnamed, artifacts, beside_logs=logs_name_rows,
+                                              subagent_windows=_unlogged_subagent_windows(conversations),
+                                              logged_ids=conversations)
+    db_route.problems.merge(counted_here)
     return from_db, db_route, unnamed
+
+
+def _once_per_api_call(unnamed: dict[str, ProxyRequest], named: list[Optional[str]], requests: dict[str, ProxyRequest],
+                       artifacts: set[str], problems: ProblemCounter) -> dict[str, ProxyRequest]:
+    """Without the rows whose answer's message id a logged turn's row or an earlier row already has: one API
+    call stored twice (two DBs merged) is traced once (docs/reliability.md#one-request-one-trace)."""
+    seen = {requests[request_id].message_id for request_id in named if request_id in requests}
+    repeats = set()
+    for request in sorted(unnamed.values(), key=lambda r: r.row_id):
+        if request.kind != "ok" or not request.message_id or request.request_id in artifacts:
+            continue
+        if request.message_id in seen:
+            repeats.add(request.request_id)
+            problems.add("row_repeats_an_api_call", request.request_id)
+        seen.add(request.message_id)
+    return {request_id: request for request_id, request in unnamed.items() if request_id not in repeats}
 
 
 def _unlogged_subagent_windows(conversations: dict[str, Any]) -> list[tuple[datetime, datetime]]:

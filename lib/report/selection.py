@@ -144,8 +144,7 @@ def load_capture(proxy: sqlite3.Connection, index: sqlite3.Connection, *, source
     # The rows no log names, as conversations rebuilt from the DB alone (docs/routes.md#db-only).
     all_twins = dict(index.execute("SELECT request_id, twin_of FROM message_index WHERE twin_of IS NOT NULL"))
     from_db, db_route, _ = conversations_beside_logs(
-        proxy, loaded, {c.conversation_id: c for c in conversations}, message_ids, all_twins, set(twins),
-        logs_given=bool(conversations))
+        proxy, loaded, {c.conversation_id: c for c in conversations}, message_ids, all_twins, set(twins))
     unlogged_problems.merge(db_route.problems)
     if from_db:
         rebuilt = (f"{counted(len(from_db), 'conversation')} rebuilt from the DB alone, no log naming "

@@ -43,7 +43,7 @@ from lib.hashing.hash_pool import HashPool, HashSettings
 from lib.hashing.request_hashing import HashedRequest
 from lib.timestamps import parse_timestamp
 from lib.validate.trace_files import iter_jsonl
-from lib.capture.db_conversations import capture_conversations
+from lib.capture.db_conversations import ROUTE_DB_ONLY, capture_conversations
 from lib.traces.options import ROUTE_JSONL_ONLY
 from lib.traces.plan import PlanOptions, TracePlan, plan_traces
 from lib.traces.writer import SIDECAR_DIR, sidecar_file
@@ -179,9 +179,12 @@ def match_traces(traces: Sequence[TraceLanes], *, db_path: str, jsonl_dir: Optio
             if needing_db_plan:
                 # The builder's conversations: the logged ones and those of the rows no log names (docs/routes.md),
                 # on the same request times as the sidecar route.
-                capture = capture_conversations(proxy, index, logs.conversations if logs else None, ProblemCounter())
-                plans = _plans_for(needing_db_plan, capture.conversations, capture.message_ids, requests,
-                                   from_logs=logs is not None)
+                # A run that took no conversation from the logs (--db-only) is re-derived without them, as built.
+                with_logs = logs is not None and not all(_built_db_only(trace) for trace in needing_db_plan)
+                capture = capture_conversations(proxy, index, logs.conversations if logs and with_logs else None,
+                                                ProblemCounter())
+                plans = _plans_for(needing_db_plan, capture.conversations, capture.message_ids, capture.requests,
+                                   from_logs=with_logs, compared=requests)
             log_planned = {file: _on_db_rows(match, file, by_message_id, result.problems)
                            for file, match in _log_plan_matches(needing_log_plan, logs, result.problems).items()}
             # Each request with its trace and lane: chunks of hashing work are cut where those change.
@@ -248,6 +251,12 @@ def _built_from_logs(trace: TraceLanes) -> bool:
     return manifest is not None and manifest.get("route") == ROUTE_JSONL_ONLY
 
 
+def _built_db_only(trace: TraceLanes) -> bool:
+    """Written by a run none of whose conversations came from the logs (docs/routes.md#db-only)."""
+    manifest = _manifest(trace.directory)
+    return manifest is not None and manifest.get("route") == ROUTE_DB_ONLY
+
+
 def _manifest(directory: Path) -> Optional[dict]:
     for name in MANIFEST_NAMES:
         path = directory / name
@@ -281,8 +290,13 @@ def _inferred_options(trace: TraceLanes) -> PlanOptions:
 
 
 def _plans_for(traces: Iterable[TraceLanes], conversations: Optional[dict[str, Conversation]], message_ids: dict[str, str],
-               requests: dict[str, ProxyRequest], *, from_logs: bool = True) -> dict[str, tuple[Optional[TracePlan], str]]:
-    """(plan, route) per trace file, or (None, reason) when none can be derived (`conversations` None: no logs given)."""
+               requests: dict[str, ProxyRequest], *, from_logs: bool = True,
+               compared: Optional[dict[str, ProxyRequest]] = None) -> dict[str, tuple[Optional[TracePlan], str]]:
+    """(plan, route) per trace file, or (None, reason) when none can be derived (`conversations` None: no logs given).
+
+    `requests` carry the builder's times, which order the plan (sub-agents that start in one second); the
+    plans then hold the `compared` ones, on the times the sidecar route compares.
+    """
     traces = list(traces)
     if not traces:
         return {}
@@ -297,11 +311,20 @@ def _plans_for(traces: Iterable[TraceLanes], conversations: Optional[dict[str, C
         options = options or _inferred_options(trace)
         if options not in cache:
             plans, _ = plan_traces(conversations, message_ids, requests, options)
+            if compared is not None:
+                _on_compared_times(plans, compared)
             cache[options] = {plan.trace_id: plan for plan in plans}
         by_id = cache[options]
         plan = by_id.get(trace.trace_id) or by_id.get(SEGMENT_SUFFIX.sub("", trace.trace_id))
         found[trace.file] = (plan, route) if plan else (None, "no conversation of the capture plans to this trace id")
     return found
+
+
+def _on_compared_times(plans: list[TracePlan], compared: dict[str, ProxyRequest]) -> None:
+    for planned in plans:
+        planned.parent = [compared.get(r.request_id, r) for r in planned.parent]
+        for sub in planned.subagents:
+            sub.requests = [compared.get(r.request_id, r) for r in sub.requests]
 
 
 def _plan_lanes(plan: TracePlan) -> dict[str, list[ProxyRequest]]:
