@@ -98,6 +98,8 @@ def main(db: Optional[str], jsonl_dir: Optional[str], db_only: bool, output_dir:
     def progress(items: Iterable, total: int) -> Iterable:
         return out.progress(items, total=total, desc="traces")
 
+    if db_only and jsonl_dir:
+        raise InputError("--db-only reads no logs: drop --jsonl-dir, or --db-only to use them")
     if db is None:
         if db_only:
             raise InputError("--db-only needs a DB")

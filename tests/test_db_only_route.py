@@ -213,10 +213,14 @@ def test_validator_matches_anonymized_db_only_traces_with_the_db_alone(example: 
     assert (trace["route"], trace["matched"], trace["requests"]) == ("db", 90, 90)
 
 
-def test_db_only_needs_a_db(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["--db-only", "--jsonl-dir", str(tmp_path), "--output-dir", str(tmp_path / "o")])
-    assert result.exit_code == 2
-    assert result.stderr.strip() == "Error: --db-only needs a DB"
+def test_db_only_needs_a_db_and_no_logs(example: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--db-only", "--output-dir", str(tmp_path / "o")])
+    assert (result.exit_code, result.stderr.strip()) == (2, "Error: --db-only needs a DB")
+    result = CliRunner().invoke(main, [str(example / "requests.db"), "--db-only", "--jsonl-dir", str(example / "jsonl"),
+                                       "--output-dir", str(tmp_path / "o")])
+    assert (result.exit_code, result.stderr.strip()) == (
+        2, "Error: --db-only reads no logs: drop --jsonl-dir, or --db-only to use them")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("variant", ["fixed", "cleaned"])
