@@ -29,12 +29,14 @@ def agent_kind(conversation: Conversation, agent_id: str) -> str:
 
 
 def prefix_sizes(conversations: dict[str, Conversation], calls: dict[str, RebuiltCall],
-                 encoder: Encoder) -> dict[tuple[str, str], int]:
+                 encoder: Encoder, block_size: int) -> dict[tuple[str, str], int]:
     """Tokens of the unseen tools + system prefix per (agent kind, model family).
 
     A lane's first call shows the least besides the prefix (its first prompt, counted with the
     tokenizer): its prompt total minus those tokens bounds the prefix from above; the smallest bound
-    over the lanes of one kind is the part they can all share."""
+    over the lanes of one kind is the part they can all share. The prefix also ends within the first
+    call's full blocks: AIPerf's weka_trace loader rejects a trace whose declared prefix needs more
+    blocks than its first request has (docs/traces.md)."""
     sizes: dict[tuple[str, str], int] = {}
     for conversation in conversations.values():
         for turns in (conversation.turns, *conversation.subagents.values()):
@@ -43,7 +45,8 @@ def prefix_sizes(conversations: dict[str, Conversation], calls: dict[str, Rebuil
                 continue
             visible = len(encoder.encode("\n".join(line.text for line in first.prompt)))
             key = (agent_kind(conversation, first.turn.agent_id), model_family(first.turn.model))
-            bound = max(0, first.turn.usage.prompt_tokens - visible)
+            total = first.turn.usage.prompt_tokens
+            bound = max(0, min(total - visible, total // block_size * block_size))
             sizes[key] = min(sizes.get(key, bound), bound)
     return sizes
 

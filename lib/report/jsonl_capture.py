@@ -65,7 +65,7 @@ def load_log_capture(jsonl_dir: Optional[str], *, block_size: int, since: Option
     """Read every conversation under `jsonl_dir` (default ~/.claude/projects); InputError when it holds no log."""
     problems = {"": ProblemCounter()}
     logs = requests_from_logs(jsonl_dir, problems[""])
-    layout = BlockLayout(block_size, prefix_sizes(logs.conversations, logs.calls, load_encoder(DEFAULT_TOKENIZER)))
+    layout = BlockLayout(block_size, prefix_sizes(logs.conversations, logs.calls, load_encoder(DEFAULT_TOKENIZER), block_size))
     hashed: dict[str, HashedRequest] = {}
     for conversation in logs.conversations.values():
         found = problems.setdefault(conversation.conversation_id, ProblemCounter())

@@ -50,7 +50,7 @@ def build_traces_from_jsonl(jsonl_dir: Optional[str], output_dir: str, options: 
     options = replace(options, token_count="api")
     target.mkdir(parents=True, exist_ok=True)
     previous_files = previous_manifest_files(target)
-    layout = BlockLayout(options.block_size, prefix_sizes(conversations, calls, load_encoder(options.tokenizer)))
+    layout = BlockLayout(options.block_size, prefix_sizes(conversations, calls, load_encoder(options.tokenizer), options.block_size))
     calibration = Calibration()
     writer = TraceWriter(target, options, summary, calibration, {}, None)
     for plan in progress(plans, len(plans)):
