@@ -19,11 +19,12 @@ from typing import Callable, Optional, TypeVar
 import click
 
 from bench.synthetic_capture import generate_capture, parse_size
+from bench.trace_diff import trace_differences
 
 ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "bench" / "out"
-TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualizer", "traces_jsonl")
+TOOLS = ("message_index", "conversation_index", "traces", "validate", "visualizer", "traces_jsonl", "traces_db_only")
 DEFAULT_REPEAT = 3
 # A pair counts as run on two full cores when 2 processes got at least this many cores' worth.
 FULL_CAPACITY = 1.8
@@ -388,6 +389,16 @@ def run_tools(capture: Path, work: Path, tools: tuple[str, ...], workers: int, t
             "--include-subagents", "--salt", SALT, "--workers", str(count), "--json"])
         if len(trace_dirs) == 2:
             extra["identical"] = _same_tree(trace_dirs[1], trace_dirs[workers])
+    if "traces_db_only" in tools:
+        # The DB-only route (docs/routes.md#db-only) on the same DB, its logs left unread.
+        db_only_dirs = {count: work / f"traces_db_only_w{count}" for count in counts}
+        timed("build_minimal_traces db-only", lambda count: [
+            py, "build_minimal_traces.py", str(db), "--db-only", "--output-dir", str(db_only_dirs[count]),
+            "--include-subagents", "--salt", SALT, "--workers", str(count), "--json"])
+        if len(db_only_dirs) == 2:
+            extra["identical_db_only"] = _same_tree(db_only_dirs[1], db_only_dirs[workers])
+        if "traces" in tools:
+            extra["db_only_vs_traces"] = trace_differences(trace_dirs[1], db_only_dirs[1])
     traces = trace_dirs[1] if "traces" in tools else None
     if "validate" in tools:
         script = ROOT / "validate_trace_cache.py"
@@ -506,7 +517,9 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
     click.echo(f"Host parallel capacity (2 processes of pure CPU work vs 1; 2.00 = two full cores): "
                f"{capacity_before:.2f} before the runs, {capacity_after:.2f} after.")
     for scaling in scalings:
-        identical = f"; outputs byte-identical: {extra.get('identical')}" if scaling.tool == "build_minimal_traces" else ""
+        identical = {"build_minimal_traces": f"; outputs byte-identical: {extra.get('identical')}",
+                     "build_minimal_traces db-only": f"; outputs byte-identical: {extra.get('identical_db_only')}"
+                     }.get(scaling.tool, "")
         pairs = ", ".join(f"{ratio:.2f} (cpu x{cpu:.2f})" for ratio, cpu in zip(scaling.pair_ratios, scaling.cpu_ratios))
         cores = "" if scaling.full_cores else "; no pair had two full cores"
         same_speed = scaling.same_speed()
@@ -519,6 +532,8 @@ def main(size: str, tool_list: str, workers: int, repeat: int, seed: int, regene
             click.echo(f"{key}: {extra[key]}")
     if "traces_jsonl" in extra:
         click.echo(extra["traces_jsonl"]["line"])
+    if "db_only_vs_traces" in extra:
+        click.echo(f"DB-only vs DB+JSONL traces (-w1, values differing per field): {json.dumps(extra['db_only_vs_traces'])}")
     if json_out is not None:
         json_out.write_text(json.dumps({"size": size, "seed": seed, "repeat": repeat,
                                         "parallel_capacity": [capacity_before, capacity_after], "rows": rows, "db_mb": db_mb,

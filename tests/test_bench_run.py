@@ -1,4 +1,5 @@
-"""The bench runner (bench/run.py) on a tiny capture: the JSONL-only trace builder against both floors."""
+"""The bench runner (bench/run.py) on a tiny capture: the JSONL-only trace builder against both floors,
+the DB-only one against the full run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,3 +35,28 @@ def test_runner_times_the_jsonl_only_route_against_the_db_and_jsonl_floors(tmp_p
     # Only the logs are read: the index builders did not run on the DB copy.
     assert not (work / "requests.db-journal").exists() and (work / "requests.db").read_bytes() == (
         capture / "requests.db").read_bytes()
+
+
+def test_runner_times_the_db_only_route_and_compares_it_with_the_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    capture = tmp_path / "capture"
+    generate_capture(capture, target_bytes=1_000_000, seed=1)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "requests.db").write_bytes((capture / "requests.db").read_bytes())
+    monkeypatch.setattr(bench_run, "OUT", tmp_path)
+    timer = bench_run.Timer(work / "requests.db", 1, capture / "jsonl")
+
+    results, scalings, extra = bench_run.run_tools(capture, work, ("traces", "traces_db_only"), 1, timer)
+
+    assert "traces_db_only" in bench_run.TOOLS and scalings == []
+    assert [run.name for run in results] == ["build_minimal_traces -w1", "build_minimal_traces db-only -w1"]
+    assert [run.exit_code for run in results] == [0, 0]
+    full, db_only = results
+    assert (full.summary["route"], db_only.summary["route"]) == ("DB+JSONL", "DB-only")
+    assert db_only.floor_ratio == db_only.wall_s / timer.floors[-1].wall_s
+    # One conversation of 10 requests: same hash ids and lanes; its id (the session's or db-<row id>),
+    # sub-second times and the route differ.
+    assert extra["db_only_vs_traces"] == {
+        "traces": [1, 1], "identical_files": 0, "requests": 10,
+        "trace_fields": {"id": 1, "t": 9, "think_time": 9}, "sidecar_fields": {"timestamp": 9, "trace_id": 10},
+        "manifest_fields": {"conversation_id": 1, "file": 1, "id": 1, "route": 1, "sidecar": 1}}
