@@ -289,3 +289,21 @@ def test_visualizer_reports_db_only_conversations_as_with_the_logs(bench_capture
     logged = reports(tmp_path / "logged" / "requests.db", "--projects-path", str(bench_capture / "jsonl"))
     db_only = reports(tmp_path / "db-only" / "requests.db")
     assert db_only == logged and [r[0] for r in logged] == [137, 283]
+
+
+def test_a_body_nested_deeper_than_orjson_writes_is_counted_not_fatal(example: Path, tmp_path: Path) -> None:
+    db = tmp_path / "requests.db"
+    shutil.copyfile(example / "requests.db", db)
+    with sqlite3.connect(db) as connection:
+        rowid, body = connection.execute("SELECT rowid, body FROM requests WHERE body LIKE '%Agent%' "
+                                         "ORDER BY rowid DESC LIMIT 1").fetchone()
+        parsed = json.loads(body)
+        deep: Any = "leaf"
+        for _ in range(300):
+            deep = [deep]
+        parsed["messages"][-1]["content"].append({"type": "text", "text": "x", "extra": deep})
+        connection.execute("UPDATE requests SET body = ? WHERE rowid = ?", (json.dumps(parsed), rowid))
+    summary, _ = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "out"), *TRACE_FLAGS)
+    # Left out once (the hashing would count it too, but it never gets the row), the rest traced.
+    assert summary["problems"] == {"body_too_deep": {"count": 1, "examples": []}}
+    assert (summary["requests_written"], summary["subagent_requests_written"]) == (5, 84)

@@ -236,9 +236,13 @@ class _ChainReader:
         if not tools or (request.max_tokens is not None and request.max_tokens <= 1):
             self.route.not_turn_rows += 1  # quota probe, title or topic request: not a turn of any agent
             return
-        self.route.turn_rows += 1
         messages = body["messages"]
-        digests = _prefix_digests(messages)
+        try:
+            digests = _prefix_digests(messages)
+        except TypeError:  # nested deeper than orjson writes: left out, as the hashing leaves it out (docs/reliability.md)
+            self.route.problems.add("body_too_deep", request.request_id)
+            return
+        self.route.turn_rows += 1
         parent = self._parent(digests, messages, request)
         start = self.message_count[parent.request_id] if parent else 0
         self.rows[request.request_id] = request
