@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from bench.synthetic_capture import generate_capture
 from build_minimal_traces import main
 from lib.synthetic.example import generate_example
+from tests.proxy_builders import make_proxy_db, proxy_row
 from validate_trace_cache import main as validate_main
 
 SALT = ["--salt", "db-only-suite"]
@@ -44,8 +45,15 @@ def _lanes(directory: Path) -> dict[str, dict[str, list[tuple]]]:
     return traces
 
 
+def _usage(directory: Path) -> list[tuple]:
+    """Each sidecar row's API prompt size and usage, in file order."""
+    return [(row["api_prompt_tokens"], json.dumps(row["usage"], sort_keys=True))
+            for path in sorted((directory / "_sidecar").glob("*.jsonl")) for row in map(json.loads, path.open())]
+
+
 def _compare(full: Path, db_only: Path) -> float:
-    """Asserts equal traces, lanes, requests, `in` and hash ids; returns the largest `t` difference."""
+    """Asserts equal traces, lanes, requests, `in`, hash ids and API usage; returns the largest `t` difference."""
+    assert _usage(full) == _usage(db_only)
     with_logs, without = _lanes(full), _lanes(db_only)
     assert list(with_logs) == list(without)
     worst = 0.0
@@ -307,3 +315,47 @@ def test_a_body_nested_deeper_than_orjson_writes_is_counted_not_fatal(example: P
     # Left out once (the hashing would count it too, but it never gets the row), the rest traced.
     assert summary["problems"] == {"body_too_deep": {"count": 1, "examples": []}}
     assert (summary["requests_written"], summary["subagent_requests_written"]) == (5, 84)
+
+
+def _turn_row(request_id: str, at: str, messages: list, answer: list, stop: str, completed: str) -> dict:
+    body = {"model": "claude-opus-4-6", "max_tokens": 32000, "stream": False, "messages": messages,
+            "system": [{"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."}],
+            "tools": [{"name": "Bash", "input_schema": {}}, {"name": "Read", "input_schema": {}}]}
+    response = {"statusCode": 200, "headers": {}, "isStreaming": False, "responseTime": 900, "completedAt": completed,
+                "body": {"id": f"msg_{request_id}", "type": "message", "role": "assistant", "model": "claude-opus-4-6",
+                         "content": answer, "stop_reason": stop,
+                         "usage": {"input_tokens": 10, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 90,
+                                   "output_tokens": 5}}}
+    return proxy_row(request_id, at, body=json.dumps(body), response=json.dumps(response))
+
+
+def test_a_compaction_mid_tool_loop_continues_the_session_whose_calls_it_answers(tmp_path: Path) -> None:
+    """Two sessions of one signature; A is compacted while its Bash call runs, B ends later. The summary's
+    prompt answers A's call, so it continues A, not the latest-ended B."""
+    def user(text: str) -> dict:
+        return {"role": "user", "content": [{"type": "text", "text": text}]}
+
+    def said(text: str) -> dict:
+        return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+    call = {"type": "tool_use", "id": "toolu_A", "name": "Bash", "input": {"command": "make"}}
+    summary = "This session is being continued from a previous conversation that ran out of context. Summary: …"
+    rows = [
+        _turn_row("a000000000000001", "2026-12-01T10:00:00Z", [user("task A")], [{"type": "text", "text": "ok A"}],
+                  "end_turn", "2026-12-01T10:00:02Z"),
+        _turn_row("b000000000000001", "2026-12-01T10:00:01Z", [user("task B")], [{"type": "text", "text": "ok B"}],
+                  "end_turn", "2026-12-01T10:00:03Z"),
+        _turn_row("a000000000000002", "2026-12-01T10:00:05Z", [user("task A"), said("ok A"), user("more A")], [call],
+                  "tool_use", "2026-12-01T10:00:06Z"),
+        _turn_row("b000000000000002", "2026-12-01T10:00:07Z", [user("task B"), said("ok B"), user("more B")],
+                  [{"type": "text", "text": "done B"}], "end_turn", "2026-12-01T10:00:08Z"),
+        _turn_row("c000000000000001", "2026-12-01T10:00:09Z", [{"role": "user", "content": [
+            {"type": "text", "text": summary}, {"type": "tool_result", "tool_use_id": "toolu_A", "content": "built"}]}],
+            [{"type": "text", "text": "built, continuing"}], "end_turn", "2026-12-01T10:00:10Z"),
+    ]
+    db = make_proxy_db(tmp_path / "requests.db", rows)
+    summary, _ = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "out"), *SALT)
+    assert summary["db_route"]["continuations"] == 1 and summary["traces_written"] == 2
+    manifest = json.loads((tmp_path / "out" / "_sidecar" / "manifest.json").read_bytes())
+    assert {entry["conversation_id"]: entry["requests"] for entry in manifest["traces"]} == {
+        "db-a000000000000001": 3, "db-b000000000000001": 2}

@@ -83,6 +83,7 @@ class _Chain:
     agent_header: str
     signature: int
     first_prompt: tuple[str, ...]
+    first_results: frozenset[str]  # tool_use ids its first message answers (a compaction mid tool loop)
     calls_agents: bool  # its tools include Agent/Task
     continuation: bool
     merged_into: Optional[int] = None  # root row id of the chain it continues
@@ -196,6 +197,12 @@ def _message_keys(message: Any) -> tuple[set[str], set[str]]:
     return calls, set(_texts(content))
 
 
+def _result_ids(message: Any) -> list[str]:
+    content = message.get("content") if isinstance(message, dict) else None
+    return [str(block["tool_use_id"]) for block in content or [] if isinstance(content, list) and isinstance(block, dict)
+            and block.get("type") == "tool_result" and block.get("tool_use_id")]
+
+
 def _signature(body: dict[str, Any]) -> int:
     system, _ = split_billing_header(body.get("system"))
     tools = [tool.get("name") for tool in body.get("tools") or [] if isinstance(tool, dict)]
@@ -300,7 +307,7 @@ class _ChainReader:
         self.root_of[request.request_id] = request.row_id
         self.chains[request.row_id] = _Chain(
             root=request, rows=[request], session=session, agent_header=agent, signature=_signature(body),
-            first_prompt=texts, calls_agents=bool(AGENT_TOOL_NAMES & set(tools)),
+            first_prompt=texts, first_results=frozenset(_result_ids(first)), calls_agents=bool(AGENT_TOOL_NAMES & set(tools)),
             continuation=any(text.lstrip().startswith(CONTINUATION_OPENING) for text in texts))
 
     def _read_new_messages(self, request: ProxyRequest, messages: list[Any], digests: list[bytes], start: int) -> None:
@@ -437,7 +444,10 @@ class _ChainReader:
                        and (last_row[other.root.row_id].completed_at or start) <= start]
             if not earlier:
                 continue
-            host = max(earlier, key=lambda other: last_row[other.root.row_id].completed_at or start)
+            # Compacted mid tool loop, it answers the calls of the chain it continues: no guess needed.
+            answering = [other for other in earlier if chain.first_results
+                         and chain.first_results & self._answer_keys(last_row[other.root.row_id])[0]]
+            host = max(answering or earlier, key=lambda other: last_row[other.root.row_id].completed_at or start)
             chain.merged_into = host.root.row_id
             last_row[host.root.row_id] = chain.rows[-1]
             self.route.continuations += 1

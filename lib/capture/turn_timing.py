@@ -72,16 +72,18 @@ def load_replay_twins(index: sqlite3.Connection) -> dict[str, str]:
 def first_send(replay: ProxyRequest, twin: ProxyRequest) -> ProxyRequest:
     """The replay as the API saw the turn first: the earlier send's start, usage and first token.
 
-    A twin whose time is unknown cannot be placed before its replay: the replay stays as it is.
+    The twin was sent first; when both fall in one proxy second, the refined starts may still order
+    them the other way, and the turn then starts at the earlier of the two. A twin whose time is
+    unknown, or whose second is after the replay, cannot be placed first: the replay stays as it is.
     """
-    first = twin if twin.timestamp != UNKNOWN_TIME and twin.timestamp <= replay.timestamp else replay
-    if first is replay:
+    if twin.timestamp == UNKNOWN_TIME or twin.timestamp.replace(microsecond=0) > replay.timestamp:
         return replay
+    start = min(twin.timestamp, replay.timestamp)
     waited = None
     if replay.api_time_s is not None:
-        waited = round((replay.timestamp - first.timestamp).total_seconds() + replay.api_time_s, 3)
-    return replace(replay, timestamp=first.timestamp, usage=first.usage if first.usage is not None else replay.usage,
-                   ttft_s=first.ttft_s, api_time_s=waited)
+        waited = round((replay.timestamp - start).total_seconds() + replay.api_time_s, 3)
+    return replace(replay, timestamp=start, usage=twin.usage if twin.usage is not None else replay.usage,
+                   ttft_s=twin.ttft_s, api_time_s=waited)
 
 
 def first_sends(requests: dict[str, ProxyRequest], replay_twins: dict[str, str],
