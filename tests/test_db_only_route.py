@@ -359,3 +359,17 @@ def test_a_compaction_mid_tool_loop_continues_the_session_whose_calls_it_answers
     manifest = json.loads((tmp_path / "out" / "_sidecar" / "manifest.json").read_bytes())
     assert {entry["conversation_id"]: entry["requests"] for entry in manifest["traces"]} == {
         "db-a000000000000001": 3, "db-b000000000000001": 2}
+
+
+def test_a_body_with_invalid_utf8_is_read_with_replacement_characters(example: Path, tmp_path: Path) -> None:
+    """Bodies are read as bytes; one with an invalid UTF-8 byte is still chained, as the other readers keep it."""
+    db = tmp_path / "requests.db"
+    shutil.copyfile(example / "requests.db", db)
+    with sqlite3.connect(db) as connection:
+        rowid, body = connection.execute("SELECT rowid, body FROM requests WHERE body LIKE '%Agent%' "
+                                         "ORDER BY rowid DESC LIMIT 1").fetchone()
+        broken = body.encode().replace(b"Thoroughly", b"Thorough\xffly", 1)
+        connection.execute("UPDATE requests SET body = CAST(? AS TEXT) WHERE rowid = ?", (broken, rowid))
+    summary, _ = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "out"), *TRACE_FLAGS)
+    assert (summary["requests_written"], summary["subagent_requests_written"]) == (6, 84)
+    assert summary["problems"]["invalid_utf8_body"]["count"] == 1

@@ -37,6 +37,7 @@ from lib.capture.response_parser import answer_tool_calls, header_value
 from lib.capture.billing_header import split_billing_header
 from lib.capture.message_index import iter_indexed_requests, load_message_ids
 from lib.capture.turn_timing import answers_logged_at, first_sends, iter_turns, load_replay_twins
+from lib.db import decode_text, repair_text
 from lib.problems import ProblemCounter
 from lib.records import AssistantTurn, ProxyRequest, SubagentLink
 
@@ -46,6 +47,7 @@ SESSION_HEADER = "X-Claude-Code-Session-Id"
 AGENT_HEADER = "X-Claude-Code-Agent-Id"
 # How Claude Code's compaction summary opens the prompt that replaces the history.
 CONTINUATION_OPENING = "This session is being continued from a previous conversation"
+CACHE_MARK = b'"cache_control"'
 DB_ID_PREFIX = "db-"  # ids of conversations and agents no header or result names: db-<first row id>
 AGENT_ID_IN_RESULT = re.compile(r"agentId: ([A-Za-z0-9_-]+)")
 
@@ -141,9 +143,10 @@ def _bodies(proxy: sqlite3.Connection, requests: list[ProxyRequest]) -> Iterator
     for start in range(0, len(requests), BATCH_ROWS):
         chunk = requests[start:start + BATCH_ROWS]
         marks = ",".join("?" * len(chunk))
+        # As bytes: orjson reads UTF-8 itself, without the connection's per-value text decoding.
         found = {row_id: (headers, body) for row_id, headers, body in
-                 proxy.execute(f"SELECT rowid, headers, body FROM requests WHERE rowid IN ({marks})",
-                               [r.row_id for r in chunk])}
+                 proxy.execute(f"SELECT rowid, CAST(headers AS BLOB), CAST(body AS BLOB) FROM requests "
+                               f"WHERE rowid IN ({marks})", [r.row_id for r in chunk])}
         for request in chunk:
             headers, body = found.get(request.row_id, (None, None))
             yield request, _loads(headers), _loads(body)
@@ -153,6 +156,8 @@ def _loads(raw: Any) -> Any:
     try:
         return orjson.loads(raw) if raw is not None else None
     except orjson.JSONDecodeError:
+        if isinstance(raw, bytes):  # invalid UTF-8: read with U+FFFD, as every other reader does
+            return _loads(repair_text(decode_text(raw))[0])
         return None
 
 
@@ -169,7 +174,10 @@ def _prefix_digests(messages: list[Any]) -> list[bytes]:
     """digests[k] identifies messages[0..k] (cache marks ignored)."""
     digests, running = [], b""
     for message in messages:
-        running = xxhash.xxh3_128_digest(running + orjson.dumps(_without_cache_marks(message)))
+        dumped = orjson.dumps(message)
+        if CACHE_MARK in dumped:  # only the newest messages carry one: the others are digested as dumped
+            dumped = orjson.dumps(_without_cache_marks(message))
+        running = xxhash.xxh3_128_digest(running + dumped)
         digests.append(running)
     return digests
 
