@@ -27,7 +27,8 @@ def _preset(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -
 
 @click.command(cls=Command)
 @click.argument("db", required=False, type=click.Path(dir_okay=False))
-@click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects).")
+@click.option("--jsonl-dir", type=click.Path(), help="Claude Code JSONL logs (default: ~/.claude/projects); without DB "
+              "every request is rebuilt from them (docs/jsonl.md).")
 @click.option("--db-only", is_flag=True, help="Ignore the logs: conversations from the DB alone (docs/routes.md#db-only; "
               "the default when no log names a request of DB).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where traces are written.")
@@ -50,7 +51,7 @@ def _preset(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -
 @click.option("--mooncake-sessions", is_flag=True, help="Also write AIPerf's session flavour (per-turn deltas).")
 @click.option("--preset", type=click.Choice([*PRESETS, "list"]), callback=_preset, is_eager=True,
               help="Write what a replay tool expects and print its command line; `list` shows the table "
-                   "(docs/traces.md, \"Replay presets\").")
+                   "(docs/traces.md#replay-presets).")
 @workers_option
 @click.option("--token-count", type=click.Choice(["tokenizer", "api"]), default="tokenizer", show_default=True,
               help="`in` from cl100k_base, or the API's prompt size with positions scaled per model family"

@@ -61,7 +61,8 @@ def main(db: Optional[str], jsonl_dir: Optional[str], conversation_id: Optional[
     Sections: summary, per-request cache read/creation/new (API vs simulated), hit rate over time,
     context growth, TTL sweep, working set, LRU/OPT capacity curve, capacity in GiB of a KV model
     with an HBM/DRAM/SSD tier view, the effective eviction time fitted to the billed cache reads,
-    timing, sub-agent lanes, model usage and data-quality notes. Indexes missing from DB are built on the fly.
+    timing, sub-agent lanes, model usage and data-quality notes. Indexes missing from DB are built on the fly;
+    turn rows no log names become conversations rebuilt from the DB alone (docs/routes.md#db-only).
     Without DB the logs alone: their usage is the API side, and what only the proxy records is named as
     not available.
 

@@ -17,7 +17,9 @@ from lib.validate.validator import check_gates, validate_traces
 @click.argument("traces", type=click.Path())
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="The proxy's requests.db, to compare with the API's usage.")
 @click.option("--jsonl-dir", type=click.Path(),
-              help="Claude Code JSONL logs, to match anonymized traces to DB rows; without --db, the API usage they record.")
+              help="Claude Code JSONL logs the traces were built from, to match anonymized traces to DB rows "
+                   "(without them, through a plan from the DB alone: docs/validate.md); without --db, the API "
+                   "usage they record.")
 @index_db_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the statistics table as CSV here.")
 @click.option("--min-accuracy", type=FiniteFloatRange(0, 100), metavar="PCT",

@@ -46,7 +46,7 @@ def main(target_bytes: int, output_dir: Path | None, seed: int, out: Output) -> 
     target = output_dir or HERE / "out" / f"{target_bytes // 10**6}MB"
     summary = generate_capture(target, target_bytes=target_bytes, seed=seed)
     out.summary(vars(summary), f"Wrote {summary.rows} rows ({summary.db_bytes / 1e6:.1f} MB DB, {summary.sessions} "
-                               f"sessions/sub-agents, {summary.errors} error and {summary.pending} pending rows) and "
+                               f"session(s), {summary.errors} error and {summary.pending} pending rows) and "
                                f"{summary.jsonl_files} JSONL files to {target} in {summary.elapsed_s:.1f} s.")
 
 

@@ -60,3 +60,15 @@ def test_runner_times_the_db_only_route_and_compares_it_with_the_full_run(tmp_pa
         "traces": [1, 1], "identical_files": 0, "requests": 10,
         "trace_fields": {"id": 1, "t": 9, "think_time": 9}, "sidecar_fields": {"timestamp": 9, "trace_id": 10},
         "manifest_fields": {"conversation_id": 1, "file": 1, "id": 1, "route": 1, "sidecar": 1}}
+
+
+def test_generate_capture_summary_counts_sessions(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from bench.generate_capture import main
+
+    result = CliRunner().invoke(main, ["--size", "1MB", "--seed", "1", "--output-dir", str(tmp_path / "capture")])
+
+    assert result.exit_code == 0, result.output
+    # The count is of parent sessions (the sub-agents are not in it).
+    assert "MB DB, 1 session(s), 0 error and 0 pending rows) and 1 JSONL files" in result.output
