@@ -220,10 +220,16 @@ def _check_marker(entry: dict, where: str, block_size: Any) -> Iterator[_Found]:
         yield from _check_request_list(entry["requests"], f"{where}.requests", block_size, allow_markers=False)
 
 
-def _first_request(requests: list) -> Optional[tuple[int, dict]]:
-    """(index, request) AIPerf replays first: the earliest non-marker request by (`t`, index)."""
-    timed = [(entry["t"], index, entry) for index, entry in enumerate(requests)
-             if isinstance(entry, dict) and entry.get("type") != "subagent" and _is_number(entry.get("t"))]
+def _first_request(requests: list, marker_t: Optional[float] = None) -> Optional[tuple[int, dict]]:
+    """(index, request) AIPerf replays first: the earliest non-marker request by (`t`, index). In a
+    sub-agent a `t` before the marker's (older traces count from the spawn) is read as marker `t` + `t`."""
+    timed = []
+    for index, entry in enumerate(requests):
+        if isinstance(entry, dict) and entry.get("type") != "subagent" and _is_number(entry.get("t")):
+            t = entry["t"]
+            if marker_t is not None and t + 1e-6 < marker_t:
+                t += marker_t
+            timed.append((t, index, entry))
     if not timed:
         return None
     _, index, entry = min(timed, key=lambda item: item[:2])
@@ -236,7 +242,8 @@ def _check_prefix_fits(scope: dict, requests: Any, where: str, block_size: int) 
     tool_tokens, system_tokens = scope.get("tool_tokens"), scope.get("system_tokens")
     if not (_is_int(tool_tokens) and _is_int(system_tokens) and isinstance(requests, list)):
         return
-    first = _first_request(requests)
+    marker_t = scope.get("t") if scope.get("type") == "subagent" and _is_number(scope.get("t")) else None
+    first = _first_request(requests, marker_t)
     if first is None or (tool_tokens <= 0 and system_tokens <= 0):
         return
     index, request = first
