@@ -12,7 +12,9 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
-from tests.validate_inputs import build_example_traces, published_corpus
+from build_minimal_traces import main as build_main
+from lib.synthetic.example import generate_example
+from tests.validate_inputs import SEED_BUILD_OPTIONS, build_example_traces, published_corpus
 from validate_trace_cache import main
 
 SEED_ARGS = ["examples/traces/", "--db", "examples/requests.db", "--jsonl-dir", "examples/jsonl/"]
@@ -245,6 +247,55 @@ def test_prefix_rule_reads_the_earliest_request_and_relative_subagent_times(work
     assert code == 1
     assert [(p["problem"].split(": ")[1], p["rule"]) for p in problems if p["severity"] == "error"] == [
         ("requests[3].requests[20]", "t_decreases"), ("requests[3].requests[20]", "prefix_exceeds_first_request")]
+
+
+FIXTURE = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "real-proxy-fixed"
+
+
+def _lane_margins(document: dict) -> list[int]:
+    """Per lane (parent, then markers): the first request's hash blocks minus the declared prefix's."""
+    lanes = [document] + [entry for entry in document["requests"] if entry["type"] == "subagent"]
+    margins = []
+    for lane in lanes:
+        first = next(entry for entry in lane["requests"] if entry["type"] != "subagent")
+        prefix = lane["tool_tokens"] + lane["system_tokens"]
+        margins.append(len(first["hash_ids"]) - -(-prefix // document["block_size"]))
+    return margins
+
+
+# Our outputs' first requests often hold no more blocks than their prefix needs: the rule's boundary.
+PREFIX_MARGINS = {"fixture": [3, 0, 0, 0], "jsonl-only": [0, 0, 0, 0, 0], "db-only": [6, 0, 0, 0, 0]}
+
+
+@pytest.mark.parametrize("route", list(PREFIX_MARGINS))
+def test_our_outputs_fit_the_prefix_rule_at_its_boundary(tmp_path: Path, route: str):
+    if route == "fixture":
+        if not (FIXTURE / "requests.db").is_file():
+            pytest.skip("../shared/fixtures/real-proxy-fixed is absent")
+        inputs = [str(FIXTURE / "requests.db"), "--jsonl-dir", str(FIXTURE / "jsonl")]
+    else:
+        generate_example(tmp_path / "capture", variant="fixed", scale=0.05)
+        inputs = (["--jsonl-dir", str(tmp_path / "capture" / "jsonl")] if route == "jsonl-only" else
+                  [str(tmp_path / "capture" / "requests.db"), "--db-only"])
+    if route != "jsonl-only":  # the proxy DB stays untouched
+        inputs += ["--index-db", str(tmp_path / "index.db")]
+    traces = tmp_path / "traces"
+    built = CliRunner().invoke(build_main, [*inputs, "--output-dir", str(traces), *SEED_BUILD_OPTIONS, "-q"])
+    assert built.exit_code == 0, built.output
+    path = traces / "trace_0001.json"
+    code, out, err = invoke(str(traces), "--json")
+    assert code == 0, err
+    assert json.loads(out)["schema"]["errors"] == 0
+    document = json.loads(path.read_text())
+    assert _lane_margins(document) == PREFIX_MARGINS[route]
+    tightest = PREFIX_MARGINS[route].index(0)
+    lane = document if tightest == 0 else [e for e in document["requests"] if e["type"] == "subagent"][tightest - 1]
+    _prefix_over(lane)
+    path.write_text(json.dumps(document))
+    code, out, _ = invoke(str(traces), "--json")
+    schema = json.loads(out)["schema"]
+    assert (code, schema["errors"], schema["rules"]["prefix_exceeds_first_request"]["count"]) == (1, 1, 1)
+    assert schema["loads_in"]["AIPerf weka_trace"] == 0
 
 
 WARNINGS = {
