@@ -56,13 +56,13 @@ def write_trace(path: Path, number: int, rng: random.Random) -> int:
         marker = {
             "t": entries[position - 1]["t"], "type": "subagent", "agent_id": f"agent_{agent + 1:03d}",
             "subagent_type": "Explore", "duration_ms": 60_000, "total_tokens": 50_000, "tool_use_count": len(sub),
-            "status": "completed", "models": [MODELS[1]], "tool_tokens": 10_000, "system_tokens": 3_000,
+            "status": "completed", "models": [MODELS[1]], "tool_tokens": 9_900, "system_tokens": 3_000,
             "requests": sub,
         }
         entries.insert(position, marker)
     document = {
         "id": f"trace_{number:04d}", "models": sorted(MODELS), "block_size": BLOCK_SIZE, "hash_id_scope": "local",
-        "tool_tokens": 15_000, "system_tokens": 6_000, "requests": entries,
+        "tool_tokens": 13_900, "system_tokens": 6_000, "requests": entries,
     }
     data = orjson.dumps(document)
     path.write_bytes(data)

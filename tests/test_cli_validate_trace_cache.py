@@ -12,7 +12,9 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
-from tests.validate_inputs import build_example_traces, published_corpus
+from build_minimal_traces import main as build_main
+from lib.synthetic.example import generate_example
+from tests.validate_inputs import SEED_BUILD_OPTIONS, build_example_traces, published_corpus
 from validate_trace_cache import main
 
 SEED_ARGS = ["examples/traces/", "--db", "examples/requests.db", "--jsonl-dir", "examples/jsonl/"]
@@ -173,6 +175,11 @@ def _ceil_violation(workdir: Path) -> None:
         '{"timestamp": 9, "input_length": 1025, "output_length": 5, "hash_ids": [1, 2]}\n')
 
 
+def _prefix_over(lane: dict, block_size: int = 64) -> None:
+    """The lane's tools + system prefix one token past its first request's hash blocks."""
+    lane["tool_tokens"] = len(lane["requests"][0]["hash_ids"]) * block_size - lane["system_tokens"] + 1
+
+
 BREAKAGES = {
     "unknown field": (lambda w: _edit(w, lambda d: d["requests"][1].update(extra=1)),
                       "trace_0001.json: requests[1]: unknown field `extra`"),
@@ -182,6 +189,12 @@ BREAKAGES = {
                      "trace_0001.json: requests[0]: first entry is a sub-agent marker"),
     "hash_ids length": (lambda w: _edit(w, lambda d: d["requests"][0]["hash_ids"].pop()),
                         "trace_0001.json: requests[0]: len(hash_ids) = 330 but in // block_size = 331"),
+    "parent prefix over": (lambda w: _edit(w, _prefix_over),
+                           "trace_0001.json: requests[0]: tools + system prefix needs ceil((16022 + 5163) / 64) = 332 "
+                           "hash blocks but the lane's first request has 331"),
+    "marker prefix over": (lambda w: _edit(w, lambda d: _prefix_over(d["requests"][4])),
+                           "trace_0001.json: requests[4].requests[0]: tools + system prefix needs "
+                           "ceil((8460 + 2613) / 64) = 174 hash blocks but the lane's first request has 173"),
     "duplicate id": (lambda w: _copy_trace(w, "trace_copy.json", lambda d: d["requests"].pop()),
                      "trace_copy.json: top level: duplicate trace id `trace_0001` (also in trace_0001.json)"),
     "broken JSON": (lambda w: (w / "examples" / "traces" / "broken.json").write_text('{"id": "x", "requests": ['),
@@ -198,6 +211,91 @@ def test_broken_traces_name_file_request_and_rule_and_exit_1(workdir: Path, name
     assert code == 1
     assert f"\n  {expected}" in out
     assert err.startswith("Check failed: ") and "schema error(s), first: " in err and err.count("\n") == 1
+
+
+def test_prefix_rule_is_aiperfs_ceil_on_each_lanes_first_request(workdir: Path):
+    # AIPerf's weka_trace takes ceil((tool_tokens + system_tokens) / block_size) blocks of the first
+    # request: a prefix filling its 331 blocks exactly loads, one token more does not.
+    _edit(workdir, lambda d: d.update(tool_tokens=331 * 64 - d["system_tokens"]))
+    code, out, _ = invoke("examples/traces/", "--json")
+    assert (code, json.loads(out)["schema"]["rules"]) == (0, {})
+    _edit(workdir, lambda d: d.update(tool_tokens=d["tool_tokens"] + 1))
+    _edit(workdir, lambda d: [_prefix_over(d["requests"][i]) for i in (3, 6)])
+    code, out, _ = invoke("examples/traces/", "--json")
+    schema = json.loads(out)["schema"]
+    assert code == 1
+    assert [(p["problem"].split(": ")[1], p["rule"]) for p in schema["problems"]] == [
+        (where, "prefix_exceeds_first_request")
+        for where in ("requests[0]", "requests[3].requests[0]", "requests[6].requests[0]")]
+    assert schema["loads_in"] == {"kv-cache-tester": 1, "AIPerf weka_trace": 0}
+    _, out, _ = invoke("examples/traces/")
+    assert "\nLoads in: kv-cache-tester 1/1, AIPerf weka_trace 0/1 file(s)\n" in out
+
+
+def test_prefix_rule_reads_the_earliest_request_and_relative_subagent_times(workdir: Path):
+    def shuffle(document: dict) -> None:
+        marker = document["requests"][3]
+        _prefix_over(marker)
+        # The first request moved last in the list (a `t_decreases` error): AIPerf still replays it
+        # first (by `t`, read from the spawn when before the marker's), so the rule is broken there.
+        marker["requests"].append(marker["requests"].pop(0))
+        marker["requests"][-1]["t"] = 0.0
+
+    _edit(workdir, shuffle)
+    code, out, _ = invoke("examples/traces/", "--json")
+    problems = json.loads(out)["schema"]["problems"]
+    assert code == 1
+    assert [(p["problem"].split(": ")[1], p["rule"]) for p in problems if p["severity"] == "error"] == [
+        ("requests[3].requests[20]", "t_decreases"), ("requests[3].requests[20]", "prefix_exceeds_first_request")]
+
+
+FIXTURE = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "real-proxy-fixed"
+
+
+def _lane_margins(document: dict) -> list[int]:
+    """Per lane (parent, then markers): the first request's hash blocks minus the declared prefix's."""
+    lanes = [document] + [entry for entry in document["requests"] if entry["type"] == "subagent"]
+    margins = []
+    for lane in lanes:
+        first = next(entry for entry in lane["requests"] if entry["type"] != "subagent")
+        prefix = lane["tool_tokens"] + lane["system_tokens"]
+        margins.append(len(first["hash_ids"]) - -(-prefix // document["block_size"]))
+    return margins
+
+
+# Our outputs' first requests often hold no more blocks than their prefix needs: the rule's boundary.
+PREFIX_MARGINS = {"fixture": [3, 0, 0, 0], "jsonl-only": [0, 0, 0, 0, 0], "db-only": [6, 0, 0, 0, 0]}
+
+
+@pytest.mark.parametrize("route", list(PREFIX_MARGINS))
+def test_our_outputs_fit_the_prefix_rule_at_its_boundary(tmp_path: Path, route: str):
+    if route == "fixture":
+        if not (FIXTURE / "requests.db").is_file():
+            pytest.skip("../shared/fixtures/real-proxy-fixed is absent")
+        inputs = [str(FIXTURE / "requests.db"), "--jsonl-dir", str(FIXTURE / "jsonl")]
+    else:
+        generate_example(tmp_path / "capture", variant="fixed", scale=0.05)
+        inputs = (["--jsonl-dir", str(tmp_path / "capture" / "jsonl")] if route == "jsonl-only" else
+                  [str(tmp_path / "capture" / "requests.db"), "--db-only"])
+    if route != "jsonl-only":  # the proxy DB stays untouched
+        inputs += ["--index-db", str(tmp_path / "index.db")]
+    traces = tmp_path / "traces"
+    built = CliRunner().invoke(build_main, [*inputs, "--output-dir", str(traces), *SEED_BUILD_OPTIONS, "-q"])
+    assert built.exit_code == 0, built.output
+    path = traces / "trace_0001.json"
+    code, out, err = invoke(str(traces), "--json")
+    assert code == 0, err
+    assert json.loads(out)["schema"]["errors"] == 0
+    document = json.loads(path.read_text())
+    assert _lane_margins(document) == PREFIX_MARGINS[route]
+    tightest = PREFIX_MARGINS[route].index(0)
+    lane = document if tightest == 0 else [e for e in document["requests"] if e["type"] == "subagent"][tightest - 1]
+    _prefix_over(lane)
+    path.write_text(json.dumps(document))
+    code, out, _ = invoke(str(traces), "--json")
+    schema = json.loads(out)["schema"]
+    assert (code, schema["errors"], schema["rules"]["prefix_exceeds_first_request"]["count"]) == (1, 1, 1)
+    assert schema["loads_in"]["AIPerf weka_trace"] == 0
 
 
 WARNINGS = {

@@ -23,8 +23,9 @@ def make_facts(*, start_s: float, end_s: float, ids: list[int], stop: str = "too
 
 
 def build(parent, subagents=(), include=True):
-    return native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=8,
-                        system_tokens=4, parent=parent, subagents=list(subagents), include_subagents=include)
+    # A one-block prefix: AIPerf refuses a prefix longer than a lane's first request (prefix_exceeds_first_request).
+    return native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=3,
+                        system_tokens=1, parent=parent, subagents=list(subagents), include_subagents=include)
 
 
 def test_request_fields_think_time_and_input_types():
@@ -64,7 +65,7 @@ def test_a_major_reset_counts_the_previous_requests_distinct_ids():
 def test_markers_sorted_by_spawn_never_first_with_totals():
     parent = [make_facts(start_s=10, end_s=12, ids=[1]), make_facts(start_s=60, end_s=70, ids=[1, 2])]
     sub = SubagentFacts(spawn_s=12, agent_label="agent_001", subagent_type="Explore", duration_ms=40000,
-                        total_tokens=500, tool_use_count=3, status="completed", tool_tokens=4, system_tokens=4,
+                        total_tokens=500, tool_use_count=3, status="completed", tool_tokens=2, system_tokens=2,
                         requests=[make_facts(start_s=13, end_s=14, ids=[5]), make_facts(start_s=20, end_s=21, ids=[5, 6])])
     document = build(parent, [sub])
     kinds = [r["type"] for r in document["requests"]]
@@ -85,11 +86,11 @@ def test_aiperf_clock_starts_the_parent_past_every_subagent_t():
     # absolute (7 >= 2). Shifted by 8 s, the marker is at 10 and every sub-agent t is below it.
     parent = [make_facts(start_s=10, end_s=12, ids=[1]), make_facts(start_s=60, end_s=70, ids=[1, 2])]
     sub = SubagentFacts(spawn_s=12, agent_label="agent_001", subagent_type="Explore", duration_ms=40000,
-                        total_tokens=500, tool_use_count=3, status="completed", tool_tokens=4, system_tokens=4,
+                        total_tokens=500, tool_use_count=3, status="completed", tool_tokens=2, system_tokens=2,
                         requests=[make_facts(start_s=13, end_s=14, ids=[5]), make_facts(start_s=20, end_s=21, ids=[5, 6])])
-    plain = native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=8, system_tokens=4,
+    plain = native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=3, system_tokens=1,
                          parent=parent, subagents=[sub], include_subagents=True)
-    shifted = native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=8, system_tokens=4,
+    shifted = native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=3, system_tokens=1,
                            parent=parent, subagents=[sub], include_subagents=True, aiperf_clock=True)
     assert [r["t"] for r in plain["requests"]] == [0, 2, 50]
     assert [r["t"] for r in shifted["requests"]] == [8, 10, 58]
@@ -102,7 +103,7 @@ def test_aiperf_clock_starts_the_parent_past_every_subagent_t():
     assert [{**r, "t": 0} for r in shifted["requests"]] == [{**r, "t": 0} for r in plain["requests"]]
     assert check_native_trace(shifted, "t.json") == []
     # Without sub-agents there is nothing to move.
-    assert native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=8, system_tokens=4,
+    assert native_trace(trace_id="trace_0001", block_size=4, hash_id_scope="local", tool_tokens=3, system_tokens=1,
                         parent=parent, subagents=[], include_subagents=True, aiperf_clock=True) == build(parent)
 
 

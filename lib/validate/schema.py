@@ -70,6 +70,8 @@ RULES = {rule.code: rule for rule in (
     Rule("empty_requests", ERROR, "a trace or sub-agent without requests (our contract)"),
     Rule("duplicate_trace_id", ERROR, "trace ids name the replayed sessions (our contract)"),
     Rule("session_arithmetic", ERROR, "AIPerf replays a session row as history + answer + row: the prompt would differ from the trace's"),
+    Rule("prefix_exceeds_first_request", ERROR,
+         "AIPerf's weka_trace refuses it: a lane's first request must hold the tools + system prefix in its hash ids"),
     Rule("nested_too_deep", ERROR, "a value nested deeper than 254 levels: no field of the format nests, and orjson cannot write it"),
     Rule("global_hash_id_scope", WARNING, "loads in kv-cache-tester only: AIPerf's weka_trace and Dynamo's replay require `local`"),
     Rule("missing_api_time", WARNING, "replays fall back to no server time for the request"),
@@ -218,6 +220,57 @@ def _check_marker(entry: dict, where: str, block_size: Any) -> Iterator[_Found]:
         yield from _check_request_list(entry["requests"], f"{where}.requests", block_size, allow_markers=False)
 
 
+def _first_request(requests: list, marker_t: Optional[float] = None) -> Optional[tuple[int, dict]]:
+    """(index, request) AIPerf replays first: the earliest non-marker request by (`t`, index). In a
+    sub-agent a `t` before the marker's (older traces count from the spawn) is read as marker `t` + `t`."""
+    timed = []
+    for index, entry in enumerate(requests):
+        if isinstance(entry, dict) and entry.get("type") != "subagent" and _is_number(entry.get("t")):
+            t = entry["t"]
+            if marker_t is not None and t + 1e-6 < marker_t:
+                t += marker_t
+            timed.append((t, index, entry))
+    if not timed:
+        return None
+    _, index, entry = min(timed, key=lambda item: item[:2])
+    return index, entry
+
+
+def _check_prefix_fits(scope: dict, requests: Any, where: str, block_size: int) -> Iterator[_Found]:
+    """AIPerf's rule for a lane's first request (docs/validate.md): the declared tools + system prefix,
+    in whole blocks rounded up, must not need more hash ids than the request has."""
+    tool_tokens, system_tokens = scope.get("tool_tokens"), scope.get("system_tokens")
+    if not (_is_int(tool_tokens) and _is_int(system_tokens) and isinstance(requests, list)):
+        return
+    marker_t = scope.get("t") if scope.get("type") == "subagent" and _is_number(scope.get("t")) else None
+    first = _first_request(requests, marker_t)
+    if first is None or (tool_tokens <= 0 and system_tokens <= 0):
+        return
+    index, request = first
+    hash_ids = request.get("hash_ids")
+    if not isinstance(hash_ids, list):
+        return
+    needed = math.ceil((tool_tokens + system_tokens) / block_size)
+    if needed > len(hash_ids):
+        yield _Found(f"{where}[{index}]",
+                     f"tools + system prefix needs ceil(({tool_tokens} + {system_tokens}) / {block_size}) = {needed} "
+                     f"hash blocks but the lane's first request has {len(hash_ids)}",
+                     "prefix_exceeds_first_request", (AIPERF_WEKA,))
+
+
+def _check_prefix_lanes(document: dict, block_size: int) -> Iterator[_Found]:
+    """The prefix rule on the parent's first request and on each sub-agent marker's first request
+    (with the marker's own counts); AIPerf gives the chains it splits off the declared prefix only when
+    their first request starts with it, so they cannot break the rule."""
+    requests = document.get("requests")
+    yield from _check_prefix_fits(document, requests, "requests", block_size)
+    if not isinstance(requests, list):
+        return
+    for index, entry in enumerate(requests):
+        if isinstance(entry, dict) and entry.get("type") == "subagent":
+            yield from _check_prefix_fits(entry, entry.get("requests"), f"requests[{index}].requests", block_size)
+
+
 def check_native_trace(document: Any, file: str) -> list[SchemaProblem]:
     """All schema problems (errors and warnings) of one parsed native trace document."""
     if not isinstance(document, dict):
@@ -239,6 +292,8 @@ def check_native_trace(document: Any, file: str) -> list[SchemaProblem]:
         found.extend(_check_fields(totals, TOTALS_FIELDS, frozenset(), "totals"))
     if "requests" in document and document["requests"] is not None:
         found.extend(_check_request_list(document["requests"], "requests", block_size, allow_markers=True))
+    if _is_int(block_size) and block_size > 0:
+        found.extend(_check_prefix_lanes(document, block_size))
     return [SchemaProblem(file, item.where, item.message, item.code, item.breaks) for item in found]
 
 
