@@ -706,9 +706,11 @@ def test_a_forked_model_dies_with_its_parent(kill: signal.Signals):
 
 def test_a_killed_conversation_index_releases_the_callers_pipes_and_reruns(capture: Capture, tmp_path: Path):
     """The one tool without workers: killed mid-run (SIGTERM, then SIGKILL) it holds nothing, and its re-run finishes."""
-    workspace = _copy(capture.grown, tmp_path / "ws")
     tool = TOOL_BY_NAME["conversation_index"]
     for kill in (signal.SIGTERM, signal.SIGKILL):
+        # A fresh copy each time: after a first kill the message index is partly built, and a second
+        # run on it could end before the 0.5 s mark on an idle machine.
+        workspace = _copy(capture.grown, tmp_path / f"ws-{kill.name}")
         process = subprocess.Popen(tool.command(workspace), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         children: set[int] = set()
         try:
