@@ -11,14 +11,19 @@ from bench.floor import read_and_parse_jsonl
 from bench.synthetic_capture import generate_capture
 
 
-def test_runner_times_the_jsonl_only_route_against_the_db_and_jsonl_floors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, bench_run.Timer]:
+    """A 1 MB capture, its DB's work copy and a timer over them (as bench.run sets them up)."""
     capture = tmp_path / "capture"
     generate_capture(capture, target_bytes=1_000_000, seed=1)
     work = tmp_path / "work"
     work.mkdir()
     (work / "requests.db").write_bytes((capture / "requests.db").read_bytes())
     monkeypatch.setattr(bench_run, "OUT", tmp_path)  # where measure() keeps /usr/bin/time's figure
-    timer = bench_run.Timer(work / "requests.db", 1, capture / "jsonl")
+    return capture, work, bench_run.Timer(work / "requests.db", 1, capture / "jsonl")
+
+
+def test_runner_times_the_jsonl_only_route_against_the_db_and_jsonl_floors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    capture, work, timer = _tiny_run(tmp_path, monkeypatch)
 
     results, scalings, extra = bench_run.run_tools(capture, work, ("traces_jsonl",), 2, timer)
 
@@ -38,13 +43,7 @@ def test_runner_times_the_jsonl_only_route_against_the_db_and_jsonl_floors(tmp_p
 
 
 def test_runner_times_the_db_only_route_and_compares_it_with_the_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    capture = tmp_path / "capture"
-    generate_capture(capture, target_bytes=1_000_000, seed=1)
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "requests.db").write_bytes((capture / "requests.db").read_bytes())
-    monkeypatch.setattr(bench_run, "OUT", tmp_path)
-    timer = bench_run.Timer(work / "requests.db", 1, capture / "jsonl")
+    capture, work, timer = _tiny_run(tmp_path, monkeypatch)
 
     results, scalings, extra = bench_run.run_tools(capture, work, ("traces", "traces_db_only"), 1, timer)
 

@@ -299,18 +299,27 @@ def test_visualizer_reports_db_only_conversations_as_with_the_logs(bench_capture
     assert db_only == logged and [r[0] for r in logged] == [137, 283]
 
 
-def test_a_body_nested_deeper_than_orjson_writes_is_counted_not_fatal(example: Path, tmp_path: Path) -> None:
+def _with_last_parent_body(example: Path, tmp_path: Path, edit: Any) -> Path:
+    """A copy of the example DB whose last parent row (the last body naming the Agent tool) has `edit(body)`."""
     db = tmp_path / "requests.db"
     shutil.copyfile(example / "requests.db", db)
     with sqlite3.connect(db) as connection:
         rowid, body = connection.execute("SELECT rowid, body FROM requests WHERE body LIKE '%Agent%' "
                                          "ORDER BY rowid DESC LIMIT 1").fetchone()
+        connection.execute("UPDATE requests SET body = CAST(? AS TEXT) WHERE rowid = ?", (edit(body), rowid))
+    return db
+
+
+def test_a_body_nested_deeper_than_orjson_writes_is_counted_not_fatal(example: Path, tmp_path: Path) -> None:
+    def nested(body: str) -> str:
         parsed = json.loads(body)
         deep: Any = "leaf"
         for _ in range(300):
             deep = [deep]
         parsed["messages"][-1]["content"].append({"type": "text", "text": "x", "extra": deep})
-        connection.execute("UPDATE requests SET body = ? WHERE rowid = ?", (json.dumps(parsed), rowid))
+        return json.dumps(parsed)
+
+    db = _with_last_parent_body(example, tmp_path, nested)
     summary, _ = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "out"), *TRACE_FLAGS)
     # Left out once (the hashing would count it too, but it never gets the row), the rest traced.
     assert summary["problems"] == {"body_too_deep": {"count": 1, "examples": []}}
@@ -363,13 +372,7 @@ def test_a_compaction_mid_tool_loop_continues_the_session_whose_calls_it_answers
 
 def test_a_body_with_invalid_utf8_is_read_with_replacement_characters(example: Path, tmp_path: Path) -> None:
     """Bodies are read as bytes; one with an invalid UTF-8 byte is still chained, as the other readers keep it."""
-    db = tmp_path / "requests.db"
-    shutil.copyfile(example / "requests.db", db)
-    with sqlite3.connect(db) as connection:
-        rowid, body = connection.execute("SELECT rowid, body FROM requests WHERE body LIKE '%Agent%' "
-                                         "ORDER BY rowid DESC LIMIT 1").fetchone()
-        broken = body.encode().replace(b"Thoroughly", b"Thorough\xffly", 1)
-        connection.execute("UPDATE requests SET body = CAST(? AS TEXT) WHERE rowid = ?", (broken, rowid))
+    db = _with_last_parent_body(example, tmp_path, lambda body: body.encode().replace(b"Thoroughly", b"Thorough\xffly", 1))
     summary, _ = _build(str(db), "--db-only", "--output-dir", str(tmp_path / "out"), *TRACE_FLAGS)
     assert (summary["requests_written"], summary["subagent_requests_written"]) == (6, 84)
     assert summary["problems"]["invalid_utf8_body"]["count"] == 1

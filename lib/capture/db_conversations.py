@@ -41,8 +41,10 @@ from lib.db import decode_text, repair_text
 from lib.problems import ProblemCounter
 from lib.records import AssistantTurn, ProxyRequest, SubagentLink
 
+# The routes a conversation can take (docs/routes.md): the JSONL-only one is the logs' alone.
 ROUTE_DB_JSONL = "DB+JSONL"
 ROUTE_DB_ONLY = "DB-only"
+ROUTE_JSONL_ONLY = "JSONL-only"
 SESSION_HEADER = "X-Claude-Code-Session-Id"
 AGENT_HEADER = "X-Claude-Code-Agent-Id"
 # How Claude Code's compaction summary opens the prompt that replaces the history.

@@ -20,10 +20,10 @@ from lib.hashing.jsonl_requests import requests_from_logs
 from lib.hashing.request_hashing import HashedRequest
 from lib.hashing.tokenizer import DEFAULT_TOKENIZER, load_encoder
 from lib.problems import ProblemCounter
+from lib.capture.db_conversations import ROUTE_JSONL_ONLY
 from lib.records import AssistantTurn, ProxyRequest
 from lib.report.selection import COMBINED, Capture, Selection
 
-ROUTE_JSONL_ONLY = "JSONL-only"
 # What the logs do not hold, keyed by the figure that needs it.
 API_MODEL = "API model"
 REQUEST_TIMING = "api_time and ttft"

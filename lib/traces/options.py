@@ -7,14 +7,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
-from lib.capture.db_conversations import ROUTE_DB_JSONL, ROUTE_DB_ONLY
+from lib.capture.db_conversations import ROUTE_DB_JSONL, ROUTE_DB_ONLY, ROUTE_JSONL_ONLY
 from lib.cli import counted
 from lib.capture.billing_header import BillingHeaderTally
 from lib.hashing.block_hashes import DEFAULT_BLOCK_SIZE
 from lib.problems import ProblemCounter
 from lib.traces.plan import PlanOptions
 
-ROUTE_JSONL_ONLY = "JSONL-only"
 
 
 def route_key(route: str) -> str:
