@@ -72,6 +72,11 @@ class _AgentCall:
     tool_use_count: Optional[int] = None
     taken: bool = False
 
+    def take_totals(self, usage: Optional[re.Match[str]]) -> None:
+        """The agent's totals from a `<usage>` trailer match (USAGE_TRAILER), when there is one."""
+        if usage:
+            self.total_tokens, self.tool_use_count, self.duration_ms = (int(value) for value in usage.groups())
+
     @property
     def spawn_time(self) -> datetime:
         return self.spawner.completed_at or self.spawner.timestamp
@@ -136,7 +141,7 @@ def conversations_from_db(proxy: sqlite3.Connection, requests: dict[str, ProxyRe
     reader.logged_ids = set(logged_ids)
     for request, headers, body in _bodies(proxy, candidates):
         reader.add(request, headers, body)
-    reader.add_unanswered_calls(proxy)
+    reader.add_unanswered_calls()
     return reader.conversations(), route
 
 
@@ -213,9 +218,8 @@ def _result_ids(message: Any) -> list[str]:
             and block.get("type") == "tool_result" and block.get("tool_use_id")]
 
 
-def _signature(body: dict[str, Any]) -> int:
+def _signature(body: dict[str, Any], tools: list[str]) -> int:
     system, _ = split_billing_header(body.get("system"))
-    tools = [tool.get("name") for tool in body.get("tools") or [] if isinstance(tool, dict)]
     try:
         return xxhash.xxh3_64_intdigest(orjson.dumps([system, tools]))
     except TypeError:  # nested deeper than orjson writes (counted by the message index)
@@ -316,7 +320,7 @@ class _ChainReader:
         self.route.agent_headers += bool(agent)
         self.root_of[request.request_id] = request.row_id
         self.chains[request.row_id] = _Chain(
-            root=request, rows=[request], session=session, agent_header=agent, signature=_signature(body),
+            root=request, rows=[request], session=session, agent_header=agent, signature=_signature(body, tools),
             first_prompt=texts, first_results=frozenset(_result_ids(first)), calls_agents=bool(AGENT_TOOL_NAMES & set(tools)),
             continuation=any(text.lstrip().startswith(CONTINUATION_OPENING) for text in texts))
 
@@ -343,7 +347,7 @@ class _ChainReader:
                 elif kind == "text" and TASK_NOTIFICATION in str(block.get("text")):
                     self._notifications(block["text"], request)
 
-    def add_unanswered_calls(self, proxy: sqlite3.Connection) -> None:
+    def add_unanswered_calls(self) -> None:
         """Agent calls no later prompt shows (the capture ends while the caller waits on its agents): read
         from the answer of each chain's last rows that stopped for tool use."""
         ends = [request for request_id, request in self.rows.items()
@@ -351,7 +355,7 @@ class _ChainReader:
         for start in range(0, len(ends), BATCH_ROWS):
             chunk = {request.row_id: request for request in ends[start:start + BATCH_ROWS]}
             marks = ",".join("?" * len(chunk))
-            for row_id, response in proxy.execute(f"SELECT rowid, response FROM requests WHERE rowid IN ({marks})",
+            for row_id, response in self.proxy.execute(f"SELECT rowid, response FROM requests WHERE rowid IN ({marks})",
                                                   list(chunk)):
                 request = chunk[row_id]
                 for block in answer_tool_calls(response):
@@ -377,8 +381,7 @@ class _ChainReader:
         if found := AGENT_ID_IN_RESULT.search(text):
             call.agent_id = found.group(1)
         usage = USAGE_TRAILER.search(text)
-        if usage:
-            call.total_tokens, call.tool_use_count, call.duration_ms = (int(value) for value in usage.groups())
+        call.take_totals(usage)
         if block.get("is_error"):
             call.status, call.completion_time = "failed", request.timestamp
         elif usage or not call.agent_id:
@@ -411,8 +414,7 @@ class _ChainReader:
             end = self._end(call.tool_use_id, call.lane) or self._end(call.agent_id, call.lane)
             if call.status == "async_launched" and end is not None:
                 call.completion_time, call.status, usage = end
-                if usage:  # the launch acknowledgement has no totals; the notification's `<usage>` has them
-                    call.total_tokens, call.tool_use_count, call.duration_ms = (int(value) for value in usage.groups())
+                call.take_totals(usage)  # the launch acknowledgement has none; the notification's `<usage>` has them
         chains = sorted(self.chains.values(), key=lambda chain: chain.root.row_id)
         self._match_by_header_or_prompt(chains)
         self._merge_continuations(chains)
